@@ -1,0 +1,34 @@
+"""`agent-sidecar check-config PATH`: the exact validation `run` does, every problem listed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sidecar.config import describe_defaults, load_config
+from sidecar.exceptions import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="validate a config file", description="Validate a YAML config; exit 0 if valid, 1 with every problem otherwise.")
+    p.add_argument("path", nargs="?", help="YAML config file")
+    p.add_argument("--print-defaults", action="store_true", help="print the embedded default config as YAML")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.print_defaults:
+        sys.stdout.write(describe_defaults())
+        return 0
+    if not args.path:
+        print("agent-sidecar check-config: a PATH is required", file=sys.stderr)
+        return 2
+    try:
+        load_config(args.path)
+    except ConfigError as exc:
+        print(f"{args.path}: invalid", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.path}: ok")
+    return 0

@@ -1,0 +1,44 @@
+"""`agent-sidecar run`: serve on the embedded default config, a YAML file, and flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from sidecar.config import Config, load_config
+from sidecar.exceptions import ConfigError, SidecarError
+from sidecar.server import configure_logging, serve
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the sidecar", description="Run the sidecar (default config when --config is not given).")
+    p.add_argument("--config", metavar="PATH", help="YAML config file")
+    p.add_argument("--http", metavar="HOST:PORT", help="override listen.http (port 0 picks a free port); '' disables")
+    p.add_argument("--unix", metavar="PATH", help="override listen.unix; '' disables")
+    p.set_defaults(func=main)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    changes = {}
+    if args.http is not None:
+        changes["listen.http"] = args.http
+    if args.unix is not None:
+        changes["listen.unix"] = args.unix
+    return config.replace(**changes) if changes else config
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"agent-sidecar: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log.level)
+    try:
+        started = asyncio.run(serve(config))
+    except (SidecarError, OSError) as exc:
+        print(f"agent-sidecar: {exc}", file=sys.stderr)
+        return 1
+    return 0 if started else 1

@@ -1,0 +1,354 @@
+"""One typed Config, loaded and validated once, then handed down.
+
+The dataclass defaults *are* the embedded default config. `load_config` walks the
+YAML document against these dataclasses, collects every problem with its YAML
+path, and only returns a Config when the whole document is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from sidecar.exceptions import ConfigError
+
+DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+# Field "kind" metadata drives parsing; the Python type is what the rest of the code sees.
+def _f(default: Any, kind: str, doc: str, **extra: Any) -> Any:
+    meta = {"kind": kind, "doc": doc, **extra}
+    if isinstance(default, (list, tuple, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    http: str = _f("127.0.0.1:8765", "hostport", "HOST:PORT for HTTP (ingest, /metrics, /v1/*); empty disables")
+    unix: str = _f("/tmp/agent-sidecar.sock", "path", "Unix stream socket for NDJSON ingest; empty disables")
+    unix_mode: int = _f(0o660, "mode", "permission bits of the socket file, e.g. 0660")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    token: str | None = _f(None, "optional_str", "bearer token required on HTTP ingest and queries")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_event_bytes: int = _f(64 * 1024, "size", "longest accepted line / event")
+    max_body_bytes: int = _f(10 * 1024 * 1024, "size", "largest accepted HTTP body (after decompression)")
+    max_clock_skew: float = _f(300.0, "duration", "events stamped further in the future are rejected")
+    queue_size: int = _f(1024, "positive_int", "batches waiting for the pipeline before backpressure / 503")
+    max_connections: int = _f(1024, "positive_int", "concurrent Unix socket clients")
+    read_size: int = _f(256 * 1024, "size", "bytes read from a socket client at once")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    max_series_per_metric: int = _f(10_000, "positive_int", "cardinality guard per metric")
+    series_ttl: float = _f(3600.0, "duration", "a series not updated this long leaves /metrics")
+    duration_buckets: tuple[float, ...] = _f(DEFAULT_BUCKETS, "buckets", "histogram bucket bounds in seconds")
+    exemplars: bool = _f(True, "bool", "attach {trace_id} exemplars to duration buckets")
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    abandon_after: float = _f(3600.0, "duration", "a run or invocation with no end this long is abandoned")
+    max_active: int = _f(100_000, "positive_int", "runs / invocations tracked at once")
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    durations: tuple[float, ...] = _f((60.0, 300.0, 900.0, 3600.0), "durations", "rolling windows for /v1/stats")
+    max_samples: int = _f(2_000_000, "positive_int", "samples kept across all windows (memory bound)")
+
+
+@dataclass(frozen=True)
+class TailConfig:
+    max_batch: int = _f(500, "positive_int", "events per WebSocket message")
+    client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop")
+    max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)")
+    token: str | None = _f(None, "optional_str", "token for /v1/tail instead of auth.token")
+    allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = _f("info", "choice", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    windows: WindowsConfig = field(default_factory=WindowsConfig)
+    tail: TailConfig = field(default_factory=TailConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take")
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with dotted keys changed, e.g. replace(**{"listen.http": "127.0.0.1:0"})."""
+        data = dataclasses.asdict(self)
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        return _build(Config, data, "")
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZES = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_duration(value: Any) -> float:
+    """'250ms', '5m', '1h', or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", str(value))
+        if not m:
+            raise ValueError(f"must be a duration like 30s, 5m or 1h, not {value!r}")
+        seconds = float(m[1]) * _UNITS[m[2]]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    """'64KiB', '10MiB', or a number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size like 64KiB or 10MiB")
+    if isinstance(value, int):
+        size = value
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m[2].lower() not in _SIZES:
+            raise ValueError(f"must be a size like 64KiB or 10MiB, not {value!r}")
+        size = int(m[1]) * _SIZES[m[2].lower()]
+    if size <= 0:
+        raise ValueError("must be greater than zero")
+    return size
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of parse_duration for whole units: 300 -> '5m'."""
+    for unit in ("d", "h", "m", "s"):
+        n = seconds / _UNITS[unit]
+        if n >= 1 and n == int(n):
+            return f"{int(n)}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def format_size(size: int) -> str:
+    """The inverse of parse_size for whole binary units: 65536 -> '64KiB'."""
+    for unit in ("GiB", "MiB", "KiB"):
+        n, r = divmod(size, _SIZES[unit.lower()])
+        if n and not r:
+            return f"{n}{unit}"
+    return str(size)
+
+
+def _parse_hostport(value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:8765, not {value!r}")
+    return str(value)
+
+
+def _parse_path(value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not os.path.isabs(value):
+        raise ValueError("must be an absolute path")
+    return value
+
+
+def _parse_mode(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value  # YAML 1.1 reads 0660 as octal already
+    elif isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3,4}", value):
+        mode = int(value.replace("o", ""), 8)
+    else:
+        raise ValueError(f"must be an octal mode like 0660, not {value!r}")
+    if not 0 <= mode <= 0o777:
+        raise ValueError("must be between 0000 and 0777")
+    return mode
+
+
+def _parse_positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"must be a positive integer, not {value!r}")
+    return value
+
+
+def _parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
+def _parse_optional_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _parse_strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    return tuple(value)
+
+
+def _parse_durations(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("must be a non-empty list of durations")
+    out = tuple(sorted(set(parse_duration(v) for v in value)))
+    return out
+
+
+def _parse_buckets(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("must be a non-empty list of numbers (seconds)")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ValueError("bucket bounds must be positive numbers of seconds")
+    if list(value) != sorted(set(value)):
+        raise ValueError("bucket bounds must be strictly increasing")
+    return tuple(float(v) for v in value)
+
+
+_PARSERS = {
+    "hostport": _parse_hostport,
+    "path": _parse_path,
+    "mode": _parse_mode,
+    "optional_str": _parse_optional_str,
+    "size": parse_size,
+    "duration": parse_duration,
+    "positive_int": _parse_positive_int,
+    "bool": _parse_bool,
+    "strings": _parse_strings,
+    "durations": _parse_durations,
+    "buckets": _parse_buckets,
+}
+
+
+def _build(cls: type, data: Any, path: str, problems: list[str] | None = None) -> Any:
+    own = problems is None
+    problems = [] if own else problems
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{path or '<top>'}: must be a mapping")
+        data = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            problems.append(f"{where}: unknown key (expected one of: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        where = f"{path}.{name}" if path else name
+        kind = f.metadata.get("kind")
+        if kind is None:  # a nested section
+            values[name] = _build(f.default_factory, data[name], where, problems)
+            continue
+        try:
+            if kind == "choice":
+                if data[name] not in f.metadata["choices"]:
+                    raise ValueError(f"must be one of {', '.join(f.metadata['choices'])}")
+                values[name] = data[name]
+            else:
+                values[name] = _PARSERS[kind](data[name])
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    if own and problems:
+        raise ConfigError(problems)
+    return cls(**values)
+
+
+def _check(config: Config) -> list[str]:
+    problems = []
+    if not config.listen.http and not config.listen.unix:
+        problems.append("listen: at least one of listen.http and listen.unix must be set")
+    if config.ingest.max_event_bytes > config.ingest.max_body_bytes:
+        problems.append("ingest.max_event_bytes: must not exceed ingest.max_body_bytes")
+    return problems
+
+
+def config_from_dict(data: Any) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    config = _build(Config, data, "", problems)
+    problems += _check(config) if not problems else []
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | None) -> Config:
+    """Load and validate a YAML file; None gives the embedded default config."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    return config_from_dict(data)
+
+
+def describe_defaults() -> str:
+    """The default config as commented YAML (what `config.example.yaml` documents)."""
+    lines = []
+
+    def emit(cls: type, obj: Any, indent: str) -> None:
+        for f in dataclasses.fields(cls):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                lines.append(f"{indent}{f.name}:")
+                emit(type(value), value, indent + "  ")
+                continue
+            kind = f.metadata["kind"]
+            if kind == "duration":
+                shown = format_duration(value)
+            elif kind == "durations":
+                shown = "[" + ", ".join(format_duration(v) for v in value) + "]"
+            elif kind == "size":
+                shown = format_size(value)
+            elif kind == "mode":
+                shown = f'"{value:04o}"'
+            elif value is None:
+                shown = "null"
+            elif isinstance(value, tuple):
+                shown = "[" + ", ".join(str(v) for v in value) + "]"
+            elif isinstance(value, bool):
+                shown = str(value).lower()
+            elif isinstance(value, str):
+                shown = f'"{value}"'
+            else:
+                shown = str(value)
+            lines.append(f"{indent}# {f.metadata['doc']}")
+            lines.append(f"{indent}{f.name}: {shown}")
+
+    emit(Config, Config(), "")
+    return "\n".join(lines) + "\n"

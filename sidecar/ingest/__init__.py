@@ -1,0 +1,1 @@
+"""Listeners: bytes in, batches out. Each knows nothing about sinks."""

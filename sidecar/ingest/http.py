@@ -1,0 +1,128 @@
+"""HTTP ingest: POST /v1/events with one object, a JSON array, or NDJSON."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+import msgspec
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sidecar.config import IngestConfig
+from sidecar.pipeline import Pipeline
+from sidecar.protocol import EventDecoder
+from sidecar.selfmetrics import SelfMetrics
+from sidecar.types import Batch, Rejection
+
+TRANSPORT = "http"
+MAX_ERRORS = 100
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_raw_one = msgspec.json.Decoder(msgspec.Raw).decode
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def check_bearer(request: Request, token: str | None) -> bool:
+    """True when no token is configured or the request carries it (constant-time compare)."""
+    if not token:
+        return True
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def unauthorized() -> Response:
+    return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (without buffering it) anything over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[list[bytes], list[int], list[Rejection]]:
+    """Items of a body (an array's elements, NDJSON lines, or the single object), each
+    with its position (element index or 0-based line number) for error reports."""
+    stripped = body.strip()
+    if not stripped:
+        return [], [], [Rejection(0, "invalid_json", "empty body")]
+    if "ndjson" not in content_type and "jsonl" not in content_type:
+        if stripped[:1] == b"[":
+            try:
+                items = [bytes(item) for item in _raw_list(stripped)]
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                return [], [], [Rejection(0, "invalid_json", f"body is not a valid JSON array: {exc}")]
+            return items, list(range(len(items))), []
+        try:
+            _raw_one(stripped)
+            return [stripped], [0], []  # one (possibly pretty-printed) object
+        except msgspec.DecodeError:
+            pass  # several lines: NDJSON without the content type
+    items, positions, rejected = [], [], []
+    for lineno, line in enumerate(body.split(b"\n")):
+        if not line or line.isspace():
+            continue
+        if len(line) > max_event_bytes:
+            rejected.append(Rejection(lineno, "too_large", f"line longer than ingest.max_event_bytes ({max_event_bytes})"))
+            continue
+        items.append(line)
+        positions.append(lineno)
+    return items, positions, rejected
+
+
+def events_route(
+    config: IngestConfig,
+    token: str | None,
+    decoder: EventDecoder,
+    pipeline: Pipeline,
+    metrics: SelfMetrics,
+    clock: Callable[[], float],
+) -> Route:
+    async def post_events(request: Request) -> Response:
+        if not check_bearer(request, token):
+            return unauthorized()
+        if request.headers.get("content-encoding", "identity") != "identity":
+            return JSONResponse({"error": "unsupported Content-Encoding"}, status_code=415)
+        try:
+            body = await read_body(request, config.max_body_bytes)
+        except BodyTooLarge:
+            metrics.count(TRANSPORT, 0, [Rejection(0, "too_large", "body too large")])
+            return JSONResponse(
+                {"accepted": 0, "rejected": 1, "errors": [{"index": None, "error": f"too_large: body exceeds ingest.max_body_bytes ({config.max_body_bytes})"}]},
+                status_code=413,
+            )
+        except ClientDisconnect:
+            return Response(status_code=400)
+        now = clock()
+        items, positions, rejected = split_body(body, request.headers.get("content-type", ""), config.max_event_bytes)
+        events, raws, bad = decoder.decode(items, now)
+        rejected += [r._replace(index=positions[r.index]) for r in bad]
+        rejected.sort(key=lambda r: r.index)
+        if events and not pipeline.try_submit(Batch(events, raws, now, TRANSPORT)):
+            metrics.count(TRANSPORT, 0, rejected, dropped=len(events))
+            return JSONResponse(
+                {"accepted": 0, "rejected": len(rejected), "dropped": len(events), "error": "queue_full: the sidecar is overloaded, retry later"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        metrics.count(TRANSPORT, len(events), rejected)
+        errors = [
+            {"index": r.index, "error": f"{r.reason}: {r.message}"} for r in rejected[:MAX_ERRORS]
+        ]
+        status = 400 if rejected and not events else 202
+        return JSONResponse({"accepted": len(events), "rejected": len(rejected), "errors": errors}, status_code=status)
+
+    return Route("/v1/events", post_events, methods=["POST"])

@@ -1,0 +1,166 @@
+"""Bytes in, events out. No I/O: the listeners, the tests and the client SDK share it.
+
+`LineFramer` splits a byte stream into lines with a length limit; `EventDecoder`
+turns lines (or HTTP body items) into validated, normalised `Event`s and
+`Rejection`s whose `reason` is the label of `sidecar_events_rejected_total`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from sidecar.types import Event, Rejection
+
+TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)*\Z")
+MAX_TYPE_LENGTH = 128
+
+# Every reason a line can be rejected for; the label values of sidecar_events_rejected_total.
+REASONS = (
+    "invalid_json",
+    "invalid_utf8",
+    "not_object",
+    "missing_type",
+    "invalid_type",
+    "invalid_field",
+    "bad_timestamp",
+    "future_timestamp",
+    "too_large",
+)
+
+
+def is_failure_type(event_type: str) -> bool:
+    return event_type.endswith(".failed")
+
+
+def valid_type(event_type: str) -> bool:
+    return len(event_type) <= MAX_TYPE_LENGTH and TYPE_PATTERN.match(event_type) is not None
+
+
+class LineFramer:
+    """Splits a stream into lines; lines longer than `max_bytes` are skipped up to their newline.
+
+    Feed it whatever `read()` returned. Blank lines are ignored. `finish()` returns the
+    unterminated tail when the peer disconnects mid-line (it is decoded like any line).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._rest = b""
+        self._discarding = False
+
+    def feed(self, data: bytes) -> tuple[list[bytes], int]:
+        """Return the complete lines in `data` and how many oversized lines were dropped."""
+        oversized = 0
+        if self._discarding:
+            cut = data.find(b"\n")
+            if cut < 0:
+                return [], 0
+            data = data[cut + 1 :]
+            self._discarding = False
+        buf = self._rest + data if self._rest else data
+        lines = buf.split(b"\n")
+        rest = lines.pop()
+        if len(rest) > self.max_bytes:
+            oversized += 1
+            self._discarding = True
+            rest = b""
+        self._rest = rest
+        limit = self.max_bytes
+        out = []
+        for line in lines:
+            if len(line) > limit:
+                oversized += 1
+            elif line and not line.isspace():
+                out.append(line)
+        return out, oversized
+
+    def finish(self) -> bytes:
+        """The unterminated last line, if any (empty when it was blank or oversized)."""
+        rest, self._rest = self._rest, b""
+        return b"" if rest.isspace() else rest
+
+
+def _classify(exc: msgspec.ValidationError) -> str:
+    msg = str(exc)
+    if "missing required field `type`" in msg:
+        return "missing_type"
+    if msg.endswith("`$.type`"):
+        return "invalid_type"
+    if msg.endswith("`$.timestamp`"):
+        return "bad_timestamp"
+    if "- at `$" not in msg:
+        return "not_object"
+    return "invalid_field"
+
+
+class EventDecoder:
+    """Decodes and normalises events. One instance per sidecar; it caches per-type facts."""
+
+    def __init__(self, max_clock_skew: float = 300.0):
+        self.max_clock_skew = max_clock_skew
+        self._decode: Callable[[bytes], Event] = msgspec.json.Decoder(Event).decode
+        # type -> "is a *.failed type", or None when the name is invalid. Bounded: see _type_info.
+        self._types: dict[str, bool | None] = {}
+
+    def _type_info(self, event_type: str) -> bool | None:
+        info = self._types.get(event_type, False)
+        if info is False and event_type not in self._types:
+            info = is_failure_type(event_type) if valid_type(event_type) else None
+            if len(self._types) < 10_000:  # hostile senders must not grow it without bound
+                self._types[event_type] = info
+        return info
+
+    def decode(
+        self, lines: Iterable[bytes], received_at: float
+    ) -> tuple[list[Event], list[bytes], list[Rejection]]:
+        """Decode each line (or body item) into an event, or a rejection with its index."""
+        decode = self._decode
+        type_info = self._type_info
+        latest = received_at + self.max_clock_skew
+        events: list[Event] = []
+        raws: list[bytes] = []
+        rejected: list[Rejection] = []
+        for index, line in enumerate(lines):
+            try:
+                if not line.isascii():
+                    line.decode()  # msgspec does not check UTF-8 inside fields it skips
+                ev = decode(line)
+            except msgspec.ValidationError as exc:
+                rejected.append(Rejection(index, _classify(exc), str(exc)))
+                continue
+            except msgspec.DecodeError as exc:
+                rejected.append(Rejection(index, "invalid_json", str(exc)))
+                continue
+            except UnicodeDecodeError as exc:
+                rejected.append(Rejection(index, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"))
+                continue
+            failed = type_info(ev.type)
+            if failed is None:
+                rejected.append(
+                    Rejection(index, "invalid_type", f"`type` must be a dotted lower-case name of at most {MAX_TYPE_LENGTH} characters")
+                )
+                continue
+            ts = ev.timestamp
+            if ts is None:
+                ev.timestamp = received_at
+            else:
+                if ts.__class__ is not float:
+                    ts = ev.timestamp = ts.timestamp()
+                if ts > latest:
+                    rejected.append(
+                        Rejection(index, "future_timestamp", f"timestamp is {ts - received_at:.0f}s ahead of the sidecar's clock (max_clock_skew {self.max_clock_skew:g}s)")
+                    )
+                    continue
+                if ts < 0:
+                    rejected.append(Rejection(index, "bad_timestamp", "timestamp must not be negative"))
+                    continue
+            if ev.severity is None:
+                ev.severity = "error" if failed else "info"
+            if ev.success is None:
+                ev.success = not failed
+            events.append(ev)
+            raws.append(line)
+        return events, raws, rejected

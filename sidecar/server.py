@@ -1,0 +1,80 @@
+"""Run one sidecar under uvicorn, started programmatically (one process, one loop, one worker)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from sidecar.app import build_app
+from sidecar.config import Config
+from sidecar.ingest.unix import claim_socket_path
+
+WS_MAX_MESSAGE = 64 * 1024
+
+
+def bind_http(address: str) -> socket.socket:
+    """Bind HOST:PORT ourselves so port 0 works and the real port is known before serving."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+
+
+def build_server(
+    config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+) -> tuple[uvicorn.Server, socket.socket | None]:
+    """A uvicorn server for one sidecar, plus its bound HTTP socket (None if HTTP is off)."""
+    if config.listen.unix:
+        claim_socket_path(config.listen.unix)  # fail fast, before uvicorn, with a clear message
+    sock = bind_http(config.listen.http) if config.listen.http else None
+    app = build_app(config, registry=registry, clock=clock, http_url=url_of(sock) if sock else None)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(config.shutdown_grace)),
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,  # a small frame must not inflate 1000x in memory
+            ws_max_size=WS_MAX_MESSAGE,
+        )
+    )
+    return server, sock
+
+
+async def serve(
+    config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+) -> bool:
+    """Serve until SIGINT/SIGTERM; False when startup failed (the reason is logged)."""
+    server, sock = build_server(config, registry=registry, clock=clock)
+    try:
+        await server.serve(sockets=[sock] if sock else [])
+    finally:
+        if sock:
+            sock.close()
+    return server.started

@@ -1,0 +1,1 @@
+"""Sinks: batches in, state out. Each knows nothing about transports."""

@@ -1,0 +1,118 @@
+"""Helpers that tests (and users testing their own integrations) reuse.
+
+`running_sidecar()` runs a real sidecar (real uvicorn, real sockets) on an
+ephemeral port and a temporary Unix socket, in a background thread, and exposes
+its registry and internals for exact assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from sidecar.app import Sidecar
+from sidecar.config import Config
+from sidecar.server import build_server, url_of
+
+
+class FakeClock:
+    """A wall clock that moves only when told to."""
+
+    def __init__(self, start: float = 1_790_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def event(type: str = "llm.call", **fields: Any) -> dict[str, Any]:
+    """An event dict with sensible defaults for tests."""
+    return {"type": type, **fields}
+
+
+def ndjson(*events: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+
+@dataclass
+class RunningSidecar:
+    config: Config
+    url: str
+    unix: str
+    registry: CollectorRegistry
+    sidecar: Sidecar
+    loop: asyncio.AbstractEventLoop
+
+    def send_unix(self, data: bytes) -> None:
+        """Write bytes to the ingest socket and wait until the sidecar has read them all."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(self.unix)
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(1)
+
+    def wait_processed(self, n: int, timeout: float = 10.0) -> None:
+        """Block until the pipeline has processed at least `n` events in total."""
+        deadline = time.monotonic() + timeout
+        while self.sidecar.pipeline.processed < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processed {self.sidecar.pipeline.processed} of {n} events")
+            time.sleep(0.005)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return self.registry.get_sample_value(name, labels or {})
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the sidecar's event loop (between batches) and return its result."""
+
+        async def wrapper() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(10)
+
+
+@contextlib.contextmanager
+def running_sidecar(
+    config: Config | None = None, *, clock: Callable[[], float] = time.time, **changes: Any
+) -> Iterator[RunningSidecar]:
+    """Run a sidecar in a thread; `changes` are dotted config keys, e.g. **{"auth.token": "s"}."""
+    with tempfile.TemporaryDirectory(prefix="sidecar-") as tmp:
+        base = (config or Config()).replace(**{"listen.http": "127.0.0.1:0", "listen.unix": os.path.join(tmp, "ingest.sock")})
+        config = base.replace(**changes) if changes else base
+        registry = CollectorRegistry()
+        server, sock = build_server(config, registry=registry, clock=clock)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=loop.run_until_complete, args=(server.serve(sockets=[sock] if sock else []),), daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("sidecar did not start")
+            time.sleep(0.01)
+        app = server.config.loaded_app
+        while hasattr(app, "app"):  # unwrap uvicorn's middleware
+            app = app.app
+        try:
+            yield RunningSidecar(config, url_of(sock) if sock else "", config.listen.unix, registry, app.state.sidecar, loop)
+        finally:
+            server.should_exit = True
+            thread.join(config.shutdown_grace + 5)
+            loop.close()
+            if sock:
+                sock.close()
