@@ -116,3 +116,62 @@ def running_sidecar(
             loop.close()
             if sock:
                 sock.close()
+
+
+class SidecarProcess:
+    """A real `agent-sidecar run` process on an ephemeral port, talked to only from outside."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "run", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self.url = ""
+        self.unix = ""
+        deadline = time.monotonic() + 20
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            self.lines.append(line)
+            if " ready " in line:
+                for word in line.split():
+                    if word.startswith("http="):
+                        self.url = word[5:]
+                    elif word.startswith("unix="):
+                        self.unix = word[5:]
+                break
+        else:
+            self.proc.kill()
+        if not (self.url or self.unix):
+            self.proc.kill()
+            rest = self.proc.stdout.read().decode()
+            raise RuntimeError("sidecar did not become ready:\n" + "".join(self.lines) + rest)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.decode())
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, sig: int | None = None, timeout: float = 20) -> int:
+        """Signal the process (SIGTERM by default) and return its exit code."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self._reader.join(5)
+        return rc
