@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from sidecar.config import Config, load_config
@@ -36,6 +37,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"agent-sidecar: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level)
+    # uvicorn handles SIGINT/SIGTERM while serving, then re-raises the signal into the handler
+    # that was there before; a no-op one makes a graceful shutdown exit 0, as the contract says.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         started = asyncio.run(serve(config))
     except (SidecarError, OSError) as exc:
