@@ -174,4 +174,5 @@ class SidecarProcess:
             self.proc.send_signal(sig or signal.SIGTERM)
         rc = self.proc.wait(timeout)
         self._reader.join(5)
+        self.proc.stdout.close()
         return rc

@@ -35,4 +35,4 @@ def spawn(tmp_path):
     for p in procs:
         if p.proc.poll() is None:
             p.proc.kill()
-            p.proc.wait()
+        p.stop()
