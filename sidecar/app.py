@@ -120,6 +120,11 @@ async def _maintain(sidecar: Sidecar) -> None:
         sidecar.pipeline.maintain(sidecar.clock())
 
 
+async def _drain(pipeline: Pipeline, task: asyncio.Task) -> None:
+    await pipeline.close()
+    await task
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     sidecar: Sidecar = app.state.sidecar
@@ -141,11 +146,11 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         grace = sidecar.config.shutdown_grace
         for listener in sidecar.listeners:
             await listener.stop()  # stop intake first ...
-        await sidecar.pipeline.close()  # ... then process everything accepted
-        try:
-            await asyncio.wait_for(pipeline_task, grace)
-        except TimeoutError:
-            log.error("pipeline did not drain within shutdown_grace (%gs)", grace)
+        if not pipeline_task.done():  # ... then process everything accepted
+            try:
+                await asyncio.wait_for(_drain(sidecar.pipeline, pipeline_task), grace)
+            except TimeoutError:
+                log.error("pipeline did not drain within shutdown_grace (%gs)", grace)
         maintain_task.cancel()
         for sink in sidecar.sinks.values():
             if hasattr(sink, "close"):

@@ -83,6 +83,9 @@ class LineFramer:
         return b"" if rest.isspace() else rest
 
 
+_UNKNOWN = object()
+
+
 def _classify(exc: msgspec.ValidationError) -> str:
     msg = str(exc)
     if "missing required field `type`" in msg:
@@ -106,11 +109,9 @@ class EventDecoder:
         self._types: dict[str, bool | None] = {}
 
     def _type_info(self, event_type: str) -> bool | None:
-        info = self._types.get(event_type, False)
-        if info is False and event_type not in self._types:
-            info = is_failure_type(event_type) if valid_type(event_type) else None
-            if len(self._types) < 10_000:  # hostile senders must not grow it without bound
-                self._types[event_type] = info
+        info = is_failure_type(event_type) if valid_type(event_type) else None
+        if len(self._types) < 10_000:  # hostile senders must not grow it without bound
+            self._types[event_type] = info
         return info
 
     def decode(
@@ -118,6 +119,7 @@ class EventDecoder:
     ) -> tuple[list[Event], list[bytes], list[Rejection]]:
         """Decode each line (or body item) into an event, or a rejection with its index."""
         decode = self._decode
+        types = self._types
         type_info = self._type_info
         latest = received_at + self.max_clock_skew
         events: list[Event] = []
@@ -137,7 +139,9 @@ class EventDecoder:
             except UnicodeDecodeError as exc:
                 rejected.append(Rejection(index, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"))
                 continue
-            failed = type_info(ev.type)
+            failed = types.get(ev.type, _UNKNOWN)
+            if failed is _UNKNOWN:
+                failed = type_info(ev.type)
             if failed is None:
                 rejected.append(
                     Rejection(index, "invalid_type", f"`type` must be a dotted lower-case name of at most {MAX_TYPE_LENGTH} characters")

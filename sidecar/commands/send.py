@@ -50,9 +50,12 @@ def post_batch(url: str, lines: list[bytes], token: str | None) -> dict:
     except urllib.error.HTTPError as exc:
         body = exc.read()
         try:
-            return json.loads(body)
+            result = json.loads(body)
         except ValueError:
-            raise SystemExit(f"agent-sidecar send: HTTP {exc.code}: {body[:200]!r}") from None
+            result = {}
+        if "accepted" in result and exc.code in (400, 413):  # per-item answers: report them
+            return result
+        raise SystemExit(f"agent-sidecar send: HTTP {exc.code}: {body[:200].decode(errors='replace')}") from None
 
 
 def send_http(url: str, stream: BinaryIO, token: str | None) -> int:
