@@ -192,3 +192,21 @@ def test_an_endless_demo_stops_on_ctrl_c_and_reports_exactly_what_it_sent(sideca
     sent, _ = _summary(err)
     _wait_received(sidecar, "unix", sent)
     assert sidecar.value("sidecar_events_received_total", {"transport": "unix"}) == sent
+
+
+def test_a_sender_that_cannot_keep_up_writes_bounded_chunks_and_stops_after_the_grace(monkeypatch):
+    from sidecar.commands import demo
+
+    monkeypatch.setattr(demo, "MAX_CHUNK", 100)
+    monkeypatch.setattr(demo, "GRACE", 0.0)
+    writes = []
+
+    class Target:
+        def send(self, lines):
+            writes.append(len(lines))
+
+    progress = demo.Progress()
+    lines = demo.stream(Simulation(seed=1), demo.random.Random(1), 0.0)
+    demo.pace(Target(), lines, rate=1e9, duration=0.01, progress=progress)  # asks for 10 million lines
+    assert 0 < progress.sent < 10_000_000
+    assert max(writes) == 100 and sum(writes) == progress.sent
