@@ -17,7 +17,8 @@ from sidecar.exceptions import ConfigError
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 GRAFANA_PROVISIONING = REPO / "grafana" / "provisioning"
-# Public images, pinned (checked against Docker Hub when this file was written).
+# Public images, pinned to released tags (Docker Hub is not reachable from the test machines;
+# both tags are in use by public projects: prom/prometheus:v2.55.1, grafana/grafana:11.3.0).
 PUBLIC_IMAGES = {"prometheus": r"prom/prometheus:v2\.\d+\.\d+", "grafana": r"grafana/grafana:1\d\.\d+\.\d+"}
 
 
