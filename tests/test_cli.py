@@ -110,8 +110,14 @@ def test_send_over_http_retries_while_the_sidecar_is_overloaded():
                 if task.get_name() == "pipeline":
                     task.cancel()
 
+        resumed = []
+
         async def resume():
-            asyncio.create_task(s.sidecar.pipeline.run(), name="pipeline")
+            resumed.append(asyncio.create_task(s.sidecar.pipeline.run()))
+
+        async def finish():  # the lifespan only drains the task it started itself
+            await s.sidecar.pipeline.close()
+            await resumed[0]
 
         asyncio.run_coroutine_threadsafe(stall(), s.loop).result(5)
         assert post_batch(s.url, [ndjson(event()).strip()], None)["accepted"] == 1  # fills the queue
@@ -120,3 +126,4 @@ def test_send_over_http_retries_while_the_sidecar_is_overloaded():
         threading.Timer(0.5, lambda: asyncio.run_coroutine_threadsafe(resume(), s.loop)).start()
         assert post_batch(s.url, [ndjson(event()).strip()], None)["accepted"] == 1  # after one Retry-After
         s.wait_processed(2)
+        asyncio.run_coroutine_threadsafe(finish(), s.loop).result(5)
