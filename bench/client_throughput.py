@@ -4,7 +4,8 @@ The bench process emits N events through `sidecar.client.Emitter` as fast as it 
 big enough that none is dropped), then `flush()`es; the rate is N over the time from the
 first emit until the sidecar has confirmed reading the last batch, checked against the
 sidecar's own sidecar_events_accepted_total. Beside it, `ceiling.py limit` measured in the
-same run (what CPython can take off a Unix socket on this machine).
+same run (what CPython can take off a Unix socket on this machine), and the CPU time each
+side spent per event (what the rate would be with a core to itself).
 
     python bench/client_throughput.py            # N=300000 by default; N=... to change
 """
@@ -45,6 +46,12 @@ def ceiling() -> float:
     return float(re.search(r"= ([\d,]+) events/s", out)[1].replace(",", ""))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def client_rate() -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {"PYTHONPATH": ROOT}
@@ -52,6 +59,7 @@ def client_rate() -> tuple[float, dict]:
         try:
             emitter = Emitter(unix=proc.unix, max_buffer=N + 1)
             emit = emitter.emit
+            cpu_client, cpu_sidecar = time.process_time(), cpu_seconds(proc.proc.pid)
             started = time.perf_counter()
             for _ in range(N):
                 emit("agent.completed", **FIELDS)
@@ -59,6 +67,8 @@ def client_rate() -> tuple[float, dict]:
             assert emitter.flush(120), emitter.stats()
             done = time.perf_counter()
             stats = emitter.stats()
+            stats["client_cpu_us_per_event"] = round((time.process_time() - cpu_client) / N * 1e6, 2)
+            stats["sidecar_cpu_us_per_event"] = round((cpu_seconds(proc.proc.pid) - cpu_sidecar) / N * 1e6, 2)
             emitter.close()
             got = accepted(proc.url)
             assert got == N and stats["dropped"] == 0, (got, stats)
@@ -72,4 +82,6 @@ if __name__ == "__main__":
     limit = ceiling()
     rate, stats = client_rate()
     print(f"client: {N} events emitted in {stats['emit_loop_s']:.2f}s, all accepted by the sidecar at {rate:,.0f} events/s")
-    print(f"ratio to ceiling limit: {rate / limit:.2f}  ({stats})")
+    print(f"ratio to ceiling limit: {rate / limit:.2f}")
+    print(f"CPU per event: client {stats['client_cpu_us_per_event']} us (emit + encode + send), sidecar {stats['sidecar_cpu_us_per_event']} us")
+    print(stats)

@@ -198,6 +198,8 @@ class Emitter:
         except InvalidEvent:
             raise
         except Exception:  # a bug here must cost an event, never the app
+            if not isinstance(type, str):  # e.g. an unhashable "type"
+                return self._invalid(type, fields)
             log.exception("sidecar.client: emit failed")
             return self._drop("internal")
 

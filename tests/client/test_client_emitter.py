@@ -231,3 +231,36 @@ async def test_async_code_emits_and_flushes_without_blocking_the_loop(sidecar):
     task.cancel()
     assert emitter.sent == 500
     sidecar.wait_processed(500)
+
+
+def test_an_unhashable_type_is_invalid_not_a_crash(capture):
+    with Emitter(unix=capture.path) as emitter:
+        assert emitter.emit(["llm.call"]) is False
+    assert emitter.drops == {"invalid": 1}
+
+
+def test_events_the_sidecar_rejects_over_http_are_counted_as_rejected(sidecar, caplog):
+    emitter = Emitter(url=sidecar.url)
+    emitter.emit("llm.call", timestamp=4_000_000_000.0)  # valid here, too far ahead for the sidecar's clock
+    emitter.emit("llm.call")
+    assert emitter.flush(10)
+    assert emitter.drops == {"rejected": 1} and emitter.sent == 1
+    assert "future_timestamp" in caplog.text
+    emitter.close()
+
+
+def test_a_forked_child_starts_its_own_flusher_and_never_resends_the_parents_events(capture):
+    emitter = Emitter(unix=capture.path, flush_interval=60)
+    emitter.emit("parent.before")
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the buffer is gone, its own events go out
+        code = 0
+        try:
+            emitter.emit("child.event")
+            code = 0 if emitter.close(10) and emitter.sent == 1 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert emitter.close(10)
+    assert sorted(e["type"] for e in capture.events()) == ["child.event", "parent.before"]
