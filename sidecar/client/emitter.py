@@ -460,9 +460,13 @@ def _close_all() -> None:
 
 
 def _after_fork() -> None:
-    # The child has no flusher thread and must not send the parent's queued events twice.
+    # The child has no flusher thread, must not send the parent's queued events twice, nor
+    # write into the parent's connection; its counts start from zero.
     for emitter in list(_live):
         emitter._init_threading()
+        emitter._transport.after_fork()
+        emitter.sent = emitter.unconfirmed = 0
+        emitter.drops = {}
         if emitter._state is _RUNNING:
             emitter._state = _NEW
 

@@ -116,6 +116,11 @@ class UnixTransport:
     def close(self) -> None:
         self._reset()
 
+    def after_fork(self) -> None:
+        """In a forked child: let go of the parent's connection without touching it."""
+        self._lock = threading.Lock()
+        self._reset()  # close() only drops this process's descriptor; the parent's stays open
+
 
 class HttpTransport:
     """POST /v1/events with an NDJSON body on a kept-alive connection; the answer says what was taken."""
@@ -202,6 +207,11 @@ class HttpTransport:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: let go of the parent's connection without touching it."""
+        self._lock = threading.Lock()
+        self.close()
 
 
 def _first_error(answer: dict) -> str:
