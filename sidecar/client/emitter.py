@@ -82,8 +82,10 @@ class Emitter:
     counted), plus the one batch being sent. `timeout` bounds one send; `max_backoff` caps
     the wait between reconnect attempts. On the Unix socket, delivery is confirmed at least
     every `commit_every` events and whenever the buffer runs empty; a connection that breaks
-    before that counts what it carried as `unconfirmed`. `strict=True` raises `InvalidEvent` from `emit`
-    (for tests and development); by default invalid events are dropped, counted and logged.
+    before that counts what it carried as `unconfirmed`.
+
+    `strict=True` raises `InvalidEvent` from `emit` (for tests and development); by default
+    invalid events are dropped, counted and logged once per distinct reason.
     """
 
     def __init__(
@@ -230,7 +232,8 @@ class Emitter:
     @property
     def dropped(self) -> int:
         """Events given up on purpose: invalid, buffer full, refused by the sidecar, closed."""
-        return sum(self.drops.values())
+        with self._drop_lock:  # another thread may be adding a reason
+            return sum(self.drops.values())
 
     @property
     def buffered(self) -> int:
@@ -239,13 +242,17 @@ class Emitter:
         return len(self._buf) + (pending[1] if pending else 0)
 
     def stats(self) -> dict[str, Any]:
+        """Where events go and what became of them: sent (confirmed), buffered, dropped
+        (with `drops` by reason) and unconfirmed (on a connection that broke)."""
+        with self._drop_lock:
+            drops = dict(self.drops)
         return {
             "target": self.target,
             "sent": self.sent,
             "buffered": self.buffered,
-            "dropped": self.dropped,
+            "dropped": sum(drops.values()),
             "unconfirmed": self.unconfirmed,
-            "drops": dict(self.drops),
+            "drops": drops,
         }
 
     def flush(self, timeout: float = 5.0) -> bool:
