@@ -368,9 +368,11 @@ class Emitter:
                 wake.clear()
                 try:
                     self._drain()
-                except Exception:  # pragma: no cover - a bug; keep the flusher alive
+                except Exception:  # pragma: no cover - a bug; keep the flusher alive, count the batch
                     log.exception("sidecar.client: flusher failed")
-                    self._pending = None
+                    pending, self._pending = self._pending, None
+                    if pending is not None:
+                        self._drop("internal", pending[1])
         finally:
             self._discard_leftovers()
 

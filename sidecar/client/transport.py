@@ -183,7 +183,8 @@ class HttpTransport:
             answer = {}
         status = response.status
         if status in (200, 202) or (status == 400 and "accepted" in answer):  # 400: every item was invalid
-            rejected = int(answer.get("rejected", 0))
+            rejected = answer.get("rejected", 0)
+            rejected = min(n, rejected) if isinstance(rejected, int) and rejected >= 0 else 0
             return Result(OK, confirmed=n - rejected, rejected=rejected, detail=_first_error(answer))
         if status == 503 or status >= 500:
             return Result(RETRY, detail=f"HTTP {status}: {answer.get('error', '')}")
