@@ -40,11 +40,19 @@ class InvalidEvent(ValueError):
     """An event the sidecar would reject; raised by `emit` only when the Emitter is `strict`."""
 
 
-def _line_encoder() -> Callable[[Any], str]:
-    """Compact, ASCII, strict (no NaN) JSON for one event; the C encoder made once, when there is one."""
+def _line_encoder() -> Callable[[Any], bytes]:
+    """Compact, strict JSON for one event: msgspec's encoder when it is installed (about 6x faster,
+    and always there beside the sidecar), else the stdlib's C encoder, made once."""
+    try:
+        import msgspec
+    except ImportError:
+        pass
+    else:
+        return msgspec.json.Encoder().encode
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - CPython always has it
-        return json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+        encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+        return lambda event: encode(event).encode()
 
     def refuse(obj: Any) -> Any:
         raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
@@ -52,7 +60,7 @@ def _line_encoder() -> Callable[[Any], str]:
     # markers=None skips the circular-reference check: a cycle ends in RecursionError instead.
     encoder = make(None, refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
     join = "".join
-    return lambda event: join(encoder(event, 0))
+    return lambda event: join(encoder(event, 0)).encode()
 
 
 class _Severity:
@@ -408,7 +416,7 @@ class Emitter:
         buf = self._buf
         encode = self._encode
         limit = self.max_event_bytes
-        parts: list[str] = []
+        parts: list[bytes] = []
         size = 0
         count = self.batch_size
         max_bytes = self.max_batch_bytes
@@ -421,7 +429,7 @@ class Emitter:
                 self._warn_once(f"enc:{type(exc).__name__}", "sidecar.client: dropping an event that is not JSON: %s", exc)
                 self._drop("not_json")
                 continue
-            if len(line) >= limit:  # ASCII (ensure_ascii), so characters are bytes
+            if len(line) >= limit:
                 self._warn_once("too_large", "sidecar.client: dropping an event of %d bytes (max_event_bytes %d)", len(line), limit)
                 self._drop("too_large")
                 continue
@@ -429,8 +437,8 @@ class Emitter:
             size += len(line) + 1
         if not parts:
             return None
-        parts.append("")
-        return "\n".join(parts).encode(), len(parts) - 1
+        parts.append(b"")
+        return b"\n".join(parts), len(parts) - 1
 
     def _settle(self, result: Result, n: int) -> None:
         status = result.status
