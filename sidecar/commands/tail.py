@@ -66,11 +66,7 @@ def tail_url(base: str, args: argparse.Namespace) -> str:
 def format_event(raw: bytes, colour: bool) -> str:
     """time severity type agent workflow duration tokens cost, for a terminal."""
     ev: dict[str, Any] = _decode_event(raw)
-    ts = ev.get("timestamp", ev.get("received_at"))
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        when = datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3]
-    else:
-        when = str(ts)[11:23] if isinstance(ts, str) else "-"
+    when = _local_time(ev.get("timestamp")) or _local_time(ev.get("received_at")) or "-"
     severity = str(ev.get("severity") or ("error" if str(ev.get("type", "")).endswith(".failed") else "info"))
     fields = [when, f"{severity:<8}", f"{ev.get('type', '?'):<20}", str(ev.get("agent") or "-"), str(ev.get("workflow") or "-")]
     if isinstance(ev.get("duration_ms"), (int, float)):
@@ -87,6 +83,20 @@ def format_event(raw: bytes, colour: bool) -> str:
     line = " ".join(fields)
     code = _COLOURS.get(severity, "")
     return f"{code}{line}{_RESET}" if colour and code else line
+
+
+def _local_time(ts: Any) -> str | None:
+    """HH:MM:SS.mmm local time of an epoch number or an RFC 3339 string; None if neither."""
+    try:
+        if isinstance(ts, str):
+            moment = datetime.fromisoformat(ts).astimezone()
+        elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
+            moment = datetime.fromtimestamp(ts)
+        else:
+            return None
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.strftime("%H:%M:%S.%f")[:-3]
 
 
 async def follow(url: str, token: str | None, as_json: bool, out: TextIO, err: TextIO) -> int:

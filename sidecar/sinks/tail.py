@@ -42,6 +42,7 @@ MAX_VALUES = 100  # values per key in one filter
 MAX_VALUE_LENGTH = 256
 MAX_INTERVAL_MS = 60_000
 MAX_CONTROL = 64  # replies (acks, errors) waiting for one client; beyond, errors are dropped
+MAX_MESSAGE_BYTES = (1 << 20) - 64  # leaves room for the envelope under a 1 MiB client limit
 CLOSE_WAIT = 1.0  # seconds shutdown waits for close frames to be written
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -150,7 +151,7 @@ class TailClient:
 
     __slots__ = (
         "hub", "ws", "filter", "check", "indexed", "queue", "dropped", "control", "paused",
-        "interval", "_wake", "sender", "_loop",
+        "interval", "wakeup", "sender", "_loop",
     )
 
     def __init__(self, hub: TailHub, ws: Transport, tail_filter: TailFilter, interval: float):
@@ -164,15 +165,15 @@ class TailClient:
         self.control: deque[bytes] = deque()
         self.paused = False
         self.interval = interval
-        self._wake = asyncio.Event()
+        self.wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.sender: asyncio.Task | None = None
 
     def reply(self, message: dict[str, Any]) -> None:
-        """Queue a control reply; it goes out before any further events."""
+        """Queue a control reply; it goes out after the events already queued (up to max_batch)."""
         if len(self.control) < MAX_CONTROL:
             self.control.append(_encode(message))
-        self._wake.set()
+        self.wakeup.set()
 
     async def run(self) -> None:
         """The sender: wait for something to send, send it, repeat until the socket fails."""
@@ -180,39 +181,37 @@ class TailClient:
         queue = self.queue
         control = self.control
         max_batch = self.hub.config.max_batch
-        wake = self._wake
+        wake = self.wakeup
         last = 0.0
         try:
             while True:
                 await wake.wait()
                 wake.clear()
                 while True:
-                    if control:
+                    # One batch of events, then the replies: a reply follows the events queued
+                    # before it (up to max_batch) and is never starved by a flood.
+                    sent = False
+                    if queue and not self.paused:
+                        if self.interval:
+                            delay = last + self.interval - self._loop.time()
+                            if delay > 0:
+                                await asyncio.sleep(delay)  # coalesce: whatever arrives meanwhile joins
+                                continue  # re-check: a subscribe or pause may have come meanwhile
+                        events = _take(queue, max_batch)
+                        dropped, self.dropped = self.dropped, 0
+                        body = b'{"events":[' + b",".join(events) + b'],"dropped":' + str(dropped).encode() + b"}"
+                        last = self._loop.time()
+                        await ws.send({"type": "websocket.send", "text": body.decode()})
+                        sent = True
+                    while control:
                         await ws.send({"type": "websocket.send", "text": control.popleft().decode()})
-                        continue
-                    if self.paused or not (queue or self.dropped):
+                        sent = True
+                    if not sent:
                         break
-                    if self.interval:
-                        delay = last + self.interval - self._loop.time()
-                        if delay > 0:
-                            await asyncio.sleep(delay)  # coalesce: whatever arrives meanwhile joins
-                            continue
-                    if len(queue) <= max_batch:
-                        events = list(queue)
-                        queue.clear()
-                    else:
-                        events = [queue.popleft() for _ in range(max_batch)]
-                    dropped, self.dropped = self.dropped, 0
-                    body = b'{"events":[' + b",".join(events) + b'],"dropped":' + str(dropped).encode() + b"}"
-                    last = self._loop.time()
-                    await ws.send({"type": "websocket.send", "text": body.decode()})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer went away mid-send; the route's receive loop sees it too
             log.debug("tail sender stopped: %r", exc)
-
-    def wake(self) -> None:
-        self._wake.set()
 
 
 class TailHub:
@@ -362,7 +361,7 @@ class TailHub:
             self.dropped_total.inc(dropped)
         for client in touched:
             if not client.paused:
-                client._wake.set()
+                client.wakeup.set()
 
     def maintain(self, now: float) -> None:
         pass  # keepalive is the WebSocket server's (ping/pong); nothing expires here
@@ -382,17 +381,39 @@ class TailHub:
                 client.sender.cancel()
         closes = [asyncio.create_task(_close(c.ws, 1001, "sidecar shutting down")) for c in clients]
         # A client that never reads may have a full send buffer: its close waits on it; don't.
+        # Its connection is left to uvicorn, which gives up on it after shutdown_grace.
         _, pending = await asyncio.wait(closes, timeout=CLOSE_WAIT)
         for task in pending:
             task.cancel()
+        if pending:
+            log.warning("%d live-tail client(s) read nothing; their close frames could not be sent", len(pending))
+            return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), CLOSE_WAIT)
+            await asyncio.wait_for(self._empty.wait(), CLOSE_WAIT)  # handlers see the close at once
 
     async def close(self) -> None:
         """Lifespan shutdown: stop any sender still running."""
         self.closing = True
         for client in list(self.clients):
             await self.disconnect(client)
+
+
+def _take(queue: deque[bytes], max_batch: int) -> list[bytes]:
+    """The oldest events for one message: at most `max_batch`, and at most MAX_MESSAGE_BYTES
+    unless a single event is larger (so a default websockets client, max_size 1 MiB, copes)."""
+    if len(queue) <= max_batch:
+        events = list(queue)
+        queue.clear()
+    else:
+        events = [queue.popleft() for _ in range(max_batch)]
+    if len(events) > 1 and sum(map(len, events)) > MAX_MESSAGE_BYTES:
+        total = 0
+        for n, item in enumerate(events):
+            total += len(item) + 1
+            if total > MAX_MESSAGE_BYTES and n:
+                queue.extendleft(reversed(events[n:]))  # room: they were just taken out
+                return events[:n]
+    return events
 
 
 async def _close(ws: Transport, code: int, reason: str) -> None:
