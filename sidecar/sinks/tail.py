@@ -8,10 +8,12 @@ client's own bounded deque; a full deque drops its oldest and counts it. Each
 client's sender task sends whatever is waiting as one message as soon as its
 previous send has finished, so a slow reader only ever slows itself.
 
-Matching is indexed: a filter with exact values for `agent` (or else `type`,
-`run_id`, `workflow`, `model`) is filed under those values, so an event costs a
-dict lookup per indexed field plus the clients that really match, not a check
-against every client. Filters with only globs (or none) sit on a short fallback list.
+Matching is indexed and per filter, not per client: clients with equal filters
+share a group; a group with exact values for `agent` (or else `run_id`, `type`,
+`workflow`, `model`) is filed under those values, so an event costs a dict lookup
+per indexed field plus the groups that really match. Groups with only globs (or no
+filter) sit on a short fallback list. Each matching group collects the batch's
+events once; each of its clients then takes them with one `deque.extend`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Protocol
 
 import msgspec
@@ -56,12 +59,18 @@ class FilterError(ValueError):
 class TailFilter:
     """What one client asked for. Values of one key OR together; keys AND together."""
 
-    values: Mapping[str, tuple[str, ...]]  # key -> values (type/agent may be globs); not severity
-    min_severity: str | None = None
+    values: tuple[tuple[str, tuple[str, ...]], ...]  # (key, values) in FILTER_KEYS order; not severity
+    min_severity: str | None = None  # hashable, so clients with equal filters share one group
+
+    def get(self, key: str) -> tuple[str, ...] | None:
+        for k, vals in self.values:
+            if k == key:
+                return vals
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """The normalised filter, as echoed in the `subscribed` ack."""
-        out: dict[str, Any] = {k: list(v) for k, v in self.values.items()}
+        out: dict[str, Any] = {k: list(v) for k, v in self.values}
         if self.min_severity:
             out["severity"] = self.min_severity
         return out
@@ -69,7 +78,7 @@ class TailFilter:
     def index_key(self) -> tuple[str, tuple[str, ...]] | None:
         """The key (and its exact values) to file this filter under, or None for the fallback list."""
         for key in INDEX_KEYS:
-            vals = self.values.get(key)
+            vals = self.get(key)
             if vals and not any(_GLOB_CHARS.search(v) for v in vals):
                 return key, vals
         return None
@@ -78,7 +87,7 @@ class TailFilter:
         """A function checking every condition except `skip` (already satisfied by the index);
         None when nothing is left to check."""
         checks: list[Callable[[Event], bool]] = []
-        for key, vals in self.values.items():
+        for key, vals in self.values:
             if key == skip:
                 continue
             if key in GLOB_KEYS and any(_GLOB_CHARS.search(v) for v in vals):
@@ -122,7 +131,7 @@ def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
         if unknown:
             raise FilterError(f"filter severity: {unknown[0]!r} is not one of {', '.join(SEVERITIES)}")
         min_severity = min(severities, key=_RANK.__getitem__)  # OR of "x and above" = the lowest
-    return TailFilter({k: tuple(v) for k, v in values.items() if v}, min_severity)
+    return TailFilter(tuple((k, tuple(values[k])) for k in FILTER_KEYS if values.get(k)), min_severity)
 
 
 def parse_interval(value: Any) -> float:
@@ -150,7 +159,7 @@ class TailClient:
     """One subscriber: its filter, its bounded queue of encoded events, and its sender task."""
 
     __slots__ = (
-        "hub", "ws", "filter", "check", "indexed", "queue", "dropped", "control", "paused",
+        "hub", "ws", "filter", "queue", "dropped", "control", "paused",
         "interval", "wakeup", "sender", "_loop",
     )
 
@@ -158,8 +167,6 @@ class TailClient:
         self.hub = hub
         self.ws = ws
         self.filter = tail_filter
-        self.check: Callable[[Event], bool] | None = None
-        self.indexed: tuple[str, tuple[str, ...]] | None = None
         self.queue: deque[bytes] = deque(maxlen=hub.config.client_queue)
         self.dropped = 0  # dropped since the last message; reported in the next one
         self.control: deque[bytes] = deque()
@@ -214,6 +221,19 @@ class TailClient:
             log.debug("tail sender stopped: %r", exc)
 
 
+class _Group:
+    """The clients sharing one filter: matched once per event, fed once per batch."""
+
+    __slots__ = ("filter", "clients", "check", "indexed")
+
+    def __init__(self, tail_filter: TailFilter):
+        self.filter = tail_filter
+        self.clients: dict[TailClient, None] = {}
+        self.indexed = tail_filter.index_key()
+        # What the index has not already checked; None when the index lookup says it all.
+        self.check = tail_filter.predicate(skip=self.indexed[0] if self.indexed else None)
+
+
 class TailHub:
     """The tail sink. Route handlers `connect`/`disconnect` clients and pass their messages to
     `handle`; the pipeline calls `consume`. All of it runs on the event loop, so no locks."""
@@ -223,9 +243,10 @@ class TailHub:
     def __init__(self, config: TailConfig, registry: CollectorRegistry | None = None):
         self.config = config
         self.clients: dict[TailClient, None] = {}
-        self._index: dict[str, dict[str, dict[TailClient, None]]] = {}
-        self._index_items: list[tuple[str, dict[str, dict[TailClient, None]]]] = []
-        self._fallback: dict[TailClient, None] = {}
+        self._groups: dict[TailFilter, _Group] = {}
+        self._index: dict[str, dict[str, dict[_Group, None]]] = {}
+        self._index_items: list[tuple[str, dict[str, dict[_Group, None]]]] = []
+        self._fallback: dict[_Group, None] = {}
         self.closing = False
         self._empty = asyncio.Event()
         self.dropped_total = Counter(
@@ -298,31 +319,35 @@ class TailHub:
             client.reply({"op": "error", "error": str(exc)})
 
     def _file(self, client: TailClient) -> None:
-        key = client.filter.index_key()
-        client.indexed = key
-        client.check = client.filter.predicate(skip=key[0] if key else None)
-        if key is None:
-            self._fallback[client] = None
-            return
-        field, values = key
-        by_value = self._index.setdefault(field, {})
-        for v in values:
-            by_value.setdefault(v, {})[client] = None
-        self._index_items = list(self._index.items())
+        group = self._groups.get(client.filter)
+        if group is None:
+            group = self._groups[client.filter] = _Group(client.filter)
+            if group.indexed is None:
+                self._fallback[group] = None
+            else:
+                field, values = group.indexed
+                by_value = self._index.setdefault(field, {})
+                for v in values:
+                    by_value.setdefault(v, {})[group] = None
+                self._index_items = list(self._index.items())
+        group.clients[client] = None
 
     def _unfile(self, client: TailClient) -> None:
-        key = client.indexed
-        if key is None:
-            self._fallback.pop(client, None)
+        group = self._groups[client.filter]
+        del group.clients[client]
+        if group.clients:
             return
-        field, values = key
+        del self._groups[client.filter]
+        if group.indexed is None:
+            del self._fallback[group]
+            return
+        field, values = group.indexed
         by_value = self._index[field]
         for v in values:
-            bucket = by_value.get(v)
-            if bucket is not None:
-                bucket.pop(client, None)
-                if not bucket:
-                    del by_value[v]
+            bucket = by_value[v]
+            del bucket[group]
+            if not bucket:
+                del by_value[v]
         if not by_value:
             del self._index[field]
         self._index_items = list(self._index.items())
@@ -332,36 +357,59 @@ class TailHub:
     def consume(self, batch: Batch) -> None:
         if not self.clients:
             return
-        index_items = self._index_items
-        fallback = self._fallback
+        events = batch.events
+        n = len(events)
+        # Which events each group wants, as positions: first through the index (events grouped
+        # by value, one dict lookup per distinct value), then the fallback groups.
+        wanted: dict[_Group, list[int]] = {}
+        for field, by_value in self._index_items:
+            positions: dict[Any, list[int]] = {}
+            for i, value in enumerate(map(attrgetter(field), events)):
+                at = positions.get(value)
+                if at is None:
+                    positions[value] = [i]
+                else:
+                    at.append(i)
+            for value, at in positions.items():
+                bucket = by_value.get(value)
+                if bucket:
+                    for group in bucket:
+                        _want(wanted, group, at, events)
+        everything = range(n)
+        for group in self._fallback:
+            _want(wanted, group, everything, events)
+        # Each event's bytes as sent + received_at, built once however many groups want it.
         raws = batch.raws
-        suffix = b',"received_at":' + repr(batch.received_at).encode() + b"}"
-        touched: dict[TailClient, None] = {}
+        received_at = batch.received_at
+        suffix = b',"received_at":' + repr(received_at).encode() + b"}"
+        spliced: list[bytes | None] = [None] * n
+        matched: dict[_Group, list[bytes]] = {}
+        for group, at in wanted.items():
+            if not at:
+                continue
+            if group.indexed is not None and len(group.indexed[1]) > 1:
+                at.sort()  # gathered value by value; deliver in arrival order
+            items = matched[group] = []
+            for i in at:
+                item = spliced[i]
+                if item is None:
+                    item = spliced[i] = _with_received_at(raws[i], suffix, received_at)
+                items.append(item)
+        # Per client, one C-level extend per batch: the per-event work above is per filter.
         dropped = 0
-        for i, ev in enumerate(batch.events):
-            item = None
-            # An indexed client sits under one field only, so no client is seen twice.
-            buckets = [by_value.get(getattr(ev, field)) for field, by_value in index_items]
-            buckets.append(fallback)
-            for bucket in buckets:
-                if not bucket:
-                    continue
-                for client in bucket:
-                    check = client.check
-                    if check is None or check(ev):
-                        if item is None:
-                            item = _with_received_at(raws[i], suffix, batch.received_at)
-                        queue = client.queue
-                        if len(queue) == queue.maxlen:
-                            client.dropped += 1
-                            dropped += 1
-                        queue.append(item)
-                        touched[client] = None
+        for group, items in matched.items():
+            n = len(items)
+            for client in group.clients:
+                queue = client.queue
+                over = len(queue) + n - queue.maxlen
+                if over > 0:  # the deque evicts the oldest; count them
+                    client.dropped += over
+                    dropped += over
+                queue.extend(items)
+                if not client.paused:
+                    client.wakeup.set()
         if dropped:
             self.dropped_total.inc(dropped)
-        for client in touched:
-            if not client.paused:
-                client.wakeup.set()
 
     def maintain(self, now: float) -> None:
         pass  # keepalive is the WebSocket server's (ping/pong); nothing expires here
@@ -398,6 +446,17 @@ class TailHub:
             await self.disconnect(client)
 
 
+def _want(wanted: dict[_Group, list[int]], group: _Group, positions: Iterable[int], events: list[Event]) -> None:
+    check = group.check
+    at = wanted.get(group)
+    if at is None:
+        at = wanted[group] = []
+    if check is None:
+        at.extend(positions)
+    else:
+        at.extend(i for i in positions if check(events[i]))
+
+
 def _take(queue: deque[bytes], max_batch: int) -> list[bytes]:
     """The oldest events for one message: at most `max_batch`, and at most MAX_MESSAGE_BYTES
     unless a single event is larger (so a default websockets client, max_size 1 MiB, copes)."""
@@ -428,4 +487,4 @@ def _with_received_at(raw: bytes, suffix: bytes, received_at: float) -> bytes:
         obj = msgspec.json.decode(raw)
         obj["received_at"] = received_at
         return _encode(obj)
-    return raw.rstrip()[:-1] + suffix
+    return raw[: raw.rindex(b"}")] + suffix
