@@ -15,7 +15,6 @@ hits both.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import os
 import random
@@ -27,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tail_common import ceiling_limit, cpu_seconds, machine, scrape_value, start_sidecar  # noqa: E402
+from tail_common import ceiling_limit, cpu_seconds, machine, scrape_value, serve_clients, start_sidecar  # noqa: E402
 
 
 def lines(n: int) -> list[bytes]:
@@ -56,39 +55,18 @@ def generator(path: str, n: int, go) -> None:
 
 
 def clients(url: str, n: int, ready, stop, out) -> None:
-    from websockets.asyncio.client import connect
-
     # Two shared cores: readers at the lowest priority, so they do not starve the load
     # generator and what is measured is the sidecar's ingest, not the box's scheduler.
     os.nice(19)
-    received = dropped = 0
+    counts = {"received": 0, "dropped": 0}
 
-    async def one() -> None:
-        nonlocal received, dropped
-        async with connect(url, compression=None, max_size=None) as ws:
-            await up.put(None)
-            async for data in ws:
-                received += data.count('"received_at"')
-                tail = data.rfind('"dropped":')
-                dropped += int(data[tail + 10 : -1])
+    def on_message(data: str) -> None:
+        counts["received"] += data.count('"received_at"')
+        tail = data.rfind('"dropped":')
+        counts["dropped"] += int(data[tail + 10 : -1])
 
-    async def main() -> None:
-        nonlocal up
-        up = asyncio.Queue()
-        tasks = []
-        for _ in range(n):
-            tasks.append(asyncio.create_task(one()))
-            await up.get()
-        ready.put(n)
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    up = None
-    asyncio.run(main())
-    out.put((received, dropped))
+    serve_clients(url, [""] * n, on_message, ready, stop)
+    out.put((counts["received"], counts["dropped"]))
 
 
 def run(n: int, n_clients: int, procs: int) -> dict:

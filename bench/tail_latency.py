@@ -15,7 +15,6 @@ warm-up. Latency includes the client processes' own scheduling on this shared bo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import os
 import random
@@ -30,7 +29,7 @@ from array import array
 import msgspec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tail_common import REPO, cpu_seconds, machine, rss_mib, scrape_value, start_sidecar  # noqa: E402
+from tail_common import cpu_seconds, machine, rss_mib, scrape_value, serve_clients, start_sidecar  # noqa: E402
 
 
 class Ev(msgspec.Struct):
@@ -68,41 +67,22 @@ def generator(path: str, rate: int, agents: int, seconds: float, go, done) -> No
 
 
 def client_proc(url: str, specs: list[str], warm_until, ready, stop, results) -> None:
-    from websockets.asyncio.client import connect
-
     decode = msgspec.json.Decoder(Msg).decode
     lat = array("d")
     counts = {"messages": 0, "events": 0, "dropped": 0}
 
-    async def one(query: str) -> None:
-        async with connect(f"{url}?{query}" if query else url, compression=None, max_size=None, open_timeout=60) as ws:
-            await connected.put(None)
-            async for data in ws:
-                now = time.time()
-                msg = decode(data)
-                counts["messages"] += 1
-                counts["dropped"] += msg.dropped
-                counts["events"] += len(msg.events)
-                start = warm_until.value
-                if start:
-                    lat.extend(now - e.sent_at for e in msg.events if e.sent_at >= start)
+    def on_message(data: str) -> None:
+        now = time.time()
+        msg = decode(data)
+        counts["messages"] += 1
+        counts["dropped"] += msg.dropped
+        counts["events"] += len(msg.events)
+        start = warm_until.value
+        if start:
+            lat.extend(now - e.sent_at for e in msg.events if e.sent_at >= start)
 
-    async def main() -> None:
-        nonlocal connected
-        connected = asyncio.Queue()
-        tasks = []
-        for q in specs:  # connect gradually: a burst of 250 handshakes overflows nothing but looks like a DoS
-            tasks.append(asyncio.create_task(one(q)))
-            await connected.get()
-        ready.put(len(specs))
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    connected = None
-    asyncio.run(main())
+    serve_clients(url, specs, on_message, ready, stop)
+    counts["cpu"] = time.process_time()
     results.put((lat.tobytes(), counts))
 
 
@@ -124,10 +104,12 @@ def main() -> None:
     specs = [f"agent=agent-{i % args.agents:02d}" for i in range(args.clients)] + [""] * args.whole
     random.Random(1).shuffle(specs)
     ctx = multiprocessing.get_context("fork")
+    load0 = f"{os.getloadavg()[0]:.1f}"
     with tempfile.TemporaryDirectory() as tmp:
         proc = start_sidecar(tmp, config=f"tail:\n  max_clients: {len(specs) + 10}\n")
         try:
             url = proc.url.replace("http://", "ws://") + "/v1/tail"
+            rss_idle = rss_mib(proc.pid)
             warm_until = ctx.Value("d", 0.0)
             ready, results, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
             stop, go = ctx.Event(), ctx.Event()
@@ -151,7 +133,7 @@ def main() -> None:
             time.sleep(2)  # let the last messages arrive
             stop.set()
             lat: list[float] = []
-            totals = {"messages": 0, "events": 0, "dropped": 0}
+            totals = {"messages": 0, "events": 0, "dropped": 0, "cpu": 0.0}
             for _ in clients:
                 raw, counts = results.get(timeout=120)
                 a = array("d")
@@ -180,7 +162,9 @@ def main() -> None:
         print(f"latency over {len(lat):,} deliveries after warm-up: p50 {percentile(lat, 50) * 1000:.1f} ms, "
               f"p90 {percentile(lat, 90) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms, "
               f"p99.9 {percentile(lat, 99.9) * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms, mean {statistics.fmean(lat) * 1000:.1f} ms")
-    print(f"sidecar: {cpu * 100:.0f}% of one core while loaded; RSS {rss_connected:.0f} MiB with clients connected, {rss:.0f} MiB at the end")
+    print(f"sidecar: {cpu * 100:.0f}% of one core while loaded; RSS {rss_idle:.0f} MiB before clients, "
+          f"{rss_connected:.0f} MiB with {len(specs)} idle clients connected (+{rss_connected - rss_idle:.0f} MiB), {rss:.0f} MiB at the end")
+    print(f"client processes: {totals['cpu']:.1f} CPU-seconds in all (connecting included); load average before/after: {load0} / {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
