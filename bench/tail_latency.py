@@ -66,7 +66,8 @@ def generator(path: str, rate: int, agents: int, seconds: float, go, done) -> No
     done.put(sent)
 
 
-def client_proc(url: str, specs: list[str], warm_until, ready, stop, results) -> None:
+def client_proc(url: str, specs: list[str], warm_until, ready, stop, results, nice: int) -> None:
+    os.nice(nice)
     decode = msgspec.json.Decoder(Msg).decode
     lat = array("d")
     counts = {"messages": 0, "events": 0, "dropped": 0}
@@ -99,6 +100,8 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--nice", type=int, default=0, help="niceness of the client processes (on loopback, a woken "
+                    "client preempts the sidecar mid-send unless it has lower priority)")
     args = ap.parse_args()
 
     specs = [f"agent=agent-{i % args.agents:02d}" for i in range(args.clients)] + [""] * args.whole
@@ -114,7 +117,7 @@ def main() -> None:
             ready, results, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
             stop, go = ctx.Event(), ctx.Event()
             clients = [
-                ctx.Process(target=client_proc, args=(url, specs[i :: args.procs], warm_until, ready, stop, results))
+                ctx.Process(target=client_proc, args=(url, specs[i :: args.procs], warm_until, ready, stop, results, args.nice))
                 for i in range(args.procs)
             ]
             for c in clients:
