@@ -264,3 +264,11 @@ async def test_a_query_token_never_reaches_the_log(caplog):
             assert await drain(ws) == []
     assert "WebSocket /v1/tail?agent=a&token=<redacted>" in caplog.text
     assert "s3cret-value" not in caplog.text
+
+
+async def test_a_client_that_answers_pings_stays_connected():
+    with running_sidecar(**{"tail.ping_interval": 0.05}) as s:
+        async with connect(ws_url(s)) as ws:  # websockets answers pings by itself
+            await asyncio.sleep(0.5)  # ten keepalive rounds of real time: uvicorn's timers are not ours
+            await send(s, *EVENTS)
+            assert as_sent(await drain(ws)) == EVENTS
