@@ -31,6 +31,8 @@ from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
+from sidecar.sinks.window import WindowSink
+from sidecar.stats import stats_route
 from sidecar.types import Sink
 
 log = logging.getLogger("agent_sidecar")
@@ -58,6 +60,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
     """Every sink, in the order the pipeline feeds them. A new sink is one line here."""
     return [
         MetricsSink(config.metrics, config.lifecycle, registry),
+        WindowSink(config.windows, registry, clock),
     ]
 
 
@@ -87,6 +90,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     config = sidecar.config
     return [
         events_route(config.ingest, config.auth.token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        stats_route(sidecar.sinks["window"], config.auth.token),
         Route("/metrics", _metrics),
         Route("/healthz", _healthz),
         Route("/readyz", _readyz),
