@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sidecar.config import WindowsConfig, format_duration, parse_duration
-from sidecar.types import SEVERITIES, Batch
+from sidecar.types import SEVERITIES, Batch, Event
 
 DIMENSIONS = ("agent", "workflow", "type", "model")
 PERCENTILES = (50, 90, 95, 99)
@@ -70,16 +70,15 @@ class SortedValues:
 
     def add(self, values: np.ndarray) -> None:
         if len(values):
-            self.a = _merge(self.a, values)
-            self._maybe_fold()
+            self.a = _insert_sorted(self.a, values)
 
     def remove(self, values: np.ndarray) -> None:
         if len(values):
-            self.d = _merge(self.d, values)
-            self._maybe_fold()
+            self.d = _insert_sorted(self.d, values)
 
-    def _maybe_fold(self) -> None:
-        if len(self.a) + len(self.d) > max(self.FOLD_MIN, len(self.s) >> 5):
+    def maybe_fold(self, slack: int = 1) -> None:
+        """Fold the buffers into S once they pass slack x (~3% of S)."""
+        if len(self.a) + len(self.d) > slack * max(self.FOLD_MIN, len(self.s) >> 5):
             self.fold()
 
     def fold(self) -> None:
@@ -128,6 +127,14 @@ def _merge(sorted_a: np.ndarray, values: np.ndarray) -> np.ndarray:
     out = np.concatenate((sorted_a, values))
     out.sort(kind="stable")
     return out
+
+
+def _insert_sorted(sorted_a: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Like _merge, but a few values go in by memmove instead of a pass of comparisons."""
+    if len(values) * 8 > len(sorted_a):
+        return _merge(sorted_a, values)
+    values = np.sort(values)
+    return np.insert(sorted_a, np.searchsorted(sorted_a, values), values)
 
 
 def _remove_sorted(s: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -309,7 +316,7 @@ class WindowSink:
         self.windows = [_Window(s) for s in sorted(config.durations)]
         self.largest = self.windows[-1]
         self.keys = Keys()
-        self.run_ids: dict[str, int] = {}
+        self.run_ids: dict[str | None, int] = {None: -1}
         self.run_names: list[str | None] = []
         self._free_runs: list[int] = []
         self._run_candidates: list[np.ndarray] = []
@@ -320,7 +327,8 @@ class WindowSink:
         self.cols = {c: np.empty(INITIAL_CAPACITY, dtype=t) for c, t in COLUMNS.items()}
         self.head = 0
         self.tail = 0
-        self._pending: tuple[list, ...] = tuple([] for _ in COLUMNS)
+        self._pending: list[tuple[list[Event], float]] = []  # (events, late cutoff when consumed)
+        self._pending_n = 0
         self.total = Counters()
         size = config.cumulative_samples
         self._res_dur = np.empty(size, dtype=np.float64)
@@ -335,41 +343,14 @@ class WindowSink:
     # -- the hot path -------------------------------------------------------
 
     def consume(self, batch: Batch) -> None:
-        combos = self.keys.ids
-        intern = self.keys.intern
-        runs = self.run_ids
-        nan = math.nan
+        # The hot path only keeps the batch; `flush` extracts columns with comprehensions
+        # (several times cheaper than appending field by field) and files them in bulk.
         late_cut = self.clock() - self.largest.seconds
-        late = 0
         with self._lock:
-            p_ts, p_dur, p_key, p_run, p_in, p_out, p_other, p_cost = self._pending
-            for ev in batch.events:
-                ts = ev.timestamp
-                if ts < late_cut:
-                    late += 1  # still counted since start; dropped from the store at flush
-                combo = (ev.type, ev.agent, ev.workflow, ev.model, ev.severity, ev.success)
-                k = combos.get(combo)
-                if k is None:
-                    k = intern(combo)
-                r = ev.run_id
-                if r is None:
-                    rid = -1
-                else:
-                    rid = runs.get(r)
-                    if rid is None:
-                        rid = self._intern_run(r)
-                d = ev.duration_ms
-                p_ts.append(ts)
-                p_dur.append(nan if d is None else d)
-                p_key.append(k)
-                p_run.append(rid)
-                p_in.append(ev.input_tokens or 0)
-                p_out.append(ev.output_tokens or 0)
-                p_other.append(ev.tokens or 0)
-                p_cost.append(ev.cost_usd or 0.0)
-            self.late += late
-            if len(p_ts) >= FLUSH_EVENTS:
-                self._flush(self.clock())
+            self._pending.append((batch.events, late_cut))
+            self._pending_n += len(batch.events)
+            if self._pending_n >= FLUSH_EVENTS:
+                self._flush(self.clock(), fold=True)
 
     def _intern_run(self, run_id: str) -> int:
         if self._free_runs:
@@ -391,20 +372,24 @@ class WindowSink:
 
     def maintain(self, now: float) -> None:
         with self._lock:
-            self._flush(now)
+            self._flush(now, fold=True)
 
     def flush(self, now: float | None = None) -> None:
         """Evict what left each window by `now` and file every consumed event."""
         with self._lock:
-            self._flush(self.clock() if now is None else now)
+            self._flush(self.clock() if now is None else now, fold=True)
 
-    def _flush(self, now: float) -> None:
+    def _flush(self, now: float, fold: bool = False) -> None:
+        """File pending events as of `now`. Queries pass fold=False: the O(n) fold of the
+        sorted buffers is left to the ingest side (consume, maintain) unless they grew 4x."""
         self._advance(now)
-        if self._pending[0]:
+        if self._pending:
             self._merge()
         if self._run_candidates:
             self._release_runs()
         self._check_level()
+        for w in self.windows:
+            w.values.maybe_fold(1 if fold else 4)
 
     def _rows(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         return {c: a[lo:hi] for c, a in self.cols.items()}
@@ -434,14 +419,49 @@ class WindowSink:
         else:
             w.values.remove(values)
 
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The pending events as typed columns; interns keys and run ids; counts late events."""
+        pending, self._pending, self._pending_n = self._pending, [], 0
+        evs = pending[0][0] if len(pending) == 1 else [e for events, _ in pending for e in events]
+        ts = np.array([e.timestamp for e in evs], dtype=np.float64)
+        cuts = np.repeat([cut for _, cut in pending], [len(events) for events, _ in pending])
+        self.late += int(np.count_nonzero(ts < cuts))
+        combos = self.keys.ids
+        keys = [combos.get((e.type, e.agent, e.workflow, e.model, e.severity, e.success)) for e in evs]
+        if None in keys:
+            for i, k in enumerate(keys):
+                if k is None:
+                    e = evs[i]
+                    combo = (e.type, e.agent, e.workflow, e.model, e.severity, e.success)
+                    keys[i] = combos.get(combo)
+                    if keys[i] is None:
+                        keys[i] = self.keys.intern(combo)
+        get_run = self.run_ids.get
+        runs = [get_run(e.run_id, -2) for e in evs]
+        if -2 in runs:
+            for i, rid in enumerate(runs):
+                if rid == -2:
+                    name = evs[i].run_id
+                    runs[i] = get_run(name, -2)
+                    if runs[i] == -2:
+                        runs[i] = self._intern_run(name)
+
+        def amounts(values: list) -> np.ndarray:  # None (absent) -> 0
+            return np.nan_to_num(np.array(values, dtype=np.float64), nan=0.0)
+
+        return {
+            "ts": ts,
+            "dur": np.array([e.duration_ms for e in evs], dtype=np.float64),  # None -> NaN
+            "key": np.array(keys, dtype=np.uint16),
+            "run": np.array(runs, dtype=np.int32),
+            "tin": np.minimum(amounts([e.input_tokens for e in evs]), MAX_TOKENS).astype(np.uint32),
+            "tout": np.minimum(amounts([e.output_tokens for e in evs]), MAX_TOKENS).astype(np.uint32),
+            "tother": np.minimum(amounts([e.tokens for e in evs]), MAX_TOKENS).astype(np.uint32),
+            "cost": amounts([e.cost_usd for e in evs]),
+        }
+
     def _merge(self) -> None:
-        pending, self._pending = self._pending, tuple([] for _ in COLUMNS)
-        rows = {}
-        for (c, dtype), values in zip(COLUMNS.items(), pending):
-            if c in ("tin", "tout", "tother"):
-                rows[c] = np.minimum(np.array(values, dtype=np.float64), MAX_TOKENS).astype(dtype)
-            else:
-                rows[c] = np.array(values, dtype=dtype)
+        rows = self._columns()
         self.total.update(1, rows, len(self.keys))
         self._sample_cumulative(rows["dur"], rows["key"])
         ts = rows["ts"]
@@ -602,8 +622,7 @@ class WindowSink:
             if not exact:
                 doc["sample_size"] = n
             return head | doc
-        sampled = _sampled(rows["ts"], rows["dur"], self.level)
-        return head | self._rows_doc(w.counters, kmask, rows["key"], rows["dur"], sampled, rows["run"], w.seconds, by, limit, exact)
+        return head | self._rows_doc(w.counters, kmask, rows["key"], rows["dur"], rows["ts"], rows["run"], w.seconds, by, limit, exact)
 
     def _cumulative_doc(self, now: float, filters: dict[str, str], by: str | None, limit: int) -> dict[str, Any]:
         seconds = now - self.started
@@ -613,42 +632,54 @@ class WindowSink:
         dur = self._res_dur[: self._res_n]
         key = self._res_key[: self._res_n]
         runs = self.runs_seen if kmask is None and by is None else None
-        doc = self._rows_doc(self.total, kmask, key, dur, np.ones(len(dur), dtype=bool), None, seconds, by, limit, exact)
+        doc = self._rows_doc(self.total, kmask, key, dur, None, None, seconds, by, limit, exact)
         if runs is not None:
             doc["workflows_active"] = runs
         return head | doc
 
     def _rows_doc(
-        self, counters: Counters, kmask: np.ndarray | None, key: np.ndarray, dur: np.ndarray, sampled: np.ndarray,
+        self, counters: Counters, kmask: np.ndarray | None, key: np.ndarray, dur: np.ndarray, ts: np.ndarray | None,
         run: np.ndarray | None, seconds: float, by: str | None, limit: int, exact: bool,
     ) -> dict[str, Any]:
-        """Statistics computed from rows: with filters, groups, or since start."""
+        """Statistics read off rows (with filters, groups, or since start); counts come from counters.
+
+        `ts` is given for store rows (to tell sampled durations apart); None means every
+        row carries a sample (the cumulative reservoir).
+        """
         nk = len(self.keys)
-        row_ok = sampled if kmask is None else sampled & kmask[key]
-        values = dur[row_ok]
-        runs = None if run is None else _distinct(run[kmask[key]] if kmask is not None else run)
-        doc = self._doc(counters, kmask, _at_ranks(values), len(values), runs, seconds)
+        if kmask is not None:
+            idx = np.flatnonzero(np.take(kmask, key))  # one pass; then gathers, cheaper than 4 masks
+            dur = dur.take(idx)
+            key = key.take(idx) if by is not None else key
+            ts = None if ts is None else ts.take(idx) if self.level else ts  # level 0 reads only dur
+            run = None if run is None else run.take(idx)
+        sampled = None if ts is None else _sampled(ts, dur, self.level)
+        values = dur if sampled is None else dur[sampled]
+        doc = self._doc(counters, kmask, _at_ranks(values), len(values), None if run is None else _distinct(run), seconds)
         if not exact:
             doc["sample_size"] = len(values)
         if by is None:
             return doc
+        names = self.keys.names[by]
         group_of = self.keys.of[by][:nk]
         events = counters.per_key("events", nk)
-        per_group = np.bincount(group_of, weights=events if kmask is None else events * kmask, minlength=len(self.keys.names[by]))
-        order = sorted((g for g in np.flatnonzero(per_group > 0).tolist()), key=lambda g: (-per_group[g], str(self.keys.names[by][g])))
+        per_group = np.bincount(group_of, weights=events if kmask is None else events * kmask, minlength=len(names))
+        chosen = sorted(np.flatnonzero(per_group > 0).tolist(), key=lambda g: (-per_group[g], str(names[g])))[:limit]
+        # One stable sort of the rows by group (a radix sort on uint16), then a slice per group.
+        row_group = np.take(group_of.astype(np.uint16), key)
+        order = np.argsort(row_group, kind="stable")
+        sorted_groups = row_group[order]
         groups = []
-        row_group = group_of[key] if len(key) else np.empty(0, dtype=np.int32)
-        for g in order[:limit]:
+        for g in chosen:
             gmask = group_of == g
             if kmask is not None:
                 gmask &= kmask
-            in_group = row_group == g
-            gvalues = dur[row_ok & in_group]
-            gruns = None if run is None else _distinct(run[in_group & (kmask[key] if kmask is not None else True)])
-            gdoc = self._doc(counters, gmask, _at_ranks(gvalues), len(gvalues), gruns, seconds)
+            idx = order[np.searchsorted(sorted_groups, g, "left") : np.searchsorted(sorted_groups, g, "right")]
+            gvalues = dur[idx] if sampled is None else dur[idx[sampled[idx]]]
+            gdoc = self._doc(counters, gmask, _at_ranks(gvalues), len(gvalues), None if run is None else _distinct(run[idx]), seconds)
             if not exact:
                 gdoc["sample_size"] = len(gvalues)
-            groups.append({"key": self.keys.names[by][g]} | gdoc)
+            groups.append({"key": names[g]} | gdoc)
         doc["by"] = by
         doc["groups"] = groups
         return doc
@@ -752,4 +783,6 @@ def _number(seconds: float) -> float | int:
 
 
 def _distinct(runs: np.ndarray) -> int:
-    return len(np.unique(runs[runs >= 0]))
+    """Distinct run ids (small interned ints; -1 is none): a bincount, no sort."""
+    runs = runs[runs >= 0]
+    return int(np.count_nonzero(np.bincount(runs))) if len(runs) else 0

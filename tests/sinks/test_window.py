@@ -211,6 +211,7 @@ def test_sorted_values_selects_exact_ranks_through_adds_removes_and_folds(ops, f
                     live.remove(v)
                     gone.append(v)
             sv.remove(np.array(gone))
+        sv.maybe_fold()
         assert len(sv) == len(live)
         if live:
             ranks = np.arange(1, len(live) + 1)
@@ -328,3 +329,30 @@ def test_window_is_found_by_name_or_by_any_spelling_of_its_duration():
     assert sink.find_window("300").name == "5m"
     assert sink.find_window("7m") is None
     assert sink.find_window("soon") is None
+
+
+def test_many_keys_and_run_ids_grow_every_table_and_stay_exact():
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(), None, clock)
+    evs = [make_event(clock.now - (i % 100), "llm.call", f"agent{i % 150}", None, None, f"run{i}", float(i), 1, None, None, None, None) for i in range(3000)]
+    sink.consume(batch(evs, clock.now))
+    sink.flush()
+    doc = sink.stats("1m", by="agent", limit=500)
+    inside = [e for e in evs if e.timestamp >= clock.now - 60]
+    assert doc["events"] == len(inside) and doc["workflows_active"] == len(inside)
+    assert doc["agents_active"] == 150 and len(doc["groups"]) == 150
+    assert doc["tokens"]["input"] == len(inside)
+    clock.advance(100)
+    assert sink.stats("1h")["workflows_active"] == 3000
+    clock.advance(3600)
+    assert sink.stats("1h")["workflows_active"] == 0
+    assert sink.run_ids == {None: -1}  # every run id left the largest window and was released
+
+
+def test_sampled_groups_report_their_sample_size():
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(max_samples=100), None, clock)
+    sink.consume(batch([make_event(clock.now, "llm.call", "a" if i % 2 else "b", None, None, None, float(i), None, None, None, None, None) for i in range(1000)], clock.now))
+    doc = sink.stats("1m", by="agent")
+    assert doc["exact"] is False
+    assert all(g["duration_ms"]["count"] == 500 and 0 < g["sample_size"] < 500 for g in doc["groups"])
