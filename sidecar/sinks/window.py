@@ -92,33 +92,50 @@ class SortedValues:
         s, a, d = self.s, self.a, self.d
         if not len(a) and not len(d):
             return s[ranks - 1]
+        ns, na, nd = len(s), len(a), len(d)
 
         def count_le(v: np.ndarray) -> np.ndarray:
-            n = np.searchsorted(s, v, "right")
-            if len(a):
-                n = n + np.searchsorted(a, v, "right")
-            if len(d):
-                n = n - np.searchsorted(d, v, "right")
+            """Live values <= v. (ndarray methods: a third of np.searchsorted's call cost.)"""
+            n = s.searchsorted(v, "right")
+            if na:
+                n += a.searchsorted(v, "right")
+            if nd:
+                n -= d.searchsorted(v, "right")
             return n
 
-        # The answer is a live value, so it is in S or in A: the smallest candidate of
-        # each with at least `rank` live values <= it; the smaller of the two wins.
-        best = np.full(len(ranks), np.inf)
-        for arr in (s, a):
-            if not len(arr):
-                continue
+        # 1. In S: the smallest index i with count_le(S[i]) >= rank. Since
+        #    i+1-|D| <= count_le(S[i]) <= #S<=S[i] + |A|, it lies in a range |A|+|D| wide.
+        if ns:
+            floor = ranks - 1 - na
+            lo = s.searchsorted(s[np.clip(floor, 0, ns - 1)], "left")
+            lo[floor >= ns] = ns
+        else:
             lo = np.zeros(len(ranks), dtype=np.int64)
-            hi = np.full(len(ranks), len(arr), dtype=np.int64)
-            while True:
-                open_ = lo < hi
-                if not open_.any():
-                    break
-                mid = (lo + hi) >> 1
-                ok = count_le(arr[np.minimum(mid, len(arr) - 1)]) >= ranks
-                hi = np.where(open_ & ok, mid, hi)
-                lo = np.where(open_ & ~ok, mid + 1, lo)
-            found = lo < len(arr)
-            best = np.where(found, np.minimum(best, arr[np.minimum(lo, len(arr) - 1)]), best)
+        hi = np.minimum(ranks - 1 + nd, ns)
+        # Branch-free binary lifting: grow lo by each power of two while S[lo + step - 1]
+        # is still short of the rank (a fixed number of rounds, few numpy calls each).
+        width = int((hi - lo).max()) if len(ranks) else 0
+        step = 1 << max(width.bit_length() - 1, 0) if width else 0
+        last_index = max(ns - 1, 0)
+        while step:
+            probe = lo + (step - 1)
+            short = (probe < hi) & (count_le(s[np.minimum(probe, last_index)]) < ranks)
+            lo += short * step
+            step >>= 1
+        found = lo < ns
+        best = np.where(found, s[np.minimum(lo, max(ns - 1, 0))] if ns else np.inf, np.inf)
+        if not na:
+            return best
+        # 2. In A: a better answer must lie strictly above S[i-1] (whose count is short of
+        #    the rank) and at most S[i]; usually no element of A is in that gap.
+        below = np.where(lo > 0, s[np.maximum(lo - 1, 0)] if ns else -np.inf, -np.inf)
+        first = np.searchsorted(a, below, "right")
+        last = np.searchsorted(a, best, "right")
+        for j in np.flatnonzero(last > first).tolist():
+            candidates = a[first[j] : last[j]]
+            k = int(np.searchsorted(count_le(candidates), ranks[j], "left"))
+            if k < len(candidates):
+                best[j] = candidates[k]
         return best
 
 
@@ -227,44 +244,47 @@ class Keys:
 
 
 class Counters:
-    """Per-key running sums for one window (or since start), as float64 arrays indexed by key."""
+    """Per-key running sums for one window (or since start): one float64 row per key."""
 
     FIELDS = ("events", "durations", "duration_sum", "input", "output", "other", "cost")
+    _INDEX = {f: i for i, f in enumerate(FIELDS)}
 
     def __init__(self) -> None:
-        self.arrays = {f: np.zeros(64, dtype=np.float64) for f in self.FIELDS}
+        self.table = np.zeros((64, len(self.FIELDS)), dtype=np.float64)
 
     def update(self, sign: int, rows: dict[str, np.ndarray], n_keys: int) -> None:
         key = rows["key"]
         if not len(key):
             return
-        arrays = self.arrays
-        size = len(arrays["events"])
-        if n_keys > size:
-            size = max(n_keys, size * 2)
-            for f in self.FIELDS:
-                grown = np.zeros(size, dtype=np.float64)
-                grown[: len(arrays[f])] = arrays[f]
-                arrays[f] = grown
+        if n_keys > len(self.table):
+            grown = np.zeros((max(n_keys, 2 * len(self.table)), len(self.FIELDS)), dtype=np.float64)
+            grown[: len(self.table)] = self.table
+            self.table = grown
         dur = rows["dur"]
         has = ~np.isnan(dur)
-        arrays["events"] += sign * np.bincount(key, minlength=size)
-        arrays["durations"] += sign * np.bincount(key, weights=has, minlength=size)
-        arrays["duration_sum"] += sign * np.bincount(key[has], weights=dur[has], minlength=size)
-        for f, col in (("input", "tin"), ("output", "tout"), ("other", "tother"), ("cost", "cost")):
-            arrays[f] += sign * np.bincount(key, weights=rows[col], minlength=size)
+        columns = (None, has, np.where(has, dur, 0.0), rows["tin"], rows["tout"], rows["tother"], rows["cost"])
+        if len(key) <= 512:
+            # Small batches (a query's flush): one scatter-add of a (rows x fields) matrix.
+            values = np.column_stack((np.ones(len(key)), *columns[1:]))
+            np.add.at(self.table, key, values if sign > 0 else -values)
+        else:
+            # Large batches: bincount per field is ~10x faster per row than add.at.
+            size = len(self.table)
+            for i, weights in enumerate(columns):
+                self.table[:, i] += sign * np.bincount(key, weights=weights, minlength=size)
         if sign < 0:
             # Adding then subtracting floats leaves dust (0.25 + 0.01 - 0.25 != 0.01); a key
             # with no events left has exactly zero of everything.
-            empty = arrays["events"] == 0
-            for f in ("duration_sum", "cost"):
-                arrays[f][empty] = 0.0
+            self.table[self.table[:, 0] == 0] = 0.0
 
     def per_key(self, field: str, n_keys: int) -> np.ndarray:
-        a = self.arrays[field]
-        if len(a) < n_keys:
-            return np.concatenate((a, np.zeros(n_keys - len(a))))
-        return a[:n_keys]
+        column = self.table[:, self._INDEX[field]]
+        if len(column) < n_keys:
+            return np.concatenate((column, np.zeros(n_keys - len(column))))
+        return column[:n_keys]
+
+    def total(self, field: str) -> float:
+        return float(self.table[:, self._INDEX[field]].sum())
 
 
 class _Window:
@@ -283,15 +303,19 @@ class _Window:
         runs = runs[runs >= 0]
         if not len(runs):
             return
-        ids, counts = np.unique(runs, return_counts=True)
-        if sign > 0:
-            before = self.runs[ids]
-            self.runs[ids] = before + counts
-            self.distinct_runs += int(np.count_nonzero(before == 0))
+        if len(runs) > 512:
+            ids, counts = np.unique(runs, return_counts=True)  # add.at is slow per row
         else:
-            after = self.runs[ids] - counts
-            self.runs[ids] = after
-            self.distinct_runs -= int(np.count_nonzero(after == 0))
+            ids = np.fromiter(set(runs.tolist()), dtype=np.int64)
+            counts = None
+        if sign > 0:
+            self.distinct_runs += int(np.count_nonzero(self.runs[ids] == 0))
+        if counts is None:
+            np.add.at(self.runs, runs, sign)
+        else:
+            self.runs[ids] += sign * counts.astype(np.int32)
+        if sign < 0:
+            self.distinct_runs -= int(np.count_nonzero(self.runs[ids] == 0))
 
 
 # The store's columns: 42 bytes per event.
@@ -446,18 +470,21 @@ class WindowSink:
                     if runs[i] == -2:
                         runs[i] = self._intern_run(name)
 
-        def amounts(values: list) -> np.ndarray:  # None (absent) -> 0
-            return np.nan_to_num(np.array(values, dtype=np.float64), nan=0.0)
+        def tokens(values: list[int]) -> np.ndarray:
+            column = np.array(values, dtype=np.float64)  # float first: ints past 2**64 convert too
+            if len(column) and column.max() > MAX_TOKENS:
+                column = np.minimum(column, MAX_TOKENS)
+            return column.astype(np.uint32)
 
         return {
             "ts": ts,
             "dur": np.array([e.duration_ms for e in evs], dtype=np.float64),  # None -> NaN
             "key": np.array(keys, dtype=np.uint16),
             "run": np.array(runs, dtype=np.int32),
-            "tin": np.minimum(amounts([e.input_tokens for e in evs]), MAX_TOKENS).astype(np.uint32),
-            "tout": np.minimum(amounts([e.output_tokens for e in evs]), MAX_TOKENS).astype(np.uint32),
-            "tother": np.minimum(amounts([e.tokens for e in evs]), MAX_TOKENS).astype(np.uint32),
-            "cost": amounts([e.cost_usd for e in evs]),
+            "tin": tokens([e.input_tokens or 0 for e in evs]),
+            "tout": tokens([e.output_tokens or 0 for e in evs]),
+            "tother": tokens([e.tokens or 0 for e in evs]),
+            "cost": np.array([e.cost_usd or 0.0 for e in evs], dtype=np.float64),
         }
 
     def _merge(self) -> None:
@@ -550,7 +577,7 @@ class WindowSink:
     def _check_level(self) -> None:
         """Keep the duration samples of the largest window at most windows.max_samples."""
         limit = self.config.max_samples
-        have = int(self.largest.counters.arrays["durations"].sum())
+        have = int(self.largest.counters.total("durations"))
         level = self.level
         while (have >> level) > limit:
             level += 1
@@ -753,7 +780,7 @@ class WindowSink:
                 values = w.values.select(_ranks(n)).tolist() if n else [math.nan] * (len(PERCENTILES) + 2)
                 for p, v in zip(PERCENTILES, values[1:-1]):
                     quantiles.add_metric([w.name, str(p / 100)], v / 1000.0)
-                events.add_metric([w.name], float(w.counters.arrays["events"].sum()))
+                events.add_metric([w.name], w.counters.total("events"))
                 samples.add_metric([w.name], n)
             late = self.late
         yield quantiles

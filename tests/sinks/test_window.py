@@ -356,3 +356,20 @@ def test_sampled_groups_report_their_sample_size():
     doc = sink.stats("1m", by="agent")
     assert doc["exact"] is False
     assert all(g["duration_ms"]["count"] == 500 and 0 < g["sample_size"] < 500 for g in doc["groups"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorted_values_select_matches_a_full_sort_on_large_random_multisets(seed):
+    rng = np.random.default_rng(seed)
+    base = np.round(rng.random(20_000) * 500)  # many ties
+    sv = SortedValues(base)
+    added = np.round(rng.random(3000) * 600)
+    removed = np.concatenate((rng.choice(base, 1500, replace=False), added[:200]))
+    sv.add(added)
+    sv.remove(removed)
+    live = list(base) + list(added)
+    for v in removed:
+        live.remove(v)
+    want = np.sort(np.array(live))
+    ranks = np.concatenate((np.arange(1, 50), rng.integers(1, len(want) + 1, 500), np.arange(len(want) - 50, len(want) + 1)))
+    assert np.array_equal(sv.select(ranks), want[ranks - 1])
