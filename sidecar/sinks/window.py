@@ -195,18 +195,19 @@ class Keys:
         self.severity = np.zeros(64, dtype=np.int8)
         self.failed = np.zeros(64, dtype=bool)
         self.overflowed = 0
-        self._overflow: int | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def intern(self, combo: tuple) -> int:
         """The key of a combination (type, agent, workflow, model, severity, success) not yet seen."""
-        if len(self.ids) >= MAX_KEYS - 1:
+        if len(self.ids) >= MAX_KEYS - 2 * len(SEVERITIES):
+            # Past the cap the labels fold into __overflow__, but severity and failure stay
+            # (at most 10 overflow keys), so errors and severity counts remain exact.
             self.overflowed += 1
-            if self._overflow is None:
-                self._overflow = self._add((OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW, "info", True))
-            return self._overflow
+            folded = (OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW, combo[4], combo[5])
+            key = self.ids.get(folded)
+            return key if key is not None else self._add(folded)
         return self._add(combo)
 
     def _add(self, combo: tuple) -> int:
@@ -789,6 +790,7 @@ class WindowSink:
                 if by_dims:
                     snapshots.append((w, self._snapshot(w)))
             late = self.late
+            overflowed = self.keys.overflowed
             if by_dims:
                 nk = len(self.keys)
                 group_of = {d: (self.keys.of[d][:nk].copy(), list(self.keys.names[d])) for d in by_dims}
@@ -806,6 +808,11 @@ class WindowSink:
         yield samples
         yield CounterMetricFamily(
             "sidecar_window_late_events", "Events older than the largest window when they arrived (ignored for windows, counted since start).", value=late
+        )
+        yield CounterMetricFamily(
+            "sidecar_window_overflow_events",
+            "Events whose type/agent/workflow/model combination was folded into __overflow__ (the window sink's key cap).",
+            value=overflowed,
         )
 
     def _snapshot(self, w: _Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -295,14 +295,19 @@ def test_cumulative_quantiles_come_from_a_reservoir_once_it_is_full():
     assert sink.stats("1m")["exact"] is True
 
 
-def test_more_than_max_keys_combinations_fold_into_one_overflow_key(monkeypatch):
-    monkeypatch.setattr(window_mod, "MAX_KEYS", 4)
+def test_more_than_max_keys_combinations_fold_into_overflow_keys_that_keep_errors_exact(monkeypatch):
+    monkeypatch.setattr(window_mod, "MAX_KEYS", 13)  # room for 3 keys before the 10 overflow ones
     clock = FakeClock()
     sink = WindowSink(WindowsConfig(), None, clock)
-    sink.consume(batch([make_event(clock.now, "llm.call", f"a{i}", None, None, None, 1.0, None, None, None, None, None) for i in range(6)], clock.now))
+    evs = [make_event(clock.now, "llm.call", f"a{i}", None, None, None, 1.0, None, None, None, None, None) for i in range(6)]
+    evs.append(make_event(clock.now, "agent.failed", "a9", None, None, None, None, None, None, None, None, None))
+    sink.consume(batch(evs, clock.now))
     doc = sink.stats("1m", by="agent")
-    assert doc["events"] == 6
-    assert {g["key"]: g["events"] for g in doc["groups"]} == {"__overflow__": 3, "a0": 1, "a1": 1, "a2": 1}
+    assert doc["events"] == 7 and doc["errors"] == 1 and doc["events_by_severity"] == {"info": 6, "error": 1}
+    assert {g["key"]: g["events"] for g in doc["groups"]} == {"__overflow__": 4, "a0": 1, "a1": 1, "a2": 1}
+    registry = CollectorRegistry()
+    registry.register(sink)
+    assert registry.get_sample_value("sidecar_window_overflow_events_total") == 4
 
 
 def test_large_token_counts_are_clamped_to_the_column_width():
