@@ -536,7 +536,7 @@ class WindowSink:
                 a[:live] = a[self.head : self.tail]
         else:
             # Untouched pages of np.empty are not resident, so slack costs address space only.
-            size = max(INITIAL_CAPACITY, (live + n) * 3 // 2)
+            size = max(INITIAL_CAPACITY, (live + n) * 5 // 4)
             for c, a in self.cols.items():
                 grown = np.empty(size, dtype=a.dtype)
                 grown[:live] = a[self.head : self.tail]
