@@ -13,9 +13,9 @@ Layout (all numpy, so memory is a few machine words per event, not Python object
   plus small sorted buffers of pending inserts and deletes, folded in when they
   grow. Exact nearest-rank quantiles are a vectorised binary search, not a sort.
 
-Consume appends to plain lists (the hot path); `flush` moves them into the store in
-bulk. Queries and the Collector flush first, under a short lock, so they always see
-every consumed event.
+`consume` only keeps the batch (the hot path); `flush` extracts typed columns and files
+them in bulk: at 16,384 pending events, on `maintain` (about once a second), and before
+every query and scrape, which take the same short lock, so they see every consumed event.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sidecar.types import SEVERITIES, Batch, Event
 
 DIMENSIONS = ("agent", "workflow", "type", "model")
 PERCENTILES = (50, 90, 95, 99)
-MAX_KEYS = 65_535  # keys are stored as uint16; beyond the cap new combinations share one overflow key
+MAX_KEYS = 65_535  # keys are stored as uint16; near the cap new combinations fold into overflow keys
 OVERFLOW = "__overflow__"
 MAX_TOKENS = 2**32 - 1  # token columns are uint32; larger per-event counts are clamped
 INITIAL_CAPACITY = 1024  # store rows allocated up front (tests lower it)
