@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
-from sidecar.ingest.http import events_route
+from sidecar.ingest.http import check_bearer, events_route, unauthorized
 from sidecar.ingest.unix import UnixListener
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
@@ -99,6 +99,8 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
 
 async def _metrics(request: Request) -> Response:
     sidecar: Sidecar = request.app.state.sidecar
+    if not check_bearer(request, sidecar.config.auth.token):
+        return unauthorized()
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     started = time.perf_counter()
     # Rendering runs in a worker thread so a large registry never stalls ingest;
@@ -124,6 +126,11 @@ async def _maintain(sidecar: Sidecar) -> None:
         sidecar.pipeline.maintain(sidecar.clock())
 
 
+async def _drain(pipeline: Pipeline, task: asyncio.Task) -> None:
+    await pipeline.close()
+    await task
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     sidecar: Sidecar = app.state.sidecar
@@ -145,11 +152,11 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         grace = sidecar.config.shutdown_grace
         for listener in sidecar.listeners:
             await listener.stop()  # stop intake first ...
-        await sidecar.pipeline.close()  # ... then process everything accepted
-        try:
-            await asyncio.wait_for(pipeline_task, grace)
-        except TimeoutError:
-            log.error("pipeline did not drain within shutdown_grace (%gs)", grace)
+        if not pipeline_task.done():  # ... then process everything accepted
+            try:
+                await asyncio.wait_for(_drain(sidecar.pipeline, pipeline_task), grace)
+            except TimeoutError:
+                log.error("pipeline did not drain within shutdown_grace (%gs)", grace)
         maintain_task.cancel()
         for sink in sidecar.sinks.values():
             if hasattr(sink, "close"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sidecar.contract import DEFAULT_SOCKET
 from sidecar.exceptions import ConfigError
 
 DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -30,7 +31,7 @@ def _f(default: Any, kind: str, doc: str, **extra: Any) -> Any:
 @dataclass(frozen=True)
 class ListenConfig:
     http: str = _f("127.0.0.1:8765", "hostport", "HOST:PORT for HTTP (ingest, /metrics, /v1/*); empty disables")
-    unix: str = _f("/tmp/agent-sidecar.sock", "path", "Unix stream socket for NDJSON ingest; empty disables")
+    unix: str = _f(DEFAULT_SOCKET, "path", "Unix stream socket for NDJSON ingest; empty disables")
     unix_mode: int = _f(0o660, "mode", "permission bits of the socket file, e.g. 0660")
 
 

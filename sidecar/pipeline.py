@@ -58,6 +58,7 @@ class Pipeline:
                 log.exception("sink %s failed on a batch of %d events", sink.name, len(batch.events))
                 self.metrics.sink_errors.labels(sink.name).inc()
         self.processed += len(batch.events)
+        self.metrics.processed.inc(len(batch.events))
 
     def maintain(self, now: float) -> None:
         for sink in self.sinks:

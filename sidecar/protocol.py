@@ -7,15 +7,14 @@ turns lines (or HTTP body items) into validated, normalised `Event`s and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 
 import msgspec
 
+from sidecar.contract import MAX_TYPE_LENGTH, TYPE_PATTERN, TYPE_RULE, is_failure_type, valid_type
 from sidecar.types import Event, Rejection
 
-TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)*\Z")
-MAX_TYPE_LENGTH = 128
+__all__ = ["MAX_TYPE_LENGTH", "REASONS", "TYPE_PATTERN", "EventDecoder", "LineFramer", "is_failure_type", "valid_type"]
 
 # Every reason a line can be rejected for; the label values of sidecar_events_rejected_total.
 REASONS = (
@@ -29,14 +28,6 @@ REASONS = (
     "future_timestamp",
     "too_large",
 )
-
-
-def is_failure_type(event_type: str) -> bool:
-    return event_type.endswith(".failed")
-
-
-def valid_type(event_type: str) -> bool:
-    return len(event_type) <= MAX_TYPE_LENGTH and TYPE_PATTERN.match(event_type) is not None
 
 
 class LineFramer:
@@ -83,6 +74,9 @@ class LineFramer:
         return b"" if rest.isspace() else rest
 
 
+_UNKNOWN = object()
+
+
 def _classify(exc: msgspec.ValidationError) -> str:
     msg = str(exc)
     if "missing required field `type`" in msg:
@@ -106,11 +100,9 @@ class EventDecoder:
         self._types: dict[str, bool | None] = {}
 
     def _type_info(self, event_type: str) -> bool | None:
-        info = self._types.get(event_type, False)
-        if info is False and event_type not in self._types:
-            info = is_failure_type(event_type) if valid_type(event_type) else None
-            if len(self._types) < 10_000:  # hostile senders must not grow it without bound
-                self._types[event_type] = info
+        info = is_failure_type(event_type) if valid_type(event_type) else None
+        if len(self._types) < 10_000:  # hostile senders must not grow it without bound
+            self._types[event_type] = info
         return info
 
     def decode(
@@ -118,6 +110,7 @@ class EventDecoder:
     ) -> tuple[list[Event], list[bytes], list[Rejection]]:
         """Decode each line (or body item) into an event, or a rejection with its index."""
         decode = self._decode
+        types = self._types
         type_info = self._type_info
         latest = received_at + self.max_clock_skew
         events: list[Event] = []
@@ -137,11 +130,11 @@ class EventDecoder:
             except UnicodeDecodeError as exc:
                 rejected.append(Rejection(index, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"))
                 continue
-            failed = type_info(ev.type)
+            failed = types.get(ev.type, _UNKNOWN)
+            if failed is _UNKNOWN:
+                failed = type_info(ev.type)
             if failed is None:
-                rejected.append(
-                    Rejection(index, "invalid_type", f"`type` must be a dotted lower-case name of at most {MAX_TYPE_LENGTH} characters")
-                )
+                rejected.append(Rejection(index, "invalid_type", TYPE_RULE))
                 continue
             ts = ev.timestamp
             if ts is None:

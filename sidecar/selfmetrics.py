@@ -27,6 +27,9 @@ class SelfMetrics:
         self.dropped = Counter(
             "sidecar_events_dropped", "Valid events dropped before processing (for example queue_full).", ["reason"], registry=registry
         )
+        self.processed = Counter(
+            "sidecar_events_processed", "Accepted events that every sink has consumed (accepted minus processed is the backlog).", registry=registry
+        )
         self.sink_errors = Counter(
             "sidecar_sink_errors", "Batches a sink failed to process (a bug: see the log).", ["sink"], registry=registry
         )

@@ -37,6 +37,15 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def loop_factory():
+    """uvloop's event loop when installed (it roughly halves per-read and per-request overhead)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return None
+    return uvloop.new_event_loop
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),

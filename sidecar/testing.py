@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.app import Sidecar
 from sidecar.config import Config
-from sidecar.server import build_server, url_of
+from sidecar.server import build_server, loop_factory, url_of
 
 
 class FakeClock:
@@ -95,7 +95,7 @@ def running_sidecar(
         config = base.replace(**changes) if changes else base
         registry = CollectorRegistry()
         server, sock = build_server(config, registry=registry, clock=clock)
-        loop = asyncio.new_event_loop()
+        loop = (loop_factory() or asyncio.new_event_loop)()
         thread = threading.Thread(
             target=loop.run_until_complete, args=(server.serve(sockets=[sock] if sock else []),), daemon=True
         )
@@ -148,11 +148,11 @@ class SidecarProcess:
                     elif word.startswith("unix="):
                         self.unix = word[5:]
                 break
-        else:
-            self.proc.kill()
         if not (self.url or self.unix):
             self.proc.kill()
             rest = self.proc.stdout.read().decode()
+            self.proc.wait()
+            self.proc.stdout.close()
             raise RuntimeError("sidecar did not become ready:\n" + "".join(self.lines) + rest)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()

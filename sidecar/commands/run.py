@@ -9,7 +9,7 @@ import sys
 
 from sidecar.config import Config, load_config
 from sidecar.exceptions import ConfigError, SidecarError
-from sidecar.server import configure_logging, serve
+from sidecar.server import configure_logging, loop_factory, serve
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,8 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        started = asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            started = runner.run(serve(config))
     except (SidecarError, OSError) as exc:
         print(f"agent-sidecar: {exc}", file=sys.stderr)
         return 1

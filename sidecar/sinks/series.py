@@ -2,55 +2,98 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 MAX_LABEL_LENGTH = 128
 OVERFLOW = "__overflow__"
 
 
+class Cell:
+    """One series' value. Mutable so the hot path can hold it instead of re-hashing labels."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def version(self) -> float:
+        return self.value
+
+
+class HistogramCell:
+    """Non-cumulative bucket counts (the last is +Inf), the sum, and the latest exemplar event per bucket."""
+
+    __slots__ = ("counts", "sum", "exemplars")
+
+    def __init__(self, n_buckets: int) -> None:
+        self.counts = [0] * (n_buckets + 1)
+        self.sum = 0.0
+        self.exemplars: dict | None = None
+
+    def version(self) -> float:
+        return self.sum + sum(self.counts)
+
+
 class SeriesTable:
-    """`values[label tuple] -> value` plus the last time each series was updated.
+    """`cells[label tuple] -> Cell` for one metric.
 
     New label sets are truncated to MAX_LABEL_LENGTH per value; beyond `cap` series
-    they are folded into one series whose labels are all `__overflow__`.
+    they are folded into one series whose labels are all `__overflow__`. Expiry keeps
+    no per-update timestamp (that would cost the hot path): `sweep` notes which series
+    changed since its previous call and drops those unchanged for the TTL.
     """
 
-    __slots__ = ("name", "labelnames", "cap", "values", "touched", "overflowed", "expired", "_overflow_key")
+    __slots__ = ("name", "labelnames", "cap", "cells", "overflowed", "expired", "_new", "_overflow_key", "_seen", "_touched")
 
-    def __init__(self, name: str, labelnames: tuple[str, ...], cap: int):
+    def __init__(self, name: str, labelnames: tuple[str, ...], cap: int, new_cell=Cell):
         self.name = name
         self.labelnames = labelnames
         self.cap = cap
-        self.values: dict[tuple[str, ...], Any] = {}
-        self.touched: dict[tuple[str, ...], float] = {}
-        self.overflowed = 0  # events folded into the overflow series
+        self.cells: dict[tuple[str, ...], Cell] = {}
+        self.overflowed = 0  # label sets folded into the overflow series
         self.expired = 0
+        self._new = new_cell
         self._overflow_key = (OVERFLOW,) * len(labelnames)
+        self._seen: dict[tuple[str, ...], float] = {}  # version at the last sweep
+        self._touched: dict[tuple[str, ...], float] = {}  # when a sweep last saw it change
 
-    def admit(self, key: tuple[str, ...], events: int) -> tuple[str, ...]:
-        """The key to store a new label set under (called only when `key` is not present)."""
+    def cell(self, key: tuple[str, ...]):
+        """The cell for a label set, created through the guard if it is new."""
+        cell = self.cells.get(key)
+        if cell is not None:
+            return cell
         if any(len(v) > MAX_LABEL_LENGTH for v in key):
             key = tuple(v[:MAX_LABEL_LENGTH] for v in key)
-            if key in self.values:
-                return key
-        if len(self.values) >= self.cap and key != self._overflow_key:
-            self.overflowed += events
-            return self._overflow_key
-        return key
+            cell = self.cells.get(key)
+            if cell is not None:
+                return cell
+        if len(self.cells) >= self.cap and key != self._overflow_key:
+            self.overflowed += 1
+            key = self._overflow_key
+            cell = self.cells.get(key)
+            if cell is not None:
+                return cell
+        cell = self.cells[key] = self._new()
+        return cell
 
-    def add(self, key: tuple[str, ...], amount: float, events: int, now: float) -> None:
-        values = self.values
-        if key not in values:
-            key = self.admit(key, events)
-        values[key] = values.get(key, 0) + amount
-        self.touched[key] = now
+    def add(self, key: tuple[str, ...], amount: float) -> Cell:
+        cell = self.cell(key)
+        cell.value += amount
+        return cell
 
-    def expire(self, cutoff: float, keep_nonzero: bool = False) -> None:
-        """Drop series last updated before `cutoff` (gauges: only those at zero)."""
-        stale = [k for k, t in self.touched.items() if t < cutoff]
-        for key in stale:
-            if keep_nonzero and self.values.get(key):
+    def sweep(self, now: float, ttl: float, keep_nonzero: bool = False) -> int:
+        """Record which series changed since the last sweep; drop those unchanged for `ttl`
+        (with `keep_nonzero`, gauges only once back at zero). Returns how many were dropped."""
+        seen, touched = self._seen, self._touched
+        for key, cell in self.cells.items():
+            v = cell.version()
+            if seen.get(key) != v:
+                seen[key] = v
+                touched[key] = now
+        cutoff = now - ttl
+        dropped = 0
+        for key in [k for k, t in touched.items() if t < cutoff]:
+            if keep_nonzero and self.cells[key].value:
                 continue
-            del self.touched[key]
-            self.values.pop(key, None)
-            self.expired += 1
+            del touched[key], seen[key], self.cells[key]
+            dropped += 1
+        self.expired += dropped
+        return dropped

@@ -767,7 +767,9 @@ class WindowSink:
     def collect(self) -> Iterator[Metric]:
         by_dims = tuple(self.config.prometheus_by)
         blank = [""] * len(by_dims)
-        quantiles = GaugeMetricFamily(
+        # Typed "summary" (quantiles over a sliding window are what a Prometheus summary is), so
+        # tools accept the `quantile` label; no _count/_sum, as a window's count goes down.
+        quantiles = _Quantiles(
             "agent_window_duration_seconds",
             "Exact nearest-rank quantile of event durations over the sliding window (NaN when empty)."
             + (f" Series with {'/'.join(by_dims)} set cover one value; empty ones the whole window." if by_dims else ""),
@@ -822,6 +824,17 @@ class WindowSink:
         rows = self._rows(start, self.tail)
         sampled = _sampled(rows["ts"], rows["dur"], self.level)
         return rows["key"][sampled], rows["dur"][sampled], w.counters.per_key("events", len(self.keys)).copy()
+
+
+class _Quantiles(Metric):
+    """A summary family holding only quantile samples (add_metric like GaugeMetricFamily's)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]):
+        super().__init__(name, documentation, "summary")
+        self._labelnames = labels
+
+    def add_metric(self, labels: list[str], value: float) -> None:
+        self.add_sample(self.name, dict(zip(self._labelnames, labels)), value)
 
 
 def _top_groups(key: np.ndarray, dur: np.ndarray, of: np.ndarray, names: list, per_key_events: np.ndarray, limit: int) -> Iterator[tuple[str, float, list[float]]]:

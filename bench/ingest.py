@@ -1,0 +1,109 @@
+"""Ingest throughput of a real sidecar process, Unix socket and HTTP, beside the ceiling probe.
+
+    python bench/ingest.py [--events 300000] [--transport unix|http|both]
+
+A load generator in its own process streams a realistic label mix (20 agents x 5
+workflows x 3 models x 8 types) as fast as it can; the clock stops when the
+sidecar reports every event processed by all sinks (sidecar_events_processed_total).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ceiling_limit, cpu_seconds, machine, realistic_lines, rss_mib, scrape_value, start_sidecar  # noqa: E402
+
+
+def unix_client(path: str, n: int, loaded, ready) -> None:
+    lines = realistic_lines(n)
+    chunks = [b"".join(lines[i : i + 1000]) for i in range(0, n, 1000)]
+    loaded.set()
+    ready.wait()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        for c in chunks:
+            s.sendall(c)
+
+
+def http_client(url: str, n: int, loaded, ready, threads: int = 4) -> None:
+    lines = realistic_lines(n)
+    bodies = [b"".join(lines[i : i + 1000]) for i in range(0, n, 1000)]
+    host = urllib.parse.urlsplit(url)
+    loaded.set()
+    ready.wait()
+
+    def worker(part):
+        conn = http.client.HTTPConnection(host.hostname, host.port)
+        for body in part:
+            while True:
+                conn.request("POST", "/v1/events", body, {"Content-Type": "application/x-ndjson"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 503:
+                    break
+                time.sleep(0.01)
+
+    ts = [threading.Thread(target=worker, args=(bodies[i::threads],)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+def run(transport: str, n: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_sidecar(tmp)
+        try:
+            loaded, ready = multiprocessing.Event(), multiprocessing.Event()
+            target = unix_client if transport == "unix" else http_client
+            client = multiprocessing.Process(target=target, args=(proc.unix if transport == "unix" else proc.url, n, loaded, ready))
+            client.start()
+            loaded.wait()  # the client has encoded every event before the clock starts
+            cpu0 = cpu_seconds(proc.pid)
+            t0 = time.perf_counter()
+            ready.set()
+            client.join()  # no scrapes while loading: at 20 Hz they would cost the sidecar CPU
+            while scrape_value(proc.url, "sidecar_events_processed_total") < n:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - t0
+            cpu = cpu_seconds(proc.pid) - cpu0
+            rss = rss_mib(proc.pid)
+            series = scrape_value(proc.url, "sidecar_series")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    return {"transport": transport, "events": n, "seconds": elapsed, "rate": n / elapsed, "cpu_us": cpu / n * 1e6, "rss_mib": rss, "series": series}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--transport", choices=["unix", "http", "both"], default="both")
+    args = ap.parse_args()
+    limit = ceiling_limit()
+    print(f"machine: {machine()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"ceiling.py limit: {limit:,.0f} events/s")
+    print("| transport | events | events/s | x ceiling | CPU/event | RSS | series |")
+    print("|---|---|---|---|---|---|---|")
+    for transport in (["unix", "http"] if args.transport == "both" else [args.transport]):
+        r = run(transport, args.events)
+        print(
+            f"| {transport} | {r['events']:,} | {r['rate']:,.0f} | {r['rate'] / limit:.2f} | "
+            f"{r['cpu_us']:.1f} µs | {r['rss_mib']:.0f} MiB | {r['series']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

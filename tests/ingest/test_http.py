@@ -1,0 +1,117 @@
+import asyncio
+import gzip
+import json
+
+import httpx
+import pytest
+
+from sidecar.testing import event, ndjson, running_sidecar
+
+TYPE_ONLY = {"type": "llm.call", "agent": "", "workflow": "", "severity": "info"}
+
+
+def post(s, body, content_type="application/json", **headers):
+    return httpx.post(s.url + "/v1/events", content=body, headers={"content-type": content_type, **headers})
+
+
+def test_single_object_is_accepted(sidecar):
+    r = post(sidecar, json.dumps(event()))
+    assert (r.status_code, r.json()) == (202, {"accepted": 1, "rejected": 0, "errors": []})
+    sidecar.wait_processed(1)
+    assert sidecar.value("agent_events_total", TYPE_ONLY) == 1
+
+
+def test_pretty_printed_object_is_one_event(sidecar):
+    r = post(sidecar, json.dumps(event(agent="x"), indent=2))
+    assert r.json()["accepted"] == 1
+
+
+def test_array_reports_each_bad_item_by_index(sidecar):
+    body = json.dumps([event(), {"agent": "x"}, event(), 42, event(duration_ms=-1)])
+    r = post(sidecar, body)
+    assert r.status_code == 202
+    assert r.json()["accepted"] == 2 and r.json()["rejected"] == 3
+    assert [(e["index"], e["error"].split(":")[0]) for e in r.json()["errors"]] == [(1, "missing_type"), (3, "not_object"), (4, "invalid_field")]
+    assert "$.duration_ms" in r.json()["errors"][2]["error"]
+
+
+def test_ndjson_reports_errors_by_line_number(sidecar):
+    body = ndjson(event()) + b"\n" + b"oops\n" + ndjson(event()) + b'{"type": "x", "pad": "' + b"p" * 70_000 + b'"}\n'
+    r = post(sidecar, body, "application/x-ndjson")
+    assert r.status_code == 202
+    assert r.json()["accepted"] == 2
+    assert [(e["index"], e["error"].split(":")[0]) for e in r.json()["errors"]] == [(2, "invalid_json"), (4, "too_large")]
+
+
+def test_ndjson_without_its_content_type_is_still_understood(sidecar):
+    r = post(sidecar, ndjson(event(), event(), event()))
+    assert r.json()["accepted"] == 3
+
+
+def test_nothing_valid_is_a_400_with_the_same_shape(sidecar):
+    r = post(sidecar, b"[1, 2]")
+    assert r.status_code == 400
+    assert r.json()["accepted"] == 0 and r.json()["rejected"] == 2
+    r = post(sidecar, b"   ")
+    assert r.status_code == 400 and r.json()["errors"][0]["error"] == "invalid_json: empty body"
+    r = post(sidecar, b"[1, 2")
+    assert r.status_code == 400 and "not a valid JSON array" in r.json()["errors"][0]["error"]
+
+
+def test_errors_are_capped_at_100_but_counted_exactly(sidecar):
+    r = post(sidecar, json.dumps([{"bad": i} for i in range(250)] + [event()]))
+    assert r.status_code == 202
+    assert (r.json()["accepted"], r.json()["rejected"], len(r.json()["errors"])) == (1, 250, 100)
+    assert sidecar.value("sidecar_events_rejected_total", {"transport": "http", "reason": "missing_type"}) == 250
+
+
+def test_body_over_the_limit_is_413():
+    with running_sidecar(**{"ingest.max_body_bytes": "1KiB", "ingest.max_event_bytes": "1KiB"}) as s:
+        r = post(s, json.dumps([event(pad="x" * 100) for _ in range(20)]))
+        assert r.status_code == 413 and "max_body_bytes" in r.json()["errors"][0]["error"]
+
+        def chunks():  # no Content-Length: the limit applies while streaming
+            for _ in range(10):
+                yield b" " * 500
+
+        r = httpx.post(s.url + "/v1/events", content=chunks())
+        assert r.status_code == 413
+        assert s.value("sidecar_events_rejected_total", {"transport": "http", "reason": "too_large"}) == 2
+        assert post(s, json.dumps(event())).status_code == 202  # still serving
+
+
+def test_compressed_bodies_are_refused_clearly(sidecar):
+    r = post(sidecar, gzip.compress(json.dumps(event()).encode()), **{"content-encoding": "br"})
+    assert r.status_code == 415
+
+
+@pytest.mark.parametrize("header, status", [(None, 401), ("Bearer wrong", 401), ("Basic s3cret", 401), ("Bearer s3cret", 202)])
+def test_bearer_token_is_required_when_configured(header, status):
+    with running_sidecar(**{"auth.token": "s3cret"}) as s:
+        headers = {"authorization": header} if header else {}
+        r = post(s, json.dumps(event()), **headers)
+        assert r.status_code == status
+        if status == 401:
+            assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_full_queue_answers_503_with_retry_after_and_counts_the_drop():
+    with running_sidecar(**{"ingest.queue_size": 1}) as s:
+        stalled = asyncio.Event()
+
+        async def stall():  # stop the pipeline task so the queue fills, as under overload
+            for task in asyncio.all_tasks():
+                if task.get_name() == "pipeline":
+                    task.cancel()
+            stalled.set()
+
+        asyncio.run_coroutine_threadsafe(stall(), s.loop).result(5)
+        assert post(s, json.dumps([event(), event()])).status_code == 202
+        r = post(s, json.dumps([event(), event(), {"bad": 1}]))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["dropped"] == 2 and "queue_full" in r.json()["error"]
+        assert s.value("sidecar_events_dropped_total", {"reason": "queue_full"}) == 2
+        received = s.value("sidecar_events_received_total", {"transport": "http"})
+        accepted = s.value("sidecar_events_accepted_total", {"transport": "http"})
+        rejected = s.value("sidecar_events_rejected_total", {"transport": "http", "reason": "missing_type"})
+        assert received == accepted + rejected + 2 == 5

@@ -1,0 +1,135 @@
+import os
+import socket
+import stat
+import threading
+
+import pytest
+
+from sidecar.exceptions import SocketInUseError
+from sidecar.ingest.unix import claim_socket_path
+from sidecar.testing import event, ndjson, running_sidecar
+
+
+def counts(s, transport="unix"):
+    v = lambda name, **l: s.value(name, {"transport": transport, **l}) or 0  # noqa: E731
+    return v("sidecar_events_received_total"), v("sidecar_events_accepted_total")
+
+
+def rejected(s, reason, transport="unix"):
+    return s.value("sidecar_events_rejected_total", {"transport": transport, "reason": reason}) or 0
+
+
+def test_socket_is_created_with_mode_0660(sidecar):
+    assert stat.S_IMODE(os.stat(sidecar.unix).st_mode) == 0o660
+
+
+def test_socket_mode_is_configurable():
+    with running_sidecar(**{"listen.unix_mode": 0o600}) as s:
+        assert stat.S_IMODE(os.stat(s.unix).st_mode) == 0o600
+
+
+def test_interleaved_good_and_bad_lines_lose_no_good_event(sidecar):
+    data = b"".join(
+        [
+            ndjson(event(agent="a")),
+            b"{not json\n",
+            ndjson(event(agent="a")),
+            b'{"agent": "no type"}\n',
+            b"x" * 70_000 + b"\n",  # over ingest.max_event_bytes
+            ndjson(event(agent="a")),
+            b'{"type": "llm.call", "duration_ms": -1}\n',
+            b"\n\n",
+            b'{"type": "llm.call", "agent": "a"}',  # no final newline: still an event
+        ]
+    )
+    sidecar.send_unix(data)
+    sidecar.wait_processed(4)
+    assert sidecar.value("agent_events_total", {"type": "llm.call", "agent": "a", "workflow": "", "severity": "info"}) == 4
+    assert counts(sidecar) == (8, 4)
+    assert [rejected(sidecar, r) for r in ("invalid_json", "missing_type", "too_large", "invalid_field")] == [1, 1, 1, 1]
+
+
+def test_many_concurrent_clients_are_all_counted(sidecar):
+    per_client, clients = 500, 40
+
+    def client(i):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(sidecar.unix)
+            for _ in range(per_client // 50):
+                sock.sendall(ndjson(*[event(agent=f"agent-{i % 4}") for _ in range(50)]))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sidecar.wait_processed(per_client * clients)
+    total = sum(sidecar.value("agent_events_total", {"type": "llm.call", "agent": f"agent-{i}", "workflow": "", "severity": "info"}) for i in range(4))
+    assert total == per_client * clients
+    assert counts(sidecar) == (per_client * clients, per_client * clients)
+
+
+def test_a_client_that_sends_nothing_or_stops_mid_line_does_not_stall_others(sidecar):
+    idle = socket.socket(socket.AF_UNIX)
+    idle.connect(sidecar.unix)
+    half = socket.socket(socket.AF_UNIX)
+    half.connect(sidecar.unix)
+    half.sendall(b'{"type": "llm.ca')
+    sidecar.send_unix(ndjson(event(agent="ok")))
+    sidecar.wait_processed(1)
+    half.close()  # disconnect mid-line: the fragment is rejected, not lost silently
+    idle.close()
+    for _ in range(200):
+        if rejected(sidecar, "invalid_json") == 1:
+            break
+        threading.Event().wait(0.01)
+    assert rejected(sidecar, "invalid_json") == 1
+    assert counts(sidecar) == (2, 1)
+
+
+def test_connections_beyond_the_limit_are_closed_and_counted():
+    with running_sidecar(**{"ingest.max_connections": 2}) as s:
+        held = [socket.socket(socket.AF_UNIX) for _ in range(2)]
+        for sock in held:
+            sock.connect(s.unix)
+            sock.sendall(ndjson(event()))
+        s.wait_processed(2)
+        extra = socket.socket(socket.AF_UNIX)
+        extra.connect(s.unix)
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed by the sidecar
+        extra.close()
+        assert s.value("sidecar_unix_connections_refused_total") == 1
+        assert s.value("sidecar_unix_connections") == 2
+        for sock in held:
+            sock.close()
+
+
+def test_stale_socket_file_is_replaced(tmp_path):
+    path = str(tmp_path / "stale.sock")
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)  # bound, never listening, then closed: what a killed process leaves
+    dead.close()
+    assert os.path.exists(path)
+    claim_socket_path(path)
+    assert not os.path.exists(path)
+
+
+def test_live_socket_is_not_stolen(tmp_path):
+    path = str(tmp_path / "live.sock")
+    live = socket.socket(socket.AF_UNIX)
+    live.bind(path)
+    live.listen()
+    try:
+        with pytest.raises(SocketInUseError, match="another process is listening"):
+            claim_socket_path(path)
+    finally:
+        live.close()
+
+
+def test_a_regular_file_at_the_socket_path_is_not_deleted(tmp_path):
+    path = tmp_path / "file.sock"
+    path.write_text("precious")
+    with pytest.raises(SocketInUseError, match="not a socket"):
+        claim_socket_path(str(path))
+    assert path.read_text() == "precious"

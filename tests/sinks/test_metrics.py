@@ -1,0 +1,183 @@
+import json
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from sidecar.config import Config
+from sidecar.protocol import EventDecoder
+from sidecar.sinks.metrics import MetricsSink
+from sidecar.types import Batch
+
+T0 = 1_790_000_000.0
+
+
+def make(**changes):
+    config = Config().replace(**changes) if changes else Config()
+    registry = CollectorRegistry()
+    return MetricsSink(config.metrics, config.lifecycle, registry), registry
+
+
+def feed(sink, *events, now=T0):
+    lines = [json.dumps(e).encode() for e in events]
+    evs, raws, rejected = EventDecoder().decode(lines, now)
+    assert not rejected, rejected
+    sink.consume(Batch(evs, raws, now, "test"))
+
+
+def test_events_are_counted_by_type_agent_workflow_and_severity():
+    sink, reg = make()
+    feed(sink, {"type": "llm.call", "agent": "planner", "workflow": "wf"}, {"type": "llm.call", "agent": "planner", "workflow": "wf"})
+    feed(sink, {"type": "agent.failed", "agent": "coder"})
+    assert reg.get_sample_value("agent_events_total", {"type": "llm.call", "agent": "planner", "workflow": "wf", "severity": "info"}) == 2
+    assert reg.get_sample_value("agent_events_total", {"type": "agent.failed", "agent": "coder", "workflow": "", "severity": "error"}) == 1
+
+
+def test_durations_fill_histogram_buckets_in_seconds():
+    sink, reg = make()
+    feed(sink, *({"type": "tool.call", "agent": "a", "duration_ms": ms} for ms in (10, 50, 51, 1000, 700_000)))
+    labels = {"type": "tool.call", "agent": "a", "workflow": ""}
+    bucket = lambda le: reg.get_sample_value("agent_event_duration_seconds_bucket", {**labels, "le": le})  # noqa: E731
+    assert [bucket("0.05"), bucket("0.1"), bucket("1.0"), bucket("600.0"), bucket("+Inf")] == [2, 3, 4, 4, 5]
+    assert reg.get_sample_value("agent_event_duration_seconds_count", labels) == 5
+    assert reg.get_sample_value("agent_event_duration_seconds_sum", labels) == pytest.approx(701.111)
+
+
+def test_custom_buckets_are_used():
+    sink, reg = make(**{"metrics.duration_buckets": [1, 2]})
+    feed(sink, {"type": "x", "duration_ms": 1500})
+    assert reg.get_sample_value("agent_event_duration_seconds_bucket", {"type": "x", "agent": "", "workflow": "", "le": "1.0"}) == 0
+    assert reg.get_sample_value("agent_event_duration_seconds_bucket", {"type": "x", "agent": "", "workflow": "", "le": "2.0"}) == 1
+
+
+def test_trace_id_becomes_an_exemplar_in_openmetrics():
+    sink, reg = make()
+    feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 120, "trace_id": "t-1", "timestamp": T0 - 5})
+    feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 130, "trace_id": "t-2"})
+    text = generate_openmetrics(reg).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    buckets = [s for s in families["agent_event_duration_seconds"].samples if s.name.endswith("_bucket") and s.exemplar]
+    assert len(buckets) == 1
+    assert buckets[0].labels["le"] == "0.25"
+    assert buckets[0].exemplar.labels == {"trace_id": "t-2"} and buckets[0].exemplar.value == 0.13
+    assert "# {" not in generate_latest(reg).decode()  # the classic text format has no exemplars
+
+
+def test_exemplars_can_be_turned_off():
+    sink, reg = make(**{"metrics.exemplars": False})
+    feed(sink, {"type": "llm.call", "duration_ms": 120, "trace_id": "t-1"})
+    assert "trace_id" not in generate_openmetrics(reg).decode()
+
+
+def test_tokens_split_by_type_and_cost_by_model():
+    sink, reg = make()
+    feed(
+        sink,
+        {"type": "llm.call", "agent": "a", "model": "gpt-4o", "input_tokens": 100, "output_tokens": 20, "cost_usd": 0.01},
+        {"type": "llm.call", "agent": "a", "model": "gpt-4o", "input_tokens": 5, "cost_usd": 0.02},
+        {"type": "llm.call", "agent": "a", "tokens": 7},
+    )
+    tok = lambda m, kind: reg.get_sample_value("agent_tokens_total", {"agent": "a", "model": m, "token_type": kind})  # noqa: E731
+    assert (tok("gpt-4o", "input"), tok("gpt-4o", "output"), tok("", "unknown")) == (105, 20, 7)
+    assert reg.get_sample_value("agent_cost_usd_total", {"agent": "a", "model": "gpt-4o"}) == pytest.approx(0.03)
+    assert tok("", "input") is None
+
+
+def test_unsuccessful_events_count_as_errors_by_kind():
+    sink, reg = make()
+    feed(
+        sink,
+        {"type": "tool.call", "agent": "a", "workflow": "w", "success": False, "error": "timeout"},
+        {"type": "agent.failed", "agent": "a", "workflow": "w", "error": "timeout"},
+        {"type": "agent.failed", "agent": "a", "workflow": "w"},
+        {"type": "agent.failed", "agent": "a", "success": True},
+    )
+    assert reg.get_sample_value("agent_errors_total", {"agent": "a", "workflow": "w", "error": "timeout"}) == 2
+    assert reg.get_sample_value("agent_errors_total", {"agent": "a", "workflow": "w", "error": ""}) == 1
+    assert reg.get_sample_value("agent_errors_total", {"agent": "a", "workflow": "", "error": ""}) is None
+
+
+def test_workflow_and_invocation_lifecycles_drive_gauges_and_outcomes():
+    sink, reg = make()
+    active = lambda w: reg.get_sample_value("agent_workflows_active", {"workflow": w})  # noqa: E731
+    runs = lambda w, o: reg.get_sample_value("agent_workflow_runs_total", {"workflow": w, "outcome": o})  # noqa: E731
+    inv = lambda a: reg.get_sample_value("agent_invocations_active", {"agent": a})  # noqa: E731
+    feed(sink, *({"type": "workflow.started", "workflow": "review", "run_id": f"r{i}"} for i in range(3)))
+    feed(sink, {"type": "workflow.started", "workflow": "review", "run_id": "r0"})  # a duplicate start counts once
+    feed(sink, {"type": "agent.invoked", "agent": "coder", "invocation_id": "i1"}, {"type": "agent.invoked", "agent": "coder", "invocation_id": "i2"})
+    assert (active("review"), inv("coder")) == (3, 2)
+    feed(sink, {"type": "workflow.completed", "workflow": "review", "run_id": "r0"}, {"type": "workflow.failed", "workflow": "review", "run_id": "r1"})
+    feed(sink, {"type": "agent.completed", "agent": "coder", "invocation_id": "i1"}, {"type": "agent.failed", "agent": "coder", "invocation_id": "i2"})
+    feed(sink, {"type": "workflow.completed", "workflow": "review", "run_id": "unknown"})  # counted, gauge untouched
+    assert (active("review"), inv("coder")) == (1, 0)
+    assert (runs("review", "completed"), runs("review", "failed")) == (2, 1)
+
+
+def test_runs_without_an_end_are_abandoned_after_the_configured_time():
+    sink, reg = make(**{"lifecycle.abandon_after": "10m"})
+    feed(sink, {"type": "workflow.started", "workflow": "w", "run_id": "old"}, {"type": "agent.invoked", "agent": "a", "invocation_id": "i"}, now=T0)
+    feed(sink, {"type": "workflow.started", "workflow": "w", "run_id": "new"}, now=T0 + 300)
+    sink.maintain(T0 + 599)
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 2
+    sink.maintain(T0 + 601)
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 1
+    assert reg.get_sample_value("agent_invocations_active", {"agent": "a"}) == 0
+    assert reg.get_sample_value("agent_workflow_runs_total", {"workflow": "w", "outcome": "abandoned"}) == 1
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "old"}, now=T0 + 700)  # too late: not double-counted
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 1
+
+
+def test_lifecycle_tracking_is_bounded():
+    sink, reg = make(**{"lifecycle.max_active": 2})
+    feed(sink, *({"type": "workflow.started", "workflow": "w", "run_id": f"r{i}"} for i in range(5)))
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 2
+    assert reg.get_sample_value("sidecar_lifecycle_untracked_total") == 3
+
+
+def test_cardinality_guard_folds_new_label_sets_into_overflow():
+    sink, reg = make(**{"metrics.max_series_per_metric": 3})
+    feed(sink, *({"type": "x", "agent": f"agent-{i}"} for i in range(5)))
+    feed(sink, {"type": "x", "agent": "agent-0"})  # an existing series keeps counting
+    get = lambda a: reg.get_sample_value("agent_events_total", {"type": "x", "agent": a, "workflow": "", "severity": "info"})  # noqa: E731
+    assert [get(f"agent-{i}") for i in range(5)] == [2, 1, 1, None, None]
+    over = {"type": "__overflow__", "agent": "__overflow__", "workflow": "__overflow__", "severity": "__overflow__"}
+    assert reg.get_sample_value("agent_events_total", over) == 2
+    assert reg.get_sample_value("sidecar_series", {"metric": "agent_events"}) == 4
+    assert reg.get_sample_value("sidecar_series_overflow_total", {"metric": "agent_events"}) == 2
+
+
+def test_label_values_are_truncated_to_128_characters():
+    sink, reg = make()
+    feed(sink, {"type": "x", "agent": "a" * 300}, {"type": "x", "agent": "a" * 128 + "b"})
+    assert reg.get_sample_value("agent_events_total", {"type": "x", "agent": "a" * 128, "workflow": "", "severity": "info"}) == 2
+
+
+def test_idle_series_expire_and_come_back_when_updated():
+    sink, reg = make(**{"metrics.series_ttl": "100s"})
+    busy = {"type": "x", "agent": "busy", "duration_ms": 5}
+    feed(sink, busy, {"type": "x", "agent": "idle", "duration_ms": 5}, {"type": "workflow.started", "workflow": "w", "run_id": "r"})
+    for t in range(0, 230, 10):
+        feed(sink, busy, now=T0 + t)
+        sink.maintain(T0 + t)
+    labels = {"type": "x", "workflow": "", "severity": "info"}
+    assert reg.get_sample_value("agent_events_total", {**labels, "agent": "idle"}) is None
+    assert reg.get_sample_value("agent_event_duration_seconds_count", {"type": "x", "agent": "idle", "workflow": ""}) is None
+    assert reg.get_sample_value("agent_events_total", {**labels, "agent": "busy"}) == 24
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 1  # still open: kept
+    assert reg.get_sample_value("sidecar_series_expired_total", {"metric": "agent_events"}) == 2
+    feed(sink, {"type": "x", "agent": "idle"}, now=T0 + 240)
+    assert reg.get_sample_value("agent_events_total", {**labels, "agent": "idle"}) == 1
+
+
+def test_exposition_passes_promtool(tmp_path):
+    import subprocess
+
+    sink, reg = make()
+    feed(
+        sink,
+        {"type": "llm.call", "agent": 'quo"te\\back\nslash', "duration_ms": 3, "trace_id": "t", "input_tokens": 1, "cost_usd": 1},
+        {"type": "workflow.started", "workflow": "w", "run_id": "r"},
+    )
+    out = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(reg), capture_output=True)
+    assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
