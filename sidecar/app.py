@@ -32,6 +32,8 @@ from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.tail import TailHub
+from sidecar.sinks.window import WindowSink
+from sidecar.stats import stats_route
 from sidecar.tail_route import tail_route
 from sidecar.types import Sink
 
@@ -60,6 +62,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
     """Every sink, in the order the pipeline feeds them. A new sink is one line here."""
     return [
         MetricsSink(config.metrics, config.lifecycle, registry),
+        WindowSink(config.windows, registry, clock),
         TailHub(config.tail, registry),
     ]
 
@@ -90,6 +93,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     config = sidecar.config
     return [
         events_route(config.ingest, config.auth.token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        stats_route(sidecar.sinks["window"], config.auth.token),
         Route("/metrics", _metrics),
         Route("/healthz", _healthz),
         Route("/readyz", _readyz),
