@@ -20,6 +20,7 @@ TRANSPORT = "http"
 MAX_ERRORS = 100
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _raw_one = msgspec.json.Decoder(msgspec.Raw).decode
+BOM = b"\xef\xbb\xbf"
 
 
 class BodyTooLarge(Exception):
@@ -56,6 +57,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[list[bytes], list[int], list[Rejection]]:
     """Items of a body (an array's elements, NDJSON lines, or the single object), each
     with its position (element index or 0-based line number) for error reports."""
+    if body[:3] == BOM:  # what some Windows tools put first; not part of the JSON
+        body = body[3:]
     stripped = body.strip()
     if not stripped:
         return [], [], [Rejection(0, "invalid_json", "empty body")]
@@ -65,12 +68,14 @@ def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[li
                 items = [bytes(item) for item in _raw_list(stripped)]
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 return [], [], [Rejection(0, "invalid_json", f"body is not a valid JSON array: {exc}")]
+            except RecursionError:
+                return [], [], [Rejection(0, "invalid_json", "body is not a valid JSON array: nested too deeply")]
             return items, list(range(len(items))), []
         try:
             _raw_one(stripped)
             return [stripped], [0], []  # one (possibly pretty-printed) object
-        except msgspec.DecodeError:
-            pass  # several lines: NDJSON without the content type
+        except (msgspec.DecodeError, RecursionError):
+            pass  # several lines: NDJSON without the content type (each line is judged alone)
     items, positions, rejected = [], [], []
     for lineno, line in enumerate(body.split(b"\n")):
         if not line or line.isspace():
