@@ -1,8 +1,9 @@
-"""HTTP ingest: POST /v1/events with one object, a JSON array, or NDJSON."""
+"""HTTP ingest: POST /v1/events with one object, a JSON array, or NDJSON; plain or gzip."""
 
 from __future__ import annotations
 
 import hmac
+import zlib
 from collections.abc import Callable
 
 import msgspec
@@ -27,6 +28,51 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BadEncoding(Exception):
+    """A Content-Encoding we do not speak, or a compressed body that does not decompress."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class _Gunzip:
+    """Incremental gzip decoding that never produces more than `limit` bytes in total.
+
+    `max_length` bounds each step's output, so a small bomb costs at most `limit` bytes
+    of memory before it is refused, however far it would inflate."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.size = 0
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._open = False  # inside a gzip member that has not ended yet
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out = []
+        while data:
+            self._open = True
+            try:
+                chunk = self._z.decompress(data, self.limit - self.size + 1)
+            except zlib.error as exc:
+                raise BadEncoding(f"body is not valid gzip ({exc})") from None
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise BodyTooLarge
+            out.append(chunk)
+            if self._z.eof:  # concatenated gzip members are one body (RFC 1952)
+                data = self._z.unused_data
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._open = False
+            else:
+                data = self._z.unconsumed_tail
+        return out
+
+    def finish(self) -> None:
+        if self._open:
+            raise BadEncoding("gzip body is truncated")
+
+
 def check_bearer(request: Request, token: str | None) -> bool:
     """True when no token is configured or the request carries it (constant-time compare)."""
     if not token:
@@ -40,7 +86,15 @@ def unauthorized() -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (without buffering it) anything over `limit` bytes."""
+    """The request body, decompressed if it is gzip, refusing (without buffering it) anything
+    over `limit` bytes: on the wire, and again after decompression."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        gunzip: _Gunzip | None = _Gunzip(limit)
+    elif encoding in ("identity", ""):
+        gunzip = None
+    else:
+        raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r} (use gzip or none)", status=415)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
@@ -50,7 +104,12 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
-        chunks.append(chunk)
+        if gunzip is None:
+            chunks.append(chunk)
+        else:
+            chunks += gunzip.feed(chunk)
+    if gunzip is not None:
+        gunzip.finish()
     return b"".join(chunks)
 
 
@@ -99,14 +158,18 @@ def events_route(
     async def post_events(request: Request) -> Response:
         if not check_bearer(request, token):
             return unauthorized()
-        if request.headers.get("content-encoding", "identity") != "identity":
-            return JSONResponse({"error": "unsupported Content-Encoding"}, status_code=415)
         try:
             body = await read_body(request, config.max_body_bytes)
+        except BadEncoding as exc:
+            metrics.count(TRANSPORT, 0, [Rejection(0, "bad_encoding", str(exc))])
+            return JSONResponse(
+                {"accepted": 0, "rejected": 1, "errors": [{"index": None, "error": f"bad_encoding: {exc}"}]},
+                status_code=exc.status,
+            )
         except BodyTooLarge:
             metrics.count(TRANSPORT, 0, [Rejection(0, "too_large", "body too large")])
             return JSONResponse(
-                {"accepted": 0, "rejected": 1, "errors": [{"index": None, "error": f"too_large: body exceeds ingest.max_body_bytes ({config.max_body_bytes})"}]},
+                {"accepted": 0, "rejected": 1, "errors": [{"index": None, "error": f"too_large: body exceeds ingest.max_body_bytes ({config.max_body_bytes}) after decompression"}]},
                 status_code=413,
             )
         except ClientDisconnect:
