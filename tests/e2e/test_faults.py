@@ -7,11 +7,10 @@ import signal
 import socket
 import stat
 import threading
-import time
 
 import httpx
 
-from sidecar.testing import event, ndjson
+from sidecar.testing import event, ndjson, wait_until
 
 
 def totals(output: str) -> dict[str, int]:
@@ -23,14 +22,6 @@ def metric(url: str, name: str, labels: str = "") -> float:
     text = httpx.get(url + "/metrics").text
     m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
     return float(m[1]) if m else 0.0
-
-
-def wait_until(predicate, what, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
 
 
 def test_kill_9_mid_stream_then_restart_the_writer_sees_the_failure_and_later_events_arrive(spawn):

@@ -5,26 +5,17 @@ import asyncio
 import os
 import socket
 import stat
-import time
 
 import httpx
 
 from sidecar.ingest.unix import EVICT_IDLE_AFTER
 from sidecar.server import MAX_HEADER_BYTES
-from sidecar.testing import FakeClock, event, ndjson, running_sidecar
+from sidecar.testing import FakeClock, event, ndjson, running_sidecar, wait_until
 
 
 def maintain(s):
     """Run the Unix listener's periodic check now, on the sidecar's loop."""
     asyncio.run_coroutine_threadsafe(s.sidecar.listeners[0].maintain(), s.loop).result(10)
-
-
-def wait_until(predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.01)
 
 
 def closed_by_peer(sock) -> bool:
