@@ -25,12 +25,14 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
-from sidecar.ingest.http import events_route
+from sidecar.ingest.http import check_bearer, events_route, unauthorized
 from sidecar.ingest.unix import UnixListener
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
+from sidecar.sinks.window import WindowSink
+from sidecar.stats import stats_route
 from sidecar.types import Sink
 
 log = logging.getLogger("agent_sidecar")
@@ -58,6 +60,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
     """Every sink, in the order the pipeline feeds them. A new sink is one line here."""
     return [
         MetricsSink(config.metrics, config.lifecycle, registry),
+        WindowSink(config.windows, registry, clock),
     ]
 
 
@@ -87,6 +90,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     config = sidecar.config
     return [
         events_route(config.ingest, config.auth.token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        stats_route(sidecar.sinks["window"], config.auth.token),
         Route("/metrics", _metrics),
         Route("/healthz", _healthz),
         Route("/readyz", _readyz),
@@ -95,6 +99,8 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
 
 async def _metrics(request: Request) -> Response:
     sidecar: Sidecar = request.app.state.sidecar
+    if not check_bearer(request, sidecar.config.auth.token):
+        return unauthorized()
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     started = time.perf_counter()
     # Rendering runs in a worker thread so a large registry never stalls ingest;
