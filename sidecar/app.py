@@ -33,6 +33,9 @@ from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.window import WindowSink
 from sidecar.stats import stats_route
+
+from sidecar.sinks.tail import TailHub
+from sidecar.tail_route import tail_route
 from sidecar.types import Sink
 
 log = logging.getLogger("agent_sidecar")
@@ -61,6 +64,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
     return [
         MetricsSink(config.metrics, config.lifecycle, registry),
         WindowSink(config.windows, registry, clock),
+        TailHub(config.tail, registry),
     ]
 
 
@@ -94,6 +98,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
         Route("/metrics", _metrics),
         Route("/healthz", _healthz),
         Route("/readyz", _readyz),
+        tail_route(sidecar.sinks["tail"], config.tail, config.auth.token),
     ]
 
 

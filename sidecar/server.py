@@ -12,7 +12,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from sidecar.app import build_app
+from sidecar.app import Sidecar, build_app
 from sidecar.config import Config
 from sidecar.ingest.unix import claim_socket_path
 
@@ -117,6 +117,22 @@ def configure_logging(level: str) -> None:
     )
 
 
+class SidecarServer(uvicorn.Server):
+    """uvicorn waits for open connections *before* the app's lifespan shutdown runs, so long-lived
+    WebSockets would hold shutdown up (uvicorn #1140). Sinks with `begin_shutdown()` (the tail hub:
+    close its clients with 1001) get to act the moment shutdown starts."""
+
+    def __init__(self, config: uvicorn.Config, sidecar: Sidecar):
+        super().__init__(config)
+        self.sidecar = sidecar
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for sink in self.sidecar.sinks.values():
+            if hasattr(sink, "begin_shutdown"):
+                await sink.begin_shutdown()
+        await super().shutdown(sockets)
+
+
 def build_server(
     config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
 ) -> tuple[uvicorn.Server, socket.socket | None]:
@@ -126,7 +142,7 @@ def build_server(
     sock = bind_http(config.listen.http) if config.listen.http else None
     app = build_app(config, registry=registry, clock=clock, http_url=url_of(sock) if sock else None)
     metrics = app.state.sidecar.metrics
-    server = uvicorn.Server(
+    server = SidecarServer(
         uvicorn.Config(
             app,
             http=guarded_http_protocol(config.ingest.header_timeout, metrics.http_header_timeouts.inc),
@@ -138,7 +154,10 @@ def build_server(
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # a small frame must not inflate 1000x in memory
             ws_max_size=WS_MAX_MESSAGE,
-        )
+            ws_ping_interval=config.tail.ping_interval,
+            ws_ping_timeout=config.tail.ping_interval,
+        ),
+        app.state.sidecar,
     )
     return server, sock
 
