@@ -8,7 +8,8 @@
    and loads at `--fraction` of it: 90% of events over the Unix socket, 10% as HTTP
    POST batches, with new agent and workflow names every `--churn` seconds.
 3. Scrapes /metrics every second (timed), and records RSS, open fds, asyncio tasks,
-   the number of exposed series and the conservation counters.
+   the number of exposed series and the conservation counters; meanwhile 10 live-tail
+   clients are connected (3 of them never read) and /v1/stats is polled every 100 ms.
 4. Stops the load, waits for the backlog to drain, checks conservation exactly
    (sent = received = accepted + rejected + dropped, processed = accepted), sends
    SIGTERM and reads the final totals line.
@@ -124,6 +125,98 @@ def blast(unix: str, seconds: float, sent) -> None:
             sent.value += 10 * CHUNK
 
 
+class Readers:
+    """Live-tail clients (some never read) and a /v1/stats poller, as threads of the soak process."""
+
+    def __init__(self, url: str, tail_clients: int, never_read: int, stats_every: float):
+        self.url = url
+        self.stop = threading.Event()
+        self.tail = [{"messages": 0, "bytes": 0, "dropped": 0, "close_code": None, "error": None} for _ in range(tail_clients - never_read)]
+        self.silent: list[socket.socket] = []
+        self.stats_latency: list[float] = []
+        self.stats_errors: dict[str, int] = {}
+        self.threads = [threading.Thread(target=self._read, args=(c,), daemon=True) for c in self.tail]
+        if stats_every:
+            self.threads.append(threading.Thread(target=self._poll_stats, args=(stats_every,), daemon=True))
+        for _ in range(never_read):
+            self.silent.append(self._silent_client())
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _read(self, c: dict) -> None:
+        from websockets.sync.client import connect
+
+        try:
+            with connect(self.url.replace("http://", "ws://") + "/v1/tail", max_size=None, compression=None) as ws:
+                while not self.stop.is_set():
+                    try:
+                        msg = ws.recv(timeout=1)
+                    except TimeoutError:
+                        continue
+                    c["messages"] += 1
+                    c["bytes"] += len(msg)
+                    m = DROPPED.search(msg, len(msg) - 40)
+                    c["dropped"] += int(m[1]) if m else 0
+                c["close_code"] = "client closed"
+        except Exception as exc:  # recorded: the report says which client failed and why
+            c["error"] = f"{type(exc).__name__}: {exc}"[:200]
+
+    def _silent_client(self) -> socket.socket:
+        """Completes the WebSocket handshake, then never reads a byte (a stuck browser tab)."""
+        host = urllib.parse.urlsplit(self.url)
+        sock = socket.create_connection((host.hostname, host.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(
+            b"GET /v1/tail HTTP/1.1\r\nHost: " + host.netloc.encode() + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"tail handshake refused: {head[:80]!r}")
+        return sock
+
+    def _poll_stats(self, every: float) -> None:
+        host = urllib.parse.urlsplit(self.url)
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+        while not self.stop.wait(every):
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", "/v1/stats")
+                r = conn.getresponse()
+                r.read()
+                status = str(r.status)
+            except Exception as exc:
+                status = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+            if status == "200":
+                self.stats_latency.append(time.perf_counter() - t0)
+            else:
+                self.stats_errors[status] = self.stats_errors.get(status, 0) + 1
+        conn.close()
+
+    def finish(self) -> dict:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        for sock in self.silent:
+            sock.close()
+        return {
+            "tail_readers": self.tail,
+            "tail_never_read": len(self.silent),
+            "stats_requests": len(self.stats_latency) + sum(self.stats_errors.values()),
+            "stats_p99_s": round(p99(self.stats_latency), 4) if self.stats_latency else None,
+            "stats_errors": self.stats_errors,
+        }
+
+
+DROPPED = re.compile(r'"dropped":(\d+)\}$')
+
+
 def scrape(url: str) -> tuple[float, dict[str, float], int]:
     """(seconds to fetch /metrics, {name: summed value} for the sidecar_/process_ families, series count)."""
     t0 = time.perf_counter()
@@ -149,7 +242,10 @@ def p99(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=100)[98] if len(xs) >= 2 else (xs[0] if xs else 0.0)
 
 
-def run(duration: float, rate: float | None, fraction: float, churn: float, warmup: float) -> dict:
+def run(
+    duration: float, rate: float | None, fraction: float, churn: float, warmup: float,
+    tail_clients: int = 10, never_read: int = 3, stats_every: float = 0.1,
+) -> dict:
     ctx = multiprocessing.get_context("spawn")
     config = f"metrics:\n  max_series_per_metric: {SERIES_CAP}\n  series_ttl: {SERIES_TTL}\nlog:\n  level: info\n"
     ceiling = ceiling_limit() if rate is None else None  # the max rate is reported beside it
@@ -181,6 +277,8 @@ def run(duration: float, rate: float | None, fraction: float, churn: float, warm
             stop = ctx.Event()
             sent_unix, sent_http = ctx.Value("q", 0), ctx.Value("q", 0)
             gen = ctx.Process(target=load, args=(proc.unix, proc.url, rate, churn, stop, sent_unix, sent_http))
+            readers = Readers(proc.url, tail_clients, never_read, stats_every)
+            readers.start()
             samples = []
             started = time.monotonic()
             gen.start()
@@ -201,6 +299,7 @@ def run(duration: float, rate: float | None, fraction: float, churn: float, warm
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
             stop.set()
             gen.join(60)
+            report["readers"] = readers.finish()
             sent_total = blasted + sent_unix.value + sent_http.value
 
             def settled() -> dict[str, float]:
@@ -257,10 +356,27 @@ def summarise(report: dict, warmup: float) -> dict:
     bound = 40 * SERIES_CAP  # every agent_* family capped; sidecar_/process_ series are a few dozen
     if report["series_max"] > bound:
         violations.append(f"series unbounded: {report['series_max']} > {bound}")
+    failed_readers = [c["error"] for c in report["readers"]["tail_readers"] if c["error"]]
+    if failed_readers:
+        violations.append(f"tail clients failed: {failed_readers}")
+    if report["readers"]["stats_errors"]:
+        violations.append(f"/v1/stats failures: {report['readers']['stats_errors']}")
     if report["exit_code"] != 0 or "stopped:" not in report["final_line"]:
         violations.append(f"shutdown: exit {report['exit_code']}, final line {report['final_line']!r}")
     report["violations"] = violations
     return report
+
+
+def tail_summary(readers: dict) -> str:
+    tail = readers["tail_readers"]
+    if not tail and not readers["tail_never_read"]:
+        return "none"
+    msgs = sum(c["messages"] for c in tail)
+    mib = sum(c["bytes"] for c in tail) / 2**20
+    dropped = sum(c["dropped"] for c in tail)
+    errors = [c["error"] for c in tail if c["error"]]
+    return (f"{len(tail)} reading clients got {msgs:,} messages ({mib:,.0f} MiB), told of {dropped:,} dropped events; "
+            f"{readers['tail_never_read']} never read" + (f"; errors: {errors}" if errors else ""))
 
 
 def markdown(r: dict) -> str:
@@ -277,6 +393,8 @@ def markdown(r: dict) -> str:
         ("scrape p99 without load", f"{r['scrape_idle_p99_s'] * 1000:.1f} ms at {r['scrape_idle_series']:,} series (20 scrapes after the load stopped)"),
         ("conservation", f"sent {r['sent']:,}; " + ", ".join(f"{k} {v:,.0f}" for k, v in r["counters"].items())),
         ("shutdown", f"exit {r['exit_code']}; {r['final_line'].split('stopped: ')[-1]}"),
+        ("live tail", tail_summary(r["readers"])),
+        ("/v1/stats every 100 ms", f"{r['readers']['stats_requests']:,} requests, p99 " + (f"{r['readers']['stats_p99_s'] * 1000:.1f} ms" if r["readers"]["stats_p99_s"] is not None else "n/a") + f", failures {r['readers']['stats_errors'] or 'none'}"),
         ("violations", "; ".join(r["violations"]) or "none"),
     ]
     return "\n".join(["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
@@ -288,12 +406,17 @@ def main() -> int:
     ap.add_argument("--rate", type=float, help="events/s (default: --fraction of the measured maximum)")
     ap.add_argument("--fraction", type=float, default=0.5)
     ap.add_argument("--churn", default="60s", help="new agent and workflow names this often")
+    ap.add_argument("--tail-clients", type=int, default=10, help="live-tail WebSocket clients (0 for none)")
+    ap.add_argument("--never-read", type=int, default=3, help="how many of them never read")
+    ap.add_argument("--stats-every", default="100ms", help="poll /v1/stats this often ('0s' is not allowed; use --no-stats)")
+    ap.add_argument("--no-stats", action="store_true", help="do not poll /v1/stats")
     ap.add_argument("--warmup", default=None, help="ignored for RSS drift (default: a fifth of the duration)")
     ap.add_argument("--json", metavar="PATH", help="write the whole report, every sample included")
     args = ap.parse_args()
     duration = parse_duration(args.duration)
     warmup = parse_duration(args.warmup) if args.warmup else duration / 5
-    report = run(duration, args.rate, args.fraction, parse_duration(args.churn), warmup)
+    stats_every = 0.0 if args.no_stats else parse_duration(args.stats_every)
+    report = run(duration, args.rate, args.fraction, parse_duration(args.churn), warmup, args.tail_clients, args.never_read, stats_every)
     print(markdown(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -24,4 +24,8 @@ def test_one_minute_soak_with_label_churn_keeps_every_invariant(tmp_path):
     assert report["end"]["tasks"] <= report["start"]["tasks"] + 2  # no task leak
     assert report["series_max"] <= 40 * 700  # bounded by the cap despite the churn
     assert report["exit_code"] == 0 and "stopped: received=" in report["final_line"]
+    readers = report["readers"]  # 10 live-tail clients, 3 of which never read; /v1/stats every 100 ms
+    assert readers["tail_never_read"] == 3 and len(readers["tail_readers"]) == 7
+    assert all(c["error"] is None and c["messages"] > 0 for c in readers["tail_readers"])
+    assert readers["stats_requests"] > 0 and readers["stats_errors"] == {}
     assert run.returncode == 0
