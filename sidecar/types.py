@@ -9,7 +9,7 @@ from typing import Annotated, Literal, NamedTuple, Protocol
 
 import msgspec
 
-from sidecar.contract import SEVERITIES
+from sidecar.contract import MAX_COUNT, SEVERITIES
 
 __all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]
@@ -18,7 +18,7 @@ Severity = Literal["debug", "info", "warning", "error", "critical"]
 _Amount = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]
 # Counts are summed into float cells: beyond 2**53 they lose precision, and a 400-digit
 # integer (valid JSON) would raise OverflowError inside the metrics sink.
-_Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 _Timestamp = float | Annotated[datetime, msgspec.Meta(tz=True)]
 
 
