@@ -1,6 +1,7 @@
 """Faults with real `agent-sidecar run` processes: kill -9 mid-stream, SIGTERM under mixed load,
 the socket file deleted under a running process."""
 
+import asyncio
 import os
 import re
 import signal
@@ -9,6 +10,8 @@ import stat
 import threading
 
 import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from sidecar.testing import event, ndjson, wait_until
 
@@ -111,3 +114,47 @@ def test_socket_file_deleted_under_a_running_process_is_recreated(spawn):
     assert metric(proc.url, "sidecar_unix_socket_recreated_total") == 1
     assert proc.stop() == 0
     assert "recreated it" in proc.output
+
+
+def test_sigterm_under_load_closes_tail_clients_with_1001_and_processes_everything_accepted(spawn):
+    proc = spawn()
+    stop = threading.Event()
+
+    def unix_writer():
+        chunk = ndjson(*[event(agent="t")] * 200)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(proc.unix)
+            try:
+                while not stop.is_set():
+                    s.sendall(chunk)
+            except OSError:
+                pass
+
+    async def tail_client(started: asyncio.Event) -> int | None:
+        async with connect(proc.url.replace("http://", "ws://") + "/v1/tail", max_size=None) as ws:
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 30)
+                    started.set()  # events are flowing to this client
+            except ConnectionClosed:
+                return ws.close_code
+
+    async def run() -> list[int | None]:
+        ready = [asyncio.Event() for _ in range(3)]
+        clients = [asyncio.create_task(tail_client(r)) for r in ready]
+        writers = [threading.Thread(target=unix_writer) for _ in range(2)]
+        for w in writers:
+            w.start()
+        for r in ready:
+            await asyncio.wait_for(r.wait(), 30)
+        proc.proc.send_signal(signal.SIGTERM)  # under load, with every tail client receiving
+        codes = await asyncio.gather(*clients)
+        stop.set()
+        for w in writers:
+            w.join(15)
+        return codes
+
+    assert asyncio.run(run()) == [1001, 1001, 1001]
+    assert proc.stop(timeout=10 + 5) == 0
+    t = totals(proc.output)
+    assert t["accepted"] > 0 and t["processed"] == t["accepted"] == t["received"]
