@@ -27,6 +27,18 @@ def metric(url: str, name: str, labels: str = "") -> float:
     return float(m[1]) if m else 0.0
 
 
+def stream_unix(path: str, stop: threading.Event) -> None:
+    """Stream events to the Unix socket until `stop` is set or the sidecar closes intake."""
+    chunk = ndjson(*[event(agent="load")] * 200)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        try:
+            while not stop.is_set():
+                s.sendall(chunk)
+        except OSError:
+            pass
+
+
 def test_kill_9_mid_stream_then_restart_the_writer_sees_the_failure_and_later_events_arrive(spawn):
     first = spawn()
     chunk = ndjson(*[event(agent="before", duration_ms=1)] * 100)
@@ -66,15 +78,8 @@ def test_sigterm_under_unix_and_http_load_processes_every_accepted_event(spawn):
     stop = threading.Event()
     http_accepted = []
 
-    def unix_writer():
-        chunk = ndjson(*[event(agent="u")] * 200)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(proc.unix)
-            try:
-                while not stop.is_set():
-                    s.sendall(chunk)
-            except OSError:
-                pass
+    def stream():
+        stream_unix(proc.unix, stop)
 
     def http_writer():
         body = ndjson(*[event(agent="h")] * 100)
@@ -87,7 +92,7 @@ def test_sigterm_under_unix_and_http_load_processes_every_accepted_event(spawn):
                 if r.status_code == 202:
                     http_accepted.append(r.json()["accepted"])
 
-    threads = [threading.Thread(target=f) for f in (unix_writer, unix_writer, http_writer, http_writer)]
+    threads = [threading.Thread(target=f) for f in (stream, stream, http_writer, http_writer)]
     for t in threads:
         t.start()
     wait_until(lambda: sum(http_accepted) >= 5_000, "HTTP load running")
@@ -120,16 +125,6 @@ def test_sigterm_under_load_closes_tail_clients_with_1001_and_processes_everythi
     proc = spawn()
     stop = threading.Event()
 
-    def unix_writer():
-        chunk = ndjson(*[event(agent="t")] * 200)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(proc.unix)
-            try:
-                while not stop.is_set():
-                    s.sendall(chunk)
-            except OSError:
-                pass
-
     async def tail_client(started: asyncio.Event) -> int | None:
         async with connect(proc.url.replace("http://", "ws://") + "/v1/tail", max_size=None) as ws:
             try:
@@ -142,7 +137,7 @@ def test_sigterm_under_load_closes_tail_clients_with_1001_and_processes_everythi
     async def run() -> list[int | None]:
         ready = [asyncio.Event() for _ in range(3)]
         clients = [asyncio.create_task(tail_client(r)) for r in ready]
-        writers = [threading.Thread(target=unix_writer) for _ in range(2)]
+        writers = [threading.Thread(target=stream_unix, args=(proc.unix, stop)) for _ in range(2)]
         for w in writers:
             w.start()
         for r in ready:
