@@ -46,6 +46,7 @@ TYPES = ["llm.call", "tool.call", "agent.invoked", "agent.completed", "agent.fai
 CHUNK = 100  # events per Unix write / HTTP body
 SERIES_CAP = 700  # metrics.max_series_per_metric: with 16 lines per histogram series, ~14k lines
 SERIES_TTL = "3m"  # metrics.series_ttl for the soak
+WINDOWS = ("1m", "3m")  # windows.durations for the soak (the default's 1h would need an hour to fill)
 
 
 def chunks_for(generation: int, n: int = 10) -> list[bytes]:
@@ -247,7 +248,12 @@ def run(
     tail_clients: int = 10, never_read: int = 3, stats_every: float = 0.1,
 ) -> dict:
     ctx = multiprocessing.get_context("spawn")
-    config = f"metrics:\n  max_series_per_metric: {SERIES_CAP}\n  series_ttl: {SERIES_TTL}\nlog:\n  level: info\n"
+    # The window store keeps every event of the largest window (memory ~ rate x window), so
+    # the soak uses windows short enough to reach their steady state within the warm-up.
+    config = (
+        f"metrics:\n  max_series_per_metric: {SERIES_CAP}\n  series_ttl: {SERIES_TTL}\n"
+        f"windows:\n  durations: [{', '.join(WINDOWS)}]\nlog:\n  level: info\n"
+    )
     ceiling = ceiling_limit() if rate is None else None  # the max rate is reported beside it
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         proc = start_sidecar(tmp, config=config)
@@ -334,6 +340,7 @@ def summarise(report: dict, warmup: float) -> dict:
     samples = report["samples"]
     steady = [s for s in samples if s["t"] >= warmup] or samples
     rss = [s["rss_mib"] for s in steady]
+    report["warmup_s"] = warmup
     report["rss_after_warmup"] = {"first": rss[0], "min": min(rss), "max": max(rss), "last": rss[-1]}
     report["rss_drift_pct"] = round(100 * (max(rss) - min(rss)) / min(rss), 1)
     report["series_max"] = max(s["series"] for s in samples)
@@ -385,8 +392,8 @@ def markdown(r: dict) -> str:
         ("machine / date", f"{r['machine']} / {r['date']}"),
         ("duration", f"{r['duration_s'] / 60:g} min, {len(r['samples'])} scrapes (1/s)"),
         ("load", f"{r['rate']:,} events/s" + (f" = {r['rate'] / r['max_rate']:.2f} x the measured max {r['max_rate']:,}/s ({r['max_rate'] / r['ceiling']:.2f} x ceiling.py limit {r['ceiling']:,}/s)" if "max_rate" in r else "") + f"; processed {r.get('achieved_rate', 0):,}/s on average; 90% Unix, 10% HTTP; new agent/workflow names every churn period"),
-        ("RSS after warm-up", f"{r['rss_after_warmup']['min']}-{r['rss_after_warmup']['max']} MiB (drift {r['rss_drift_pct']}%), start {s['rss_mib']:.1f}, end {e['rss_mib']:.1f}"),
-        ("series exposed (max)", f"{r['series_max']:,} (cap {SERIES_CAP:,}/metric, ttl {SERIES_TTL})"),
+        (f"RSS after {r['warmup_s'] / 60:g} min warm-up", f"{r['rss_after_warmup']['min']}-{r['rss_after_warmup']['max']} MiB (drift {r['rss_drift_pct']}%), start {s['rss_mib']:.1f}, end {e['rss_mib']:.1f}"),
+        ("series exposed (max)", f"{r['series_max']:,} (cap {SERIES_CAP:,}/metric, ttl {SERIES_TTL}; windows {', '.join(WINDOWS)})"),
         ("open fds start/end", f"{s['fds']} / {e['fds']}"),
         ("asyncio tasks start/end", f"{s['tasks']:.0f} / {e['tasks']:.0f}"),
         ("scrape p99 under load", f"{r['scrape_p99_s'] * 1000:.1f} ms overall; at >= 10k series: " + (f"{r['scrape_p99_at_10k_series_s'] * 1000:.1f} ms ({r['scrapes_at_10k_series']} scrapes)" if r["scrape_p99_at_10k_series_s"] is not None else "n/a")),
@@ -410,11 +417,11 @@ def main() -> int:
     ap.add_argument("--never-read", type=int, default=3, help="how many of them never read")
     ap.add_argument("--stats-every", default="100ms", help="poll /v1/stats this often ('0s' is not allowed; use --no-stats)")
     ap.add_argument("--no-stats", action="store_true", help="do not poll /v1/stats")
-    ap.add_argument("--warmup", default=None, help="ignored for RSS drift (default: a fifth of the duration)")
+    ap.add_argument("--warmup", default=None, help="ignored for RSS drift (default: the longest window plus a minute, at most half the run)")
     ap.add_argument("--json", metavar="PATH", help="write the whole report, every sample included")
     args = ap.parse_args()
     duration = parse_duration(args.duration)
-    warmup = parse_duration(args.warmup) if args.warmup else duration / 5
+    warmup = parse_duration(args.warmup) if args.warmup else min(duration / 2, max(parse_duration(w) for w in WINDOWS) + 60)
     stats_every = 0.0 if args.no_stats else parse_duration(args.stats_every)
     report = run(duration, args.rate, args.fraction, parse_duration(args.churn), warmup, args.tail_clients, args.never_read, stats_every)
     print(markdown(report))
