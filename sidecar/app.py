@@ -31,10 +31,9 @@ from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
+from sidecar.sinks.tail import TailHub
 from sidecar.sinks.window import WindowSink
 from sidecar.stats import stats_route
-
-from sidecar.sinks.tail import TailHub
 from sidecar.tail_route import tail_route
 from sidecar.types import Sink
 
