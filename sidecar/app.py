@@ -138,6 +138,7 @@ async def _drain(pipeline: Pipeline, task: asyncio.Task) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     sidecar: Sidecar = app.state.sidecar
+    sidecar.metrics.watch_loop(asyncio.get_running_loop())
     pipeline_task = asyncio.create_task(sidecar.pipeline.run(), name="pipeline")
     maintain_task = asyncio.create_task(_maintain(sidecar), name="maintain")
     for sink in sidecar.sinks.values():

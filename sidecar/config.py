@@ -48,6 +48,8 @@ class IngestConfig:
     queue_size: int = _f(1024, "positive_int", "batches waiting for the pipeline before backpressure / 503")
     max_connections: int = _f(1024, "positive_int", "concurrent Unix socket clients")
     read_size: int = _f(256 * 1024, "size", "bytes read from a socket client at once")
+    idle_timeout: float = _f(300.0, "duration", "a Unix client silent this long is closed (the SDK reconnects)")
+    header_timeout: float = _f(10.0, "duration", "an HTTP request's headers must arrive within this (slowloris)")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ FIELDS: dict[str, str] = {
 }
 
 _MAX_FLOAT = sys.float_info.max
+# Counts are summed into float cells; beyond 2**53 they would lose precision (and a 400-digit
+# count would overflow). types.Event enforces the same bound.
+MAX_COUNT = 2**53
 TYPE_RULE = f"`type` must be a dotted lower-case name of at most {MAX_TYPE_LENGTH} characters"
 
 
@@ -70,9 +73,9 @@ def field_problem(name: str, value: Any) -> str | None:
             return None
         return f"`{name}` must be a finite number >= 0, not {value!r}"
     if kind == COUNT:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
             return None
-        return f"`{name}` must be an integer >= 0, not {value!r}"
+        return f"`{name}` must be an integer >= 0 (at most 2**53), not {value!r}"
     if kind == BOOL:
         return None if isinstance(value, bool) else f"`{name}` must be true or false, not {value!r}"
     if kind == SEVERITY:

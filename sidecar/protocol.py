@@ -27,6 +27,7 @@ REASONS = (
     "bad_timestamp",
     "future_timestamp",
     "too_large",
+    "bad_encoding",
 )
 
 
@@ -129,6 +130,9 @@ class EventDecoder:
                 continue
             except UnicodeDecodeError as exc:
                 rejected.append(Rejection(index, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"))
+                continue
+            except RecursionError:  # msgspec recurses into unknown fields too: [[[[...]]]] in a payload
+                rejected.append(Rejection(index, "invalid_json", "JSON is nested too deeply"))
                 continue
             failed = types.get(ev.type, _UNKNOWN)
             if failed is _UNKNOWN:

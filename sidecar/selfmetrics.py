@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
@@ -37,6 +39,20 @@ class SelfMetrics:
         self.connections_refused = Counter(
             "sidecar_unix_connections_refused", "Unix socket connections closed at once because ingest.max_connections was reached.", registry=registry
         )
+        self.idle_closed = Counter(
+            "sidecar_unix_connections_idle_closed",
+            "Unix socket clients closed for silence: ingest.idle_timeout passed, or the idlest made room at ingest.max_connections.",
+            registry=registry,
+        )
+        self.socket_recreated = Counter(
+            "sidecar_unix_socket_recreated", "Times the Unix socket file was found deleted and was recreated.", registry=registry
+        )
+        self.http_header_timeouts = Counter(
+            "sidecar_http_header_timeouts",
+            "HTTP connections closed because a request's headers took longer than ingest.header_timeout or exceeded 64 KiB.",
+            registry=registry,
+        )
+        self.tasks = Gauge("sidecar_asyncio_tasks", "asyncio tasks alive in the sidecar's event loop (a leak shows here).", registry=registry)
         self.queue_depth = Gauge("sidecar_pipeline_queue_batches", "Batches waiting for the pipeline.", registry=registry)
         self.scrape_duration = Histogram(
             "sidecar_scrape_duration_seconds",
@@ -47,6 +63,10 @@ class SelfMetrics:
         build = Gauge("sidecar_build_info", "Always 1; the version label says which build runs.", ["version"], registry=registry)
         build.labels(__version__).set(1)
         ProcessCollector(registry=registry)
+
+    def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Report the loop's task count (read from the scrape thread; all_tasks copes with that)."""
+        self.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     def count(self, transport: str, accepted: int, rejections: list[Rejection], dropped: int = 0) -> None:
         """Record one read or request: every item is accepted, rejected or dropped."""

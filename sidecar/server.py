@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sidecar.app import Sidecar, build_app
 from sidecar.config import Config
@@ -46,6 +48,67 @@ def loop_factory():
     return uvloop.new_event_loop
 
 
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def guarded_http_protocol(header_timeout: float, on_refused: Callable[[], None]) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a deadline and a size cap for each request's headers.
+
+    uvicorn's keep-alive timer stops at a connection's first byte, so a client that sends
+    headers one byte at a time (slowloris) would hold its connection forever, and nothing
+    caps the header bytes it may send. Here headers must be complete within
+    `header_timeout` seconds of the connection (or of the request's first byte) and within
+    MAX_HEADER_BYTES, or the connection is closed (431 for the size)."""
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._deadline is not None:  # still waiting for the end of the headers
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                    self._disarm()
+                    on_refused()
+                    self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                    self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline is None:
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def _arm(self) -> None:
+            self._header_bytes = 0
+            self._deadline = self.loop.call_later(header_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                on_refused()
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -78,9 +141,11 @@ def build_server(
         claim_socket_path(config.listen.unix)  # fail fast, before uvicorn, with a clear message
     sock = bind_http(config.listen.http) if config.listen.http else None
     app = build_app(config, registry=registry, clock=clock, http_url=url_of(sock) if sock else None)
+    metrics = app.state.sidecar.metrics
     server = SidecarServer(
         uvicorn.Config(
             app,
+            http=guarded_http_protocol(config.ingest.header_timeout, metrics.http_header_timeouts.inc),
             lifespan="on",
             log_config=None,
             access_log=False,

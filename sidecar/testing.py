@@ -39,6 +39,15 @@ class FakeClock:
         self.now += seconds
 
 
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
+    """Poll `predicate` until it is true; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.01)
+
+
 def event(type: str = "llm.call", **fields: Any) -> dict[str, Any]:
     """An event dict with sensible defaults for tests."""
     return {"type": type, **fields}

@@ -9,14 +9,16 @@ from typing import Annotated, Literal, NamedTuple, Protocol
 
 import msgspec
 
-from sidecar.contract import SEVERITIES
+from sidecar.contract import MAX_COUNT, SEVERITIES
 
 __all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]
 
 # `le=max float` turns 1e999 (which JSON decoders read as inf) into a validation error.
 _Amount = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]
-_Count = Annotated[int, msgspec.Meta(ge=0)]
+# Counts are summed into float cells: beyond 2**53 they lose precision, and a 400-digit
+# integer (valid JSON) would raise OverflowError inside the metrics sink.
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 _Timestamp = float | Annotated[datetime, msgspec.Meta(tz=True)]
 
 

@@ -1,0 +1,280 @@
+"""Fuzzing the decoder and the HTTP body handling: input generators and the invariants they keep.
+
+`tests/test_fuzz.py` drives the checks with hypothesis (a fast run in CI); `bench/fuzz.py`
+drives them with `generate()` for a long run (>= 1,000,000 inputs). The invariants:
+
+- every input is accepted or rejected with one of `protocol.REASONS` and a message,
+  and no exception escapes the framer, the decoder or `split_body`;
+- no good event beside a bad one is lost (good lines are planted at known places);
+- framing does not depend on how the stream was chunked into reads;
+- every accepted event can be consumed by the real metrics sink and rendered by
+  /metrics (a decoder that lets a value through the sink cannot hold is a bug too).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from sidecar.config import Config
+from sidecar.ingest.http import split_body
+from sidecar.protocol import REASONS, EventDecoder, LineFramer
+from sidecar.sinks.metrics import MetricsSink
+from sidecar.types import Batch, Event, Rejection
+
+NOW = 1_790_000_000.0
+MAX_EVENT_BYTES = 4096  # small, so the too_large paths are exercised often
+CONTENT_TYPES = ("application/json", "application/x-ndjson", "", "text/plain", "application/jsonl")
+
+_TYPES = ("llm.call", "tool.call", "agent.invoked", "agent.failed", "workflow.completed", "x", "a-b.c_d.e1")
+_WORDS = ("alpha", "b\u00e9ta", "\u6f22\u5b57", "emoji \U0001f600", "", "a b", 'quo"te', "back\\slash", "tab\tnl\n")
+
+# Fragments a mutation splices in: the inputs the issue names, and what breaks parsers.
+SPECIALS = (
+    b"\x00", b"\xef\xbb\xbf", b"\r\n", b"\r", b"\n", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+    b'"', b"\\", b"\\u0000", b"\\ud800", b"{", b"}", b"[", b"]", b",", b":", b"null", b"true", b"-",
+    b"1e999", b"-1e999", b"9" * 400, b"-0", b"0.0000000000000000000001", b"1E+308", b"NaN", b"Infinity",
+    b"[" * 2000, b"{\"a\":" * 2000, b"\"timestamp\":", b"\"type\":", b"\"type\":\"\"", b"\t", b" " * 100,
+)
+_HUGE_VALUES = (b"9" * 400, b"1e999", b"-1e999", b"1.7976931348623157e308", b"-9223372036854775809",
+                b"18446744073709551616", b"9007199254740993", b"1e-400", b"-0.0")
+_FIELDS = (b"timestamp", b"duration_ms", b"input_tokens", b"output_tokens", b"tokens", b"cost_usd", b"success", b"type", b"agent")
+
+
+def good_event(rnd: random.Random) -> bytes:
+    """A random event every sidecar must accept (compact JSON, no newline)."""
+    ev: dict = {"type": rnd.choice(_TYPES)}
+    if rnd.random() < 0.5:
+        ev["timestamp"] = NOW - rnd.random() * 1000
+    elif rnd.random() < 0.3:
+        ev["timestamp"] = "2026-09-21T10:00:00.123+02:00"
+    for key in ("agent", "workflow", "model", "run_id", "invocation_id", "trace_id", "error", "session_id"):
+        if rnd.random() < 0.4:
+            ev[key] = rnd.choice(_WORDS) + str(rnd.randrange(5))
+    if rnd.random() < 0.5:
+        ev["duration_ms"] = rnd.choice((0, 1, 12.5, 1e6, rnd.random() * 10_000))
+    for key in ("input_tokens", "output_tokens", "tokens"):
+        if rnd.random() < 0.3:
+            ev[key] = rnd.choice((0, 1, 100, 2**40))
+    if rnd.random() < 0.3:
+        ev["cost_usd"] = rnd.random()
+    if rnd.random() < 0.2:
+        ev["success"] = rnd.random() < 0.5
+    if rnd.random() < 0.2:
+        ev["severity"] = rnd.choice(("debug", "info", "warning", "error", "critical"))
+    if rnd.random() < 0.3:
+        ev["payload"] = {"nested": [1, {"deep": [None, True, "x" * rnd.randrange(50)]}], "n": rnd.random()}
+    return json.dumps(ev, ensure_ascii=rnd.random() < 0.5, separators=(",", ":")).encode()
+
+
+def mutate(rnd: random.Random, data: bytes, other: bytes) -> bytes:
+    """One of: truncate, flip, insert, delete, splice with `other`, special fragment, huge value, nest."""
+    n = len(data)
+    at = rnd.randrange(n + 1)
+    op = rnd.randrange(9)
+    if op == 0:
+        return data[:at]
+    if op == 1 and n:
+        i = rnd.randrange(n)
+        return data[:i] + bytes([data[i] ^ (1 << rnd.randrange(8))]) + data[i + 1 :]
+    if op == 2:
+        return data[:at] + rnd.randbytes(rnd.randrange(1, 8)) + data[at:]
+    if op == 3:
+        return data[:at] + data[at + rnd.randrange(1, 16) :]
+    if op == 4:
+        return data[:at] + other[rnd.randrange(len(other) + 1) :]
+    if op == 5:
+        return data[:at] + rnd.choice(SPECIALS) + data[at:]
+    if op == 6:
+        key = rnd.choice(_FIELDS)
+        return data[:-1] + b',"' + key + b'":' + rnd.choice(_HUGE_VALUES) + b"}" if data.endswith(b"}") else data + rnd.choice(_HUGE_VALUES)
+    if op == 7:
+        depth = rnd.choice((10, 100, 1000, 5000, 20_000))
+        return data[:-1] + b',"payload":' + b"[" * depth + b"]" * depth + b"}" if data.endswith(b"}") else b"[" * depth + data
+    return data.replace(b'"', b"'", 1) if rnd.random() < 0.5 else data.upper()
+
+
+def generate(rnd: random.Random, pool: list[bytes]) -> bytes:
+    """One fuzz input: usually a mutated (possibly several times) good event from `pool`,
+    sometimes raw noise."""
+    kind = rnd.random()
+    if kind < 0.08:
+        return rnd.randbytes(rnd.randrange(0, 200))
+    if kind < 0.12:
+        return rnd.choice(SPECIALS) * rnd.randrange(1, 4)
+    data = rnd.choice(pool)
+    for _ in range(rnd.choice((1, 1, 1, 2, 3))):
+        data = mutate(rnd, data, rnd.choice(pool))
+    return data
+
+
+# ---- the invariants ---------------------------------------------------------------------------
+
+
+def check_decode(
+    decoder: EventDecoder, lines: list[bytes], good: set[int], now: float = NOW
+) -> tuple[list[Event], list[Rejection]]:
+    """Decode `lines`; assert every line is accounted for once and every good one accepted."""
+    events, raws, rejected = decoder.decode(lines, now)
+    assert len(events) == len(raws)
+    assert len(events) + len(rejected) == len(lines), "a line was neither accepted nor rejected"
+    rejected_at = {r.index for r in rejected}
+    assert len(rejected_at) == len(rejected) and rejected_at <= set(range(len(lines)))
+    for r in rejected:
+        assert r.reason in REASONS, r
+        assert r.message, r
+    assert not (good & rejected_at), f"good line rejected: {[r for r in rejected if r.index in good]}"
+    accepted_raws = [lines[i] for i in range(len(lines)) if i not in rejected_at]
+    assert raws == accepted_raws, "raws must be the exact accepted lines, in order"
+    for ev in events:
+        assert ev.timestamp.__class__ is float and ev.severity is not None and ev.success is not None
+        assert ev.timestamp <= now + decoder.max_clock_skew
+    return events, rejected
+
+
+def reference_lines(stream: bytes, max_bytes: int) -> tuple[list[bytes], int]:
+    """What a framer must produce for `stream` however it is chunked (the oracle)."""
+    parts = stream.split(b"\n")
+    tail = parts.pop()
+    out = [p for p in parts if p and not p.isspace() and len(p) <= max_bytes]
+    oversized = sum(1 for p in parts if len(p) > max_bytes)
+    if len(tail) > max_bytes:
+        oversized += 1
+    elif tail and not tail.isspace():
+        out.append(tail)
+    return out, oversized
+
+
+def check_framer(stream: bytes, cuts: list[int], max_bytes: int) -> list[bytes]:
+    """Feed `stream` cut at `cuts`; assert the lines equal the unchunked reference."""
+    framer = LineFramer(max_bytes)
+    lines: list[bytes] = []
+    oversized = 0
+    start = 0
+    for cut in sorted(set(c for c in cuts if 0 < c < len(stream))) + [len(stream)]:
+        got, over = framer.feed(stream[start:cut])
+        lines += got
+        oversized += over
+        start = cut
+    tail = framer.finish()
+    if tail:
+        lines.append(tail)
+    assert (lines, oversized) == reference_lines(stream, max_bytes)
+    return lines
+
+
+def check_split_body(body: bytes, content_type: str, good_lines: list[bytes]) -> tuple[list[bytes], list[int]]:
+    """split_body never raises, reports positions for every item, rejects with a known reason,
+    and (NDJSON) keeps every good line as an item."""
+    items, positions, rejected = split_body(body, content_type, MAX_EVENT_BYTES)
+    assert len(items) == len(positions)
+    assert positions == sorted(set(positions))
+    for r in rejected:
+        assert r.reason in REASONS and r.message, r
+    if "ndjson" in content_type:
+        kept = {item.rstrip(b"\r") for item in items}  # CRLF line ends are fine
+        assert not set(good_lines) - kept, "a good NDJSON line was lost"
+    return items, positions
+
+
+@dataclass
+class SinkCheck:
+    """A real metrics sink and registry that every accepted event goes through."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    sink: MetricsSink = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = Config()
+        self.sink = MetricsSink(config.metrics, config.lifecycle, self.registry)
+
+    def consume(self, events: list[Event]) -> None:
+        self.sink.consume(Batch(events, [b""] * len(events), NOW, "fuzz"))  # raises on a value it cannot hold
+
+    def render(self) -> bytes:
+        self.sink.maintain(NOW)
+        return generate_latest(self.registry)
+
+
+# ---- the long run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Crash:
+    where: str
+    error: str
+    inputs: list[bytes]
+
+
+@dataclass
+class FuzzStats:
+    inputs: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    crashes: list[Crash] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _rounds(rnd: random.Random) -> Iterator[tuple[list[bytes], set[int]]]:
+    pool = [good_event(rnd) for _ in range(5000)]  # generating JSON would cost more than checking it
+    while True:
+        lines = [generate(rnd, pool) for _ in range(rnd.randrange(1, 8))]
+        good: set[int] = set()
+        for _ in range(rnd.randrange(0, 3)):  # plant good events among the garbage
+            at = rnd.randrange(len(lines) + 1)
+            lines.insert(at, rnd.choice(pool))
+            good = {i + (i >= at) for i in good} | {at}
+        yield lines, good
+
+
+def run(n: int, seed: int = 0, progress: Callable[[FuzzStats], None] | None = None) -> FuzzStats:
+    """Generate at least `n` inputs and check every invariant on each; crashes are collected, not raised."""
+    rnd = random.Random(seed)
+    decoder = EventDecoder()
+    sink = SinkCheck()
+    stats = FuzzStats()
+    pending: list[Event] = []
+    started = time.perf_counter()
+    next_report = 100_000
+    for lines, good in _rounds(rnd):
+        stats.inputs += len(lines)
+        step = "decode"
+        try:
+            events, rejected = check_decode(decoder, lines, good)
+            stats.accepted += len(events)
+            for r in rejected:
+                stats.rejected[r.reason] = stats.rejected.get(r.reason, 0) + 1
+            pending += events
+            step = "framer"
+            stream = b"\n".join(lines) + rnd.choice((b"", b"\n", b"\r\n"))
+            check_framer(stream, [rnd.randrange(len(stream) + 1) for _ in range(rnd.randrange(4))], MAX_EVENT_BYTES)
+            step = "split_body"
+            good_lines = [lines[i] for i in good if len(lines[i]) <= MAX_EVENT_BYTES]
+            check_split_body(stream, rnd.choice(CONTENT_TYPES), good_lines)
+            body = b"[" + b",".join(lines) + b"]"
+            check_split_body(body, "application/json", [])
+            if len(pending) >= 1000:
+                step = "metrics sink"
+                sink.consume(pending)
+                pending = []
+        except Exception as exc:  # an escaped exception or a broken invariant: record it, keep going
+            stats.crashes.append(Crash(step, f"{type(exc).__name__}: {exc}"[:500], lines))
+            pending = []
+        if stats.inputs >= next_report:
+            next_report += 100_000
+            try:
+                sink.render()
+            except Exception as exc:
+                stats.crashes.append(Crash("metrics render", f"{type(exc).__name__}: {exc}"[:500], []))
+            if progress:
+                stats.seconds = time.perf_counter() - started
+                progress(stats)
+        if stats.inputs >= n:
+            break
+    stats.seconds = time.perf_counter() - started
+    return stats

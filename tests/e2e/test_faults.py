@@ -1,0 +1,155 @@
+"""Faults with real `agent-sidecar run` processes: kill -9 mid-stream, SIGTERM under mixed load,
+the socket file deleted under a running process."""
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import stat
+import threading
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from sidecar.testing import event, ndjson, wait_until
+
+
+def totals(output: str) -> dict[str, int]:
+    line = re.search(r"stopped: (.*)", output)[1]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    text = httpx.get(url + "/metrics").text
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(m[1]) if m else 0.0
+
+
+def stream_unix(path: str, stop: threading.Event) -> None:
+    """Stream events to the Unix socket until `stop` is set or the sidecar closes intake."""
+    chunk = ndjson(*[event(agent="load")] * 200)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        try:
+            while not stop.is_set():
+                s.sendall(chunk)
+        except OSError:
+            pass
+
+
+def test_kill_9_mid_stream_then_restart_the_writer_sees_the_failure_and_later_events_arrive(spawn):
+    first = spawn()
+    chunk = ndjson(*[event(agent="before", duration_ms=1)] * 100)
+    sent = []
+    failed = threading.Event()
+
+    def writer():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(first.unix)
+            try:
+                while True:
+                    s.sendall(chunk)
+                    sent.append(100)
+            except OSError:
+                failed.set()  # EPIPE / ECONNRESET: the writer knows what it could not deliver
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_until(lambda: sum(sent) >= 20_000, "20k events streamed")
+    first.proc.send_signal(signal.SIGKILL)
+    t.join(15)
+    assert failed.is_set() and not t.is_alive()
+    assert stat.S_ISSOCK(os.lstat(first.unix).st_mode)  # the stale file a crash leaves
+    second = spawn("--unix", first.unix)
+    with socket.socket(socket.AF_UNIX) as s:  # what a reconnecting client does
+        s.connect(second.unix)
+        s.sendall(ndjson(*[event(agent="after")] * 100))
+    labels = '{agent="after",severity="info",type="llm.call",workflow=""}'
+    wait_until(lambda: metric(second.url, "agent_events_total", labels) == 100, "100 events after the restart")
+    assert second.stop() == 0
+    t = totals(second.output)
+    assert t["processed"] == t["accepted"] == t["received"] == 100
+
+
+def test_sigterm_under_unix_and_http_load_processes_every_accepted_event(spawn):
+    proc = spawn()
+    stop = threading.Event()
+    http_accepted = []
+
+    def stream():
+        stream_unix(proc.unix, stop)
+
+    def http_writer():
+        body = ndjson(*[event(agent="h")] * 100)
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post("/v1/events", content=body, headers={"content-type": "application/x-ndjson"})
+                except httpx.HTTPError:
+                    return  # the sidecar is going away
+                if r.status_code == 202:
+                    http_accepted.append(r.json()["accepted"])
+
+    threads = [threading.Thread(target=f) for f in (stream, stream, http_writer, http_writer)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(http_accepted) >= 5_000, "HTTP load running")
+    rc = proc.stop(signal.SIGTERM, timeout=10 + 5)  # shutdown_grace, plus slack for a loaded machine
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert rc == 0
+    t = totals(proc.output)
+    assert t["processed"] == t["accepted"]  # everything accepted before the signal was processed
+    assert t["received"] == t["accepted"] + t["rejected"] + t["dropped"]
+    assert t["accepted"] >= sum(http_accepted)  # every 202 the clients got is in the totals
+
+
+def test_socket_file_deleted_under_a_running_process_is_recreated(spawn):
+    proc = spawn()
+    os.unlink(proc.unix)
+    wait_until(lambda: os.path.exists(proc.unix), "socket file recreated")
+    assert stat.S_IMODE(os.stat(proc.unix).st_mode) == 0o660
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(proc.unix)
+        s.sendall(ndjson(event(agent="after-delete")))
+    wait_until(lambda: "after-delete" in httpx.get(proc.url + "/metrics").text, "event through the new socket")
+    assert metric(proc.url, "sidecar_unix_socket_recreated_total") == 1
+    assert proc.stop() == 0
+    assert "recreated it" in proc.output
+
+
+def test_sigterm_under_load_closes_tail_clients_with_1001_and_processes_everything_accepted(spawn):
+    proc = spawn()
+    stop = threading.Event()
+
+    async def tail_client(started: asyncio.Event) -> int | None:
+        async with connect(proc.url.replace("http://", "ws://") + "/v1/tail", max_size=None) as ws:
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 30)
+                    started.set()  # events are flowing to this client
+            except ConnectionClosed:
+                return ws.close_code
+
+    async def run() -> list[int | None]:
+        ready = [asyncio.Event() for _ in range(3)]
+        clients = [asyncio.create_task(tail_client(r)) for r in ready]
+        writers = [threading.Thread(target=stream_unix, args=(proc.unix, stop)) for _ in range(2)]
+        for w in writers:
+            w.start()
+        for r in ready:
+            await asyncio.wait_for(r.wait(), 30)
+        proc.proc.send_signal(signal.SIGTERM)  # under load, with every tail client receiving
+        codes = await asyncio.gather(*clients)
+        stop.set()
+        for w in writers:
+            w.join(15)
+        return codes
+
+    assert asyncio.run(run()) == [1001, 1001, 1001]
+    assert proc.stop(timeout=10 + 5) == 0
+    t = totals(proc.output)
+    assert t["accepted"] > 0 and t["processed"] == t["accepted"] == t["received"]

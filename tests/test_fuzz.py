@@ -1,0 +1,131 @@
+"""Property and fuzz tests: the decoder, the line framer and the HTTP body handling take any
+bytes, account for every input with a reason, let no exception escape and lose no good event.
+The long run (>= 1,000,000 inputs) is `python bench/fuzz.py`."""
+
+import json
+import random
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar import fuzz
+from sidecar.ingest.http import BOM, split_body
+from sidecar.protocol import REASONS, EventDecoder
+from sidecar.testing import running_sidecar
+
+POOL = [fuzz.good_event(random.Random(i)) for i in range(200)]
+
+good_events = st.sampled_from(POOL)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["type", "agent", "timestamp", "duration_ms", "input_tokens", "x"]) | st.text(max_size=5), inner, max_size=5),
+    max_leaves=20,
+)
+bad_inputs = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from(fuzz.SPECIALS),
+    st.builds(lambda seed, data, other: fuzz.mutate(random.Random(seed), data, other), st.integers(), good_events, good_events),
+    json_values.map(lambda v: json.dumps(v).encode()),
+)
+# (is_good, bytes) pairs: good events planted among arbitrary inputs
+mixed_lines = st.lists(st.tuples(st.just(True), good_events) | st.tuples(st.just(False), bad_inputs), min_size=1, max_size=12)
+
+
+@given(mixed_lines)
+@settings(max_examples=200, deadline=None)
+def test_decoder_accounts_for_every_line_and_never_loses_a_good_event(pairs):
+    decoder = EventDecoder()
+    lines = [data for _, data in pairs]
+    fuzz.check_decode(decoder, lines, {i for i, (good, _) in enumerate(pairs) if good})
+
+
+@given(st.lists(good_events | bad_inputs, max_size=10), st.lists(st.integers(0, 5000), max_size=6), st.sampled_from([b"", b"\n", b"\r\n"]), st.sampled_from([64, 512, 4096]))
+@settings(max_examples=200, deadline=None)
+def test_framer_gives_the_same_lines_however_the_stream_is_chunked(lines, cuts, end, max_bytes):
+    fuzz.check_framer(b"\n".join(lines) + end, cuts, max_bytes)
+
+
+@given(mixed_lines, st.sampled_from(fuzz.CONTENT_TYPES), st.sampled_from([b"\n", b"\r\n"]), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_split_body_never_raises_and_keeps_every_good_ndjson_line(pairs, content_type, sep, bom):
+    body = (BOM if bom else b"") + sep.join(data for _, data in pairs)
+    good = [data for is_good, data in pairs if is_good]
+    fuzz.check_split_body(body, content_type, good)
+
+
+@given(st.lists(good_events | bad_inputs, min_size=1, max_size=20))
+@settings(max_examples=150, deadline=None)
+def test_every_accepted_event_is_consumed_and_rendered_by_the_real_metrics_sink(lines):
+    events, _ = fuzz.check_decode(EventDecoder(), lines, set())
+    check = fuzz.SinkCheck()
+    check.consume(events)
+    assert b"agent_events_total" in check.render() or not events
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b'{"type":"a","payload":' + b"[" * 50_000 + b"]" * 50_000 + b"}", "invalid_json"),  # was a RecursionError
+        (b'{"type":"a","input_tokens":' + b"9" * 400 + b"}", "invalid_field"),  # was an OverflowError in the sink
+        (b'{"type":"a","tokens":9007199254740993}', "invalid_field"),  # beyond what a float cell holds exactly
+        (b'{"type":"a","timestamp":1e999}', "bad_timestamp"),
+        (b'{"type":"a","duration_ms":1e999}', "invalid_field"),
+        (b'{"type":"a\x00"}', "invalid_json"),
+        (b'{"type":"a","agent":"\xed\xa0\x80"}', "invalid_utf8"),
+        (b'{"type":"a","agent":"\\ud800"}', "invalid_json"),
+        (b"\xef\xbb\xbf{\"type\":\"a\"}", "invalid_json"),  # a BOM mid-stream is not JSON
+        (b"\x00" * 10, "invalid_json"),
+    ],
+)
+def test_hostile_line_is_rejected_with_its_reason(line, reason):
+    events, _, rejected = EventDecoder().decode([line, POOL[0]], fuzz.NOW)
+    assert [r.reason for r in rejected] == [reason] and reason in REASONS
+    assert len(events) == 1  # the good event beside it
+
+
+def test_deeply_nested_array_body_is_one_clear_rejection():
+    items, _, rejected = split_body(b"[" * 100_000 + b"]" * 100_000, "application/json", 65536)
+    assert items == [] and rejected[0].reason == "invalid_json" and "nested too deeply" in rejected[0].message
+
+
+def test_bom_and_crlf_in_an_http_body_are_tolerated():
+    body = BOM + POOL[0] + b"\r\n" + POOL[1] + b"\r\n"
+    items, _, rejected = split_body(body, "application/x-ndjson", 65536)
+    assert rejected == []
+    assert len(EventDecoder().decode(items, fuzz.NOW)[0]) == 2
+
+
+def test_fuzz_run_of_20000_inputs_finds_no_crash():
+    stats = fuzz.run(20_000, seed=1)
+    assert stats.inputs >= 20_000 and stats.crashes == []
+    assert stats.accepted and set(stats.rejected) <= set(REASONS)
+
+
+@pytest.fixture(scope="module")
+def live():
+    with running_sidecar(**{"ingest.max_event_bytes": 4096, "ingest.max_body_bytes": 65536}) as s, httpx.Client(base_url=s.url) as client:
+        s.client = client
+        yield s
+
+
+def _received(s) -> float:
+    return s.value("sidecar_events_received_total", {"transport": "http"}) or 0
+
+
+@given(pairs=mixed_lines, content_type=st.sampled_from(fuzz.CONTENT_TYPES), array=st.booleans())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_real_route_answers_every_body_and_counts_every_item(live, pairs, content_type, array):
+    lines = [data for _, data in pairs]
+    body = b"[" + b",".join(lines) + b"]" if array else b"\n".join(lines)
+    before = _received(live)
+    r = live.client.post("/v1/events", content=body, headers={"content-type": content_type})
+    assert r.status_code in (202, 400, 413), r.text
+    answer = r.json()
+    assert _received(live) - before == answer["accepted"] + answer["rejected"] + answer.get("dropped", 0)
+    for error in answer["errors"]:
+        assert error["error"].split(":")[0] in REASONS
+    if "ndjson" in content_type and not array and r.status_code != 413:
+        assert answer["accepted"] >= sum(1 for good, _ in pairs if good)
+    assert live.client.get("/healthz").status_code == 200
