@@ -70,6 +70,9 @@ class LifecycleConfig:
 class WindowsConfig:
     durations: tuple[float, ...] = _f((60.0, 300.0, 900.0, 3600.0), "durations", "rolling windows for /v1/stats")
     max_samples: int = _f(2_000_000, "positive_int", "duration samples kept for window quantiles; past it they are a uniform sample")
+    max_events: int = _f(
+        2_000_000, "positive_int", "events stored for the largest window (~55 B each); past it the oldest leave early, exact: false"
+    )
     cumulative_samples: int = _f(100_000, "positive_int", "durations kept (uniform reservoir) for since-start quantiles")
     prometheus_by: tuple[str, ...] = _f((), "strings", "also export window gauges per value of these fields (agent, workflow, type, model)")
     prometheus_by_limit: int = _f(50, "positive_int", "most active values per window exported per prometheus_by field")

@@ -301,12 +301,13 @@ class _Index:
 
 
 class _Window:
-    __slots__ = ("seconds", "name", "cutoff", "counters", "values", "runs", "distinct_runs", "index")
+    __slots__ = ("seconds", "name", "cutoff", "counters", "values", "runs", "distinct_runs", "index", "truncated")
 
     def __init__(self, seconds: float, index_by: tuple[str, ...] = ()):
         self.seconds = seconds
         self.name = format_duration(seconds)
         self.cutoff = -math.inf  # events with ts >= cutoff are in the window
+        self.truncated = False  # windows.max_events made its oldest events leave early
         self.counters = Counters()
         self.values = SortedValues()
         self.runs = np.zeros(1024, dtype=np.int32)  # events per interned run id in this window
@@ -438,8 +439,13 @@ class WindowSink:
 
     def _advance(self, now: float) -> None:
         live_ts = self.cols["ts"][self.head : self.tail]
+        # Memory bound: past windows.max_events stored events, the oldest leave every window early
+        # (those windows then answer exact: false), so a high rate cannot grow the store without end.
+        excess = len(live_ts) - self.config.max_events
+        floor = float(live_ts[excess]) if excess > 0 else -math.inf
         for w in self.windows:
-            cutoff = now - w.seconds
+            cutoff = max(now - w.seconds, floor)
+            w.truncated = max(cutoff, w.cutoff) > now - w.seconds  # until the window catches up
             if cutoff <= w.cutoff:
                 continue  # a clock that steps back never re-admits events
             lo = self.head + int(np.searchsorted(live_ts, w.cutoff, "left"))
@@ -699,7 +705,7 @@ class WindowSink:
         head: dict[str, Any] = {"window": w.name, "window_seconds": _number(w.seconds)}
         if as_of is not None:
             head["as_of"] = as_of
-        exact = self.level == 0
+        exact = self.level == 0 and not w.truncated
         head["exact"] = exact
         kmask = self.keys.mask(filters)
         ts = self.cols["ts"][self.head : self.tail]

@@ -407,3 +407,20 @@ def test_prometheus_by_names_only_known_fields():
 
     with pytest.raises(ConfigError, match="windows.prometheus_by: unknown field 'region'"):
         config_from_dict({"windows": {"prometheus_by": ["agent", "region"]}})
+
+
+def test_stored_events_are_bounded_by_max_events_and_the_answer_says_it_is_not_exact():
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(max_events=1000), None, clock)
+    for i in range(5):  # 5000 events over 50 s: the 1h window would need them all
+        events = [make_event(clock.now - 10 + j / 100, "llm.call", "a", None, None, None, 5.0, None, None, None, None, None) for j in range(1000)]
+        sink.consume(batch(events, clock.now))
+        clock.advance(10)
+        sink.maintain(clock.now)
+    assert sink.tail - sink.head <= 2000  # at most max_events plus what arrived since the last flush
+    doc = sink.stats("1h")
+    assert doc["exact"] is False and doc["events"] <= 2000
+    assert sink.stats("1m")["exact"] is False
+    small = WindowSink(WindowsConfig(), None, clock)
+    small.consume(batch([make_event(clock.now, "llm.call", "a", None, None, None, 5.0, None, None, None, None, None)], clock.now))
+    assert small.stats("1h")["exact"] is True
