@@ -31,6 +31,8 @@ from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
+from sidecar.sinks.tail import TailHub
+from sidecar.tail_route import tail_route
 from sidecar.types import Sink
 
 log = logging.getLogger("agent_sidecar")
@@ -58,6 +60,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
     """Every sink, in the order the pipeline feeds them. A new sink is one line here."""
     return [
         MetricsSink(config.metrics, config.lifecycle, registry),
+        TailHub(config.tail, registry),
     ]
 
 
@@ -90,6 +93,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
         Route("/metrics", _metrics),
         Route("/healthz", _healthz),
         Route("/readyz", _readyz),
+        tail_route(sidecar.sinks["tail"], config.tail, config.auth.token),
     ]
 
 

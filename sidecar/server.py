@@ -10,7 +10,7 @@ from collections.abc import Callable
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from sidecar.app import build_app
+from sidecar.app import Sidecar, build_app
 from sidecar.config import Config
 from sidecar.ingest.unix import claim_socket_path
 
@@ -52,6 +52,22 @@ def configure_logging(level: str) -> None:
     )
 
 
+class SidecarServer(uvicorn.Server):
+    """uvicorn waits for open connections *before* the app's lifespan shutdown runs, so long-lived
+    WebSockets would hold shutdown up (uvicorn #1140). Sinks with `begin_shutdown()` (the tail hub:
+    close its clients with 1001) get to act the moment shutdown starts."""
+
+    def __init__(self, config: uvicorn.Config, sidecar: Sidecar):
+        super().__init__(config)
+        self.sidecar = sidecar
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for sink in self.sidecar.sinks.values():
+            if hasattr(sink, "begin_shutdown"):
+                await sink.begin_shutdown()
+        await super().shutdown(sockets)
+
+
 def build_server(
     config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
 ) -> tuple[uvicorn.Server, socket.socket | None]:
@@ -60,7 +76,7 @@ def build_server(
         claim_socket_path(config.listen.unix)  # fail fast, before uvicorn, with a clear message
     sock = bind_http(config.listen.http) if config.listen.http else None
     app = build_app(config, registry=registry, clock=clock, http_url=url_of(sock) if sock else None)
-    server = uvicorn.Server(
+    server = SidecarServer(
         uvicorn.Config(
             app,
             lifespan="on",
@@ -71,7 +87,8 @@ def build_server(
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # a small frame must not inflate 1000x in memory
             ws_max_size=WS_MAX_MESSAGE,
-        )
+        ),
+        app.state.sidecar,
     )
     return server, sock
 

@@ -1,0 +1,490 @@
+"""The live-tail hub: a sink that hands each event to the WebSocket clients that asked for it.
+
+    pipeline --consume(batch)--> TailHub --deque per client--> one sender task per client --> WebSocket
+
+`consume` never awaits: it matches each event against the subscriptions and
+appends the event's bytes (as sent, plus `received_at`) to each matching
+client's own bounded deque; a full deque drops its oldest and counts it. Each
+client's sender task sends whatever is waiting as one message as soon as its
+previous send has finished, so a slow reader only ever slows itself.
+
+Matching is indexed and per filter, not per client: clients with equal filters
+share a group; a group with exact values for `agent` (or else `run_id`, `type`,
+`workflow`, `model`) is filed under those values, so an event costs a dict lookup
+per indexed field plus the groups that really match. Groups with only globs (or no
+filter) sit on a short fallback list. Each matching group collects the batch's
+events once; each of its clients then takes them with one `deque.extend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Protocol
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from sidecar.config import TailConfig
+from sidecar.types import SEVERITIES, Batch, Event
+
+log = logging.getLogger("agent_sidecar.tail")
+
+FILTER_KEYS = ("type", "agent", "workflow", "severity", "model", "run_id")
+GLOB_KEYS = frozenset({"type", "agent"})
+# Preference order for the index: the most selective exact-match key first.
+INDEX_KEYS = ("agent", "run_id", "type", "workflow", "model")
+MAX_VALUES = 100  # values per key in one filter
+MAX_VALUE_LENGTH = 256
+MAX_INTERVAL_MS = 60_000
+MAX_CONTROL = 64  # replies (acks, errors) waiting for one client; beyond, errors are dropped
+MAX_MESSAGE_BYTES = (1 << 20) - 64  # leaves room for the envelope under a 1 MiB client limit
+CLOSE_WAIT = 1.0  # seconds shutdown waits for close frames to be written
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class FilterError(ValueError):
+    """A tail filter or client message that cannot be used; the text says why."""
+
+
+@dataclass(frozen=True)
+class TailFilter:
+    """What one client asked for. Values of one key OR together; keys AND together."""
+
+    values: tuple[tuple[str, tuple[str, ...]], ...]  # (key, values) in FILTER_KEYS order; not severity
+    min_severity: str | None = None  # hashable, so clients with equal filters share one group
+
+    def get(self, key: str) -> tuple[str, ...] | None:
+        for k, vals in self.values:
+            if k == key:
+                return vals
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The normalised filter, as echoed in the `subscribed` ack."""
+        out: dict[str, Any] = {k: list(v) for k, v in self.values}
+        if self.min_severity:
+            out["severity"] = self.min_severity
+        return out
+
+    def index_key(self) -> tuple[str, tuple[str, ...]] | None:
+        """The key (and its exact values) to file this filter under, or None for the fallback list."""
+        for key in INDEX_KEYS:
+            vals = self.get(key)
+            if vals and not any(_GLOB_CHARS.search(v) for v in vals):
+                return key, vals
+        return None
+
+    def predicate(self, skip: str | None = None) -> Callable[[Event], bool] | None:
+        """A function checking every condition except `skip` (already satisfied by the index);
+        None when nothing is left to check."""
+        checks: list[Callable[[Event], bool]] = []
+        for key, vals in self.values:
+            if key == skip:
+                continue
+            if key in GLOB_KEYS and any(_GLOB_CHARS.search(v) for v in vals):
+                rx = re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in vals)).match
+                checks.append(lambda ev, k=key, m=rx: m(getattr(ev, k) or "") is not None)
+            else:
+                allowed = frozenset(vals)
+                checks.append(lambda ev, k=key, s=allowed: getattr(ev, k) in s)
+        if self.min_severity:
+            floor = _RANK[self.min_severity]
+            checks.append(lambda ev: _RANK[ev.severity] >= floor)
+        if not checks:
+            return None
+        if len(checks) == 1:
+            return checks[0]
+        return lambda ev: all(check(ev) for check in checks)
+
+
+def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
+    """Build a filter from (key, value) pairs: a query string's items, or a JSON object's items
+    where a value may be a string or a list of strings. Raises FilterError naming the problem."""
+    values: dict[str, list[str]] = {}
+    for key, value in items:
+        if key not in FILTER_KEYS:
+            raise FilterError(f"unknown filter key {key!r} (expected one of: {', '.join(FILTER_KEYS)})")
+        given = value if isinstance(value, list) else [value]
+        for v in given:
+            if not isinstance(v, str) or not v:
+                raise FilterError(f"filter {key}: values must be non-empty strings, not {v!r}")
+            if len(v) > MAX_VALUE_LENGTH:
+                raise FilterError(f"filter {key}: a value is longer than {MAX_VALUE_LENGTH} characters")
+            bucket = values.setdefault(key, [])
+            if v not in bucket:
+                bucket.append(v)
+        if len(values.get(key, ())) > MAX_VALUES:
+            raise FilterError(f"filter {key}: at most {MAX_VALUES} values")
+    min_severity = None
+    severities = values.pop("severity", None)
+    if severities:
+        unknown = [s for s in severities if s not in _RANK]
+        if unknown:
+            raise FilterError(f"filter severity: {unknown[0]!r} is not one of {', '.join(SEVERITIES)}")
+        min_severity = min(severities, key=_RANK.__getitem__)  # OR of "x and above" = the lowest
+    return TailFilter(tuple((k, tuple(values[k])) for k in FILTER_KEYS if values.get(k)), min_severity)
+
+
+def parse_interval(value: Any) -> float:
+    """`interval_ms` (0..60000) as seconds."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTERVAL_MS:
+        raise FilterError(f"interval_ms must be an integer from 0 to {MAX_INTERVAL_MS}, not {value!r}")
+    return value / 1000.0
+
+
+class Transport(Protocol):
+    """What a client's sender needs from its WebSocket (Starlette's WebSocket fits)."""
+
+    async def send(self, message: Mapping[str, Any]) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+_encode = msgspec.json.encode
+_decode_message = msgspec.json.Decoder(dict).decode
+
+
+class TailClient:
+    """One subscriber: its filter, its bounded queue of encoded events, and its sender task."""
+
+    __slots__ = (
+        "hub", "ws", "filter", "queue", "dropped", "control", "paused",
+        "interval", "wakeup", "sender", "_loop",
+    )
+
+    def __init__(self, hub: TailHub, ws: Transport, tail_filter: TailFilter, interval: float):
+        self.hub = hub
+        self.ws = ws
+        self.filter = tail_filter
+        self.queue: deque[bytes] = deque(maxlen=hub.config.client_queue)
+        self.dropped = 0  # dropped since the last message; reported in the next one
+        self.control: deque[bytes] = deque()
+        self.paused = False
+        self.interval = interval
+        self.wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.sender: asyncio.Task | None = None
+
+    def reply(self, message: dict[str, Any]) -> None:
+        """Queue a control reply; it goes out after the events already queued (up to max_batch)."""
+        if len(self.control) < MAX_CONTROL:
+            self.control.append(_encode(message))
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        """The sender: wait for something to send, send it, repeat until the socket fails."""
+        ws = self.ws
+        queue = self.queue
+        control = self.control
+        max_batch = self.hub.config.max_batch
+        wake = self.wakeup
+        last = 0.0
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                while True:
+                    # One batch of events, then the replies: a reply follows the events queued
+                    # before it (up to max_batch) and is never starved by a flood.
+                    sent = False
+                    if queue and not self.paused:
+                        if self.interval:
+                            delay = last + self.interval - self._loop.time()
+                            if delay > 0:
+                                await asyncio.sleep(delay)  # coalesce: whatever arrives meanwhile joins
+                                continue  # re-check: a subscribe or pause may have come meanwhile
+                        events = _take(queue, max_batch)
+                        dropped, self.dropped = self.dropped, 0
+                        body = b'{"events":[' + b",".join(events) + b'],"dropped":' + str(dropped).encode() + b"}"
+                        last = self._loop.time()
+                        await ws.send({"type": "websocket.send", "text": body.decode()})
+                        sent = True
+                    while control:
+                        await ws.send({"type": "websocket.send", "text": control.popleft().decode()})
+                        sent = True
+                    if not sent:
+                        break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer went away mid-send; the route's receive loop sees it too
+            log.debug("tail sender stopped: %r", exc)
+
+
+class _Group:
+    """The clients sharing one filter: matched once per event, fed once per batch."""
+
+    __slots__ = ("filter", "clients", "check", "indexed")
+
+    def __init__(self, tail_filter: TailFilter):
+        self.filter = tail_filter
+        self.clients: dict[TailClient, None] = {}
+        self.indexed = tail_filter.index_key()
+        # What the index has not already checked; None when the index lookup says it all.
+        self.check = tail_filter.predicate(skip=self.indexed[0] if self.indexed else None)
+
+
+class TailHub:
+    """The tail sink. Route handlers `connect`/`disconnect` clients and pass their messages to
+    `handle`; the pipeline calls `consume`. All of it runs on the event loop, so no locks."""
+
+    name = "tail"
+
+    def __init__(self, config: TailConfig, registry: CollectorRegistry | None = None):
+        self.config = config
+        self.clients: dict[TailClient, None] = {}
+        self._groups: dict[TailFilter, _Group] = {}
+        self._index: dict[str, dict[str, dict[_Group, None]]] = {}
+        self._index_items: list[tuple[str, dict[str, dict[_Group, None]]]] = []
+        self._fallback: dict[_Group, None] = {}
+        self.closing = False
+        self._empty = asyncio.Event()
+        self.dropped_total = Counter(
+            "sidecar_tail_dropped", "Events a live-tail client missed because its queue (tail.client_queue) was full.",
+            registry=registry,
+        )
+        self.clients_gauge = Gauge("sidecar_tail_clients", "Connected live-tail WebSocket clients.", registry=registry)
+        self.clients_gauge.set_function(lambda: len(self.clients))
+
+    # -- clients (route handlers) ---------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        return len(self.clients) >= self.config.max_clients
+
+    def connect(self, ws: Transport, tail_filter: TailFilter, interval: float = 0.0) -> TailClient:
+        """Register a client and start its sender task."""
+        client = TailClient(self, ws, tail_filter, interval)
+        self.clients[client] = None
+        self._empty.clear()
+        self._file(client)
+        client.sender = asyncio.create_task(client.run(), name="tail-sender")
+        return client
+
+    async def disconnect(self, client: TailClient) -> None:
+        """Forget a client and stop its sender."""
+        if client in self.clients:
+            del self.clients[client]
+            self._unfile(client)
+        if client.sender is not None:
+            client.sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await client.sender
+        if not self.clients:
+            self._empty.set()
+
+    def handle(self, client: TailClient, text: str | bytes) -> None:
+        """Apply one message from a client; a bad one gets an error reply, never a disconnect."""
+        try:
+            msg = _decode_message(text)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            client.reply({"op": "error", "error": "message must be a JSON object"})
+            return
+        op = msg.get("op")
+        try:
+            if op == "subscribe":
+                raw_filter = msg.get("filter", {})
+                if not isinstance(raw_filter, dict):
+                    raise FilterError("filter must be a JSON object")
+                new_filter = parse_filter(raw_filter.items())
+                interval = parse_interval(msg["interval_ms"]) if "interval_ms" in msg else client.interval
+                self._unfile(client)
+                client.filter = new_filter
+                client.interval = interval
+                client.queue.clear()  # queued events matched the old filter
+                self._file(client)
+                ack: dict[str, Any] = {"op": "subscribed", "filter": new_filter.as_dict()}
+                if interval:
+                    ack["interval_ms"] = round(interval * 1000)
+                client.reply(ack)
+            elif op == "pause":
+                client.paused = True
+                client.reply({"op": "paused"})
+            elif op == "resume":
+                client.paused = False
+                client.reply({"op": "resumed"})
+            else:
+                raise FilterError(f"unknown op {op!r} (expected subscribe, pause or resume)")
+        except FilterError as exc:
+            client.reply({"op": "error", "error": str(exc)})
+
+    def _file(self, client: TailClient) -> None:
+        group = self._groups.get(client.filter)
+        if group is None:
+            group = self._groups[client.filter] = _Group(client.filter)
+            if group.indexed is None:
+                self._fallback[group] = None
+            else:
+                field, values = group.indexed
+                by_value = self._index.setdefault(field, {})
+                for v in values:
+                    by_value.setdefault(v, {})[group] = None
+                self._index_items = list(self._index.items())
+        group.clients[client] = None
+
+    def _unfile(self, client: TailClient) -> None:
+        group = self._groups[client.filter]
+        del group.clients[client]
+        if group.clients:
+            return
+        del self._groups[client.filter]
+        if group.indexed is None:
+            del self._fallback[group]
+            return
+        field, values = group.indexed
+        by_value = self._index[field]
+        for v in values:
+            bucket = by_value[v]
+            del bucket[group]
+            if not bucket:
+                del by_value[v]
+        if not by_value:
+            del self._index[field]
+        self._index_items = list(self._index.items())
+
+    # -- the hot path (pipeline task) -----------------------------------------
+
+    def consume(self, batch: Batch) -> None:
+        if not self.clients:
+            return
+        events = batch.events
+        n = len(events)
+        # Which events each group wants, as positions: first through the index (events grouped
+        # by value, one dict lookup per distinct value), then the fallback groups.
+        wanted: dict[_Group, list[int]] = {}
+        for field, by_value in self._index_items:
+            positions: dict[Any, list[int]] = {}
+            for i, value in enumerate(map(attrgetter(field), events)):
+                at = positions.get(value)
+                if at is None:
+                    positions[value] = [i]
+                else:
+                    at.append(i)
+            for value, at in positions.items():
+                bucket = by_value.get(value)
+                if bucket:
+                    for group in bucket:
+                        _want(wanted, group, at, events)
+        everything = range(n)
+        for group in self._fallback:
+            _want(wanted, group, everything, events)
+        # Each event's bytes as sent + received_at, built once however many groups want it.
+        raws = batch.raws
+        received_at = batch.received_at
+        suffix = b',"received_at":' + repr(received_at).encode() + b"}"
+        spliced: list[bytes | None] = [None] * n
+        matched: dict[_Group, list[bytes]] = {}
+        for group, at in wanted.items():
+            if not at:
+                continue
+            if group.indexed is not None and len(group.indexed[1]) > 1:
+                at.sort()  # gathered value by value; deliver in arrival order
+            items = matched[group] = []
+            for i in at:
+                item = spliced[i]
+                if item is None:
+                    item = spliced[i] = _with_received_at(raws[i], suffix, received_at)
+                items.append(item)
+        # Per client, one C-level extend per batch: the per-event work above is per filter.
+        dropped = 0
+        for group, items in matched.items():
+            n = len(items)
+            for client in group.clients:
+                queue = client.queue
+                over = len(queue) + n - queue.maxlen
+                if over > 0:  # the deque evicts the oldest; count them
+                    client.dropped += over
+                    dropped += over
+                queue.extend(items)
+                if not client.paused:
+                    client.wakeup.set()
+        if dropped:
+            self.dropped_total.inc(dropped)
+
+    def maintain(self, now: float) -> None:
+        pass  # keepalive is the WebSocket server's (ping/pong); nothing expires here
+
+    # -- shutdown ---------------------------------------------------------------
+
+    async def begin_shutdown(self) -> None:
+        """Close every client with 1001 (going away). Called when server shutdown *starts*,
+        before uvicorn waits for open connections, so tail clients never hold shutdown up."""
+        self.closing = True
+        clients = list(self.clients)
+        if not clients:
+            return
+        log.info("closing %d live-tail client(s) with 1001", len(clients))
+        for client in clients:
+            if client.sender is not None:
+                client.sender.cancel()
+        closes = [asyncio.create_task(_close(c.ws, 1001, "sidecar shutting down")) for c in clients]
+        # A client that never reads may have a full send buffer: its close waits on it; don't.
+        # Its connection is left to uvicorn, which gives up on it after shutdown_grace.
+        _, pending = await asyncio.wait(closes, timeout=CLOSE_WAIT)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d live-tail client(s) read nothing; their close frames could not be sent", len(pending))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), CLOSE_WAIT)  # handlers see the close at once
+
+    async def close(self) -> None:
+        """Lifespan shutdown: stop any sender still running."""
+        self.closing = True
+        for client in list(self.clients):
+            await self.disconnect(client)
+
+
+def _want(wanted: dict[_Group, list[int]], group: _Group, positions: Iterable[int], events: list[Event]) -> None:
+    check = group.check
+    at = wanted.get(group)
+    if at is None:
+        at = wanted[group] = []
+    if check is None:
+        at.extend(positions)
+    else:
+        at.extend(i for i in positions if check(events[i]))
+
+
+def _take(queue: deque[bytes], max_batch: int) -> list[bytes]:
+    """The oldest events for one message: at most `max_batch`, and at most MAX_MESSAGE_BYTES
+    unless a single event is larger (so a default websockets client, max_size 1 MiB, copes)."""
+    if len(queue) <= max_batch:
+        events = list(queue)
+        queue.clear()
+    else:
+        events = [queue.popleft() for _ in range(max_batch)]
+    if len(events) > 1 and sum(map(len, events)) > MAX_MESSAGE_BYTES:
+        total = 0
+        for n, item in enumerate(events):
+            total += len(item) + 1
+            if total > MAX_MESSAGE_BYTES and n:
+                queue.extendleft(reversed(events[n:]))  # room: they were just taken out
+                return events[:n]
+    return events
+
+
+async def _close(ws: Transport, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close(code, reason)
+
+
+def _with_received_at(raw: bytes, suffix: bytes, received_at: float) -> bytes:
+    """The event's bytes as sent with `"received_at":...` spliced in before the closing brace.
+    `raw` decoded as a JSON object with at least `type`, so the splice is valid JSON."""
+    if b'"received_at"' in raw:  # rare: the sender set it; replace it rather than duplicate the key
+        obj = msgspec.json.decode(raw)
+        obj["received_at"] = received_at
+        return _encode(obj)
+    return raw[: raw.rindex(b"}")] + suffix

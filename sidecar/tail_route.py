@@ -1,0 +1,80 @@
+"""`WS /v1/tail`: the handshake checks (token, Origin, filter, capacity) and the receive loop.
+
+Everything about matching and sending lives in `sinks.tail.TailHub`; this module only
+turns one WebSocket connection into one hub client and feeds it the client's messages.
+"""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+from starlette.responses import JSONResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from sidecar.config import TailConfig
+from sidecar.sinks.tail import FilterError, TailHub, parse_filter, parse_interval
+
+PATH = "/v1/tail"
+TRY_AGAIN_LATER = 1013
+GOING_AWAY = 1001
+
+
+def token_ok(ws: WebSocket, token: str | None) -> bool:
+    """No token configured, or `Authorization: Bearer T`, or `?token=T` (constant-time compare)."""
+    if not token:
+        return True
+    header = ws.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else ws.query_params.get("token", "")
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def origin_ok(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
+    """Non-browser clients send no Origin. Browsers may connect from the sidecar's own origin or
+    from `tail.allowed_origins` ("*" allows any). Starlette's CORS middleware skips WebSockets."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == ws.headers.get("host")
+
+
+def tail_route(hub: TailHub, config: TailConfig, auth_token: str | None) -> WebSocketRoute:
+    token = config.token or auth_token
+
+    async def tail(ws: WebSocket) -> None:
+        if not token_ok(ws, token):
+            await ws.send_denial_response(JSONResponse({"error": "missing or wrong token"}, status_code=401))
+            return
+        if not origin_ok(ws, config.allowed_origins):
+            origin = ws.headers.get("origin")
+            await ws.send_denial_response(JSONResponse({"error": f"origin {origin} is not allowed (tail.allowed_origins)"}, status_code=403))
+            return
+        try:
+            query = [(k, v) for k, v in ws.query_params.multi_items() if k not in ("token", "interval_ms")]
+            tail_filter = parse_filter(query)
+            interval = parse_interval(ws.query_params["interval_ms"]) if "interval_ms" in ws.query_params else 0.0
+        except FilterError as exc:
+            await ws.send_denial_response(JSONResponse({"error": str(exc)}, status_code=400))
+            return
+        await ws.accept()
+        if hub.closing:
+            await ws.close(GOING_AWAY, "sidecar shutting down")
+            return
+        if hub.full:
+            await ws.close(TRY_AGAIN_LATER, f"tail.max_clients ({hub.config.max_clients}) reached")
+            return
+        client = hub.connect(ws, tail_filter, interval)
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                hub.handle(client, message.get("text") or message.get("bytes") or b"")
+        finally:
+            await hub.disconnect(client)
+
+    return WebSocketRoute(PATH, tail)

@@ -1,0 +1,86 @@
+"""SIGTERM on a real `agent-sidecar run` process with live-tail clients connected."""
+
+import asyncio
+import json
+import signal
+import socket
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from sidecar.testing import event, ndjson
+
+LIVENESS = 15
+
+
+def raw_client(url: str) -> tuple[socket.socket, ClientProtocol]:
+    """A WebSocket client that completes the handshake and then never answers anything."""
+    uri = parse_uri(url.replace("http://", "ws://") + "/v1/tail")
+    protocol = ClientProtocol(uri)
+    sock = socket.create_connection((uri.host, uri.port), timeout=LIVENESS)
+    protocol.send_request(protocol.connect())
+    sock.sendall(b"".join(protocol.data_to_send()))
+    while not any(isinstance(e, Response) for e in protocol.events_received()):
+        protocol.receive_data(sock.recv(65536))
+    return sock, protocol
+
+
+def close_frame_of(sock: socket.socket, protocol: ClientProtocol) -> Close | None:
+    while protocol.close_rcvd is None:
+        data = sock.recv(1 << 20)
+        if not data:
+            protocol.receive_eof()
+            break
+        protocol.receive_data(data)
+    return protocol.close_rcvd
+
+
+def test_sigterm_closes_a_connected_tail_client_with_1001_and_exits_0(spawn):
+    proc = spawn()
+
+    async def run() -> int | None:
+        async with connect(proc.url.replace("http://", "ws://") + "/v1/tail") as ws:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(proc.unix)
+                s.sendall(ndjson(event(agent="a")))
+            assert json.loads(await asyncio.wait_for(ws.recv(), LIVENESS))["events"][0]["agent"] == "a"
+            proc.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(ws.recv(), LIVENESS)
+            except ConnectionClosed:
+                pass
+            return ws.close_code
+
+    assert asyncio.run(run()) == 1001
+    assert proc.stop(timeout=LIVENESS) == 0
+    assert "closing 1 live-tail client(s) with 1001" in proc.output
+
+
+def test_sigterm_does_not_wait_for_a_client_that_never_answers_the_close(spawn):
+    proc = spawn(config="shutdown_grace: 60s\n")  # were shutdown to wait for it, it would wait a minute
+    sock, protocol = raw_client(proc.url)
+    with sock:
+        proc.proc.send_signal(signal.SIGTERM)
+        close = close_frame_of(sock, protocol)
+        assert proc.stop(timeout=LIVENESS) == 0
+    assert close is not None and close.code == 1001
+    assert "Cancel" not in proc.output  # uvicorn's "graceful shutdown exceeded" never happened
+
+
+def test_sigterm_with_a_client_that_never_reads_exits_within_shutdown_grace(spawn):
+    proc = spawn(config="shutdown_grace: 2s\n")
+    sock, _ = raw_client(proc.url)
+    with sock, socket.socket(socket.AF_UNIX) as s:
+        s.connect(proc.unix)
+        pad = "x" * 4000
+        for _ in range(8):  # 16 MB for a reader that reads nothing: its send buffers fill
+            s.sendall(ndjson(*[event(agent="a", pad=pad) for _ in range(500)]))
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.stop(timeout=LIVENESS) == 0
+    assert "received=4000 accepted=4000 rejected=0 dropped=0 processed=4000" in proc.output
+    assert "1 live-tail client(s) read nothing" in proc.output

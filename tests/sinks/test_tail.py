@@ -1,0 +1,190 @@
+"""The tail hub without sockets: filter parsing, indexed matching vs a brute-force oracle, drops."""
+
+import asyncio
+import fnmatch
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from sidecar.config import TailConfig
+from sidecar.protocol import EventDecoder
+from sidecar.sinks.tail import FilterError, TailHub, parse_filter, parse_interval
+from sidecar.types import SEVERITIES, Batch
+
+
+def batch_of(*events: dict, received_at: float = 1_790_000_000.5) -> Batch:
+    lines = [json.dumps(e).encode() for e in events]
+    evs, raws, rejected = EventDecoder().decode(lines, received_at)
+    assert not rejected
+    return Batch(evs, raws, received_at, "test")
+
+
+def delivered(client) -> list[dict]:
+    return [json.loads(item) for item in client.queue]
+
+
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        ([], {}),
+        ([("agent", "a"), ("agent", "b")], {"agent": ["a", "b"]}),
+        ([("agent", ["a", "a"])], {"agent": ["a"]}),
+        ([("type", "llm.*"), ("workflow", "w")], {"type": ["llm.*"], "workflow": ["w"]}),
+        ([("severity", "error"), ("severity", "warning")], {"severity": "warning"}),
+        ([("model", "m"), ("run_id", "r")], {"model": ["m"], "run_id": ["r"]}),
+    ],
+)
+def test_filter_is_normalised(items, expected):
+    assert parse_filter(items).as_dict() == expected
+
+
+@pytest.mark.parametrize(
+    "items, error",
+    [
+        ([("colour", "red")], "unknown filter key 'colour'"),
+        ([("agent", "")], "filter agent: values must be non-empty strings"),
+        ([("agent", 3)], "filter agent: values must be non-empty strings, not 3"),
+        ([("agent", "x" * 300)], "longer than 256 characters"),
+        ([("agent", [str(i) for i in range(101)])], "filter agent: at most 100 values"),
+        ([("severity", "loud")], "filter severity: 'loud' is not one of debug, info"),
+    ],
+)
+def test_bad_filter_is_refused_with_its_reason(items, error):
+    with pytest.raises(FilterError, match=error):
+        parse_filter(items)
+
+
+@pytest.mark.parametrize("value", [-1, 60_001, "soon", True, 1.5])
+def test_bad_interval_is_refused(value):
+    with pytest.raises(FilterError, match="interval_ms must be an integer from 0 to 60000"):
+        parse_interval(value)
+
+
+def test_exact_agent_filters_are_indexed_and_globs_fall_back():
+    assert parse_filter([("agent", "a"), ("type", "x.*")]).index_key() == ("agent", ("a",))
+    assert parse_filter([("agent", "a*"), ("type", "x.y")]).index_key() == ("type", ("x.y",))
+    assert parse_filter([("agent", "a*"), ("severity", "error")]).index_key() is None
+
+
+async def test_event_is_sent_as_sent_with_received_at_spliced_in():
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    client = hub.connect(None, parse_filter([]))
+    line = b'{"type": "llm.call",  "payload": {"k": [1, 2]}, "extra": "\\u00e9"}  \r'
+    evs, raws, _ = EventDecoder().decode([line], 1_790_000_000.25)
+    hub.consume(Batch(evs, raws, 1_790_000_000.25, "test"))
+    assert list(client.queue) == [b'{"type": "llm.call",  "payload": {"k": [1, 2]}, "extra": "\\u00e9","received_at":1790000000.25}']
+    await hub.close()
+
+
+async def test_a_received_at_the_sender_set_is_replaced_not_duplicated():
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    client = hub.connect(None, parse_filter([]))
+    hub.consume(batch_of({"type": "a.b", "received_at": 1}, received_at=5.0))
+    assert delivered(client) == [{"type": "a.b", "received_at": 5.0}]
+    await hub.close()
+
+
+async def test_full_queue_drops_oldest_and_counts():
+    registry = CollectorRegistry()
+    hub = TailHub(TailConfig(client_queue=3), registry)
+    client = hub.connect(None, parse_filter([("agent", "a")]))
+    other = hub.connect(None, parse_filter([]))
+    hub.consume(batch_of(*[{"type": "t", "agent": "a", "n": i} for i in range(5)]))
+    assert [e["n"] for e in delivered(client)] == [2, 3, 4]
+    assert client.dropped == 2 and other.dropped == 2
+    assert registry.get_sample_value("sidecar_tail_dropped_total") == 4
+    assert registry.get_sample_value("sidecar_tail_clients") == 2
+    await hub.close()
+    assert registry.get_sample_value("sidecar_tail_clients") == 0
+
+
+async def test_resubscribing_moves_a_client_between_index_and_fallback():
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    client = hub.connect(None, parse_filter([("agent", "a")]))
+    hub.handle(client, json.dumps({"op": "subscribe", "filter": {"agent": "b*"}}))
+    hub.consume(batch_of({"type": "t", "agent": "a"}, {"type": "t", "agent": "bee"}))
+    assert [e["agent"] for e in delivered(client)] == ["bee"]
+    assert hub._index == {}
+    hub.handle(client, json.dumps({"op": "subscribe", "filter": {"agent": ["a", "c"]}}))
+    assert not client.queue  # the old filter's events are not sent after the ack
+    assert not hub._fallback and set(hub._index["agent"]) == {"a", "c"}
+    await hub.disconnect(client)
+    assert hub._index == {} and not hub.clients
+
+
+# -- indexed matching agrees with checking every filter against every event --------
+
+AGENTS = ["a", "b", "ab", None]
+TYPES = ["llm.call", "llm.stream", "tool.call", "agent.failed"]
+names = st.sampled_from(["a", "b", "ab", "a*", "?b", "[ab]"])
+type_names = st.sampled_from(["llm.call", "llm.*", "tool.call", "*.failed", "*"])
+
+filters = st.fixed_dictionaries(
+    {},
+    optional={
+        "agent": st.lists(names, min_size=1, max_size=3),
+        "type": st.lists(type_names, min_size=1, max_size=2),
+        "workflow": st.lists(st.sampled_from(["w1", "w2"]), min_size=1, max_size=2),
+        "severity": st.sampled_from(SEVERITIES),
+        "model": st.lists(st.sampled_from(["m1", "m2"]), min_size=1, max_size=1),
+        "run_id": st.lists(st.sampled_from(["r1", "r2"]), min_size=1, max_size=2),
+    },
+)
+events = st.fixed_dictionaries(
+    {"type": st.sampled_from(TYPES)},
+    optional={
+        "agent": st.sampled_from(AGENTS[:-1]),
+        "workflow": st.sampled_from(["w1", "w2"]),
+        "severity": st.sampled_from(SEVERITIES),
+        "model": st.sampled_from(["m1", "m2"]),
+        "run_id": st.sampled_from(["r1", "r2"]),
+    },
+)
+
+
+def oracle(flt: dict, ev: dict) -> bool:
+    sev = ev.get("severity") or ("error" if ev["type"].endswith(".failed") else "info")
+    for key, vals in flt.items():
+        if key == "severity":
+            if SEVERITIES.index(sev) < SEVERITIES.index(vals):
+                return False
+        elif key in ("agent", "type"):
+            if not any(fnmatch.fnmatchcase(ev.get(key) or "", v) for v in vals):
+                return False
+        elif ev.get(key) not in vals:
+            return False
+    return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(filters, min_size=1, max_size=8), st.lists(events, max_size=30))
+def test_indexed_matching_equals_brute_force(flts, evs):
+    async def run():
+        hub = TailHub(TailConfig(), CollectorRegistry())
+        clients = [hub.connect(None, parse_filter(f.items())) for f in flts]
+        if evs:
+            hub.consume(batch_of(*evs))
+        got = [[json.loads(i) for i in c.queue] for c in clients]
+        await hub.close()
+        return got
+
+    got = asyncio.run(run())
+    for flt, received in zip(flts, got):
+        expected = [ev for ev in evs if oracle(flt, ev)]
+        assert [{k: v for k, v in r.items() if k != "received_at"} for r in received] == expected
+
+
+def test_a_message_stays_under_1_mib_unless_one_event_is_bigger():
+    from collections import deque
+
+    from sidecar.sinks.tail import MAX_MESSAGE_BYTES, _take
+
+    big = b"x" * (MAX_MESSAGE_BYTES // 3)
+    queue = deque([big] * 5, maxlen=10)
+    assert len(_take(queue, 500)) == 2 and len(queue) == 3
+    assert len(_take(queue, 2)) == 2 and len(queue) == 1
+    huge = deque([b"y" * (MAX_MESSAGE_BYTES + 1), b"z"])
+    assert _take(huge, 500) == [b"y" * (MAX_MESSAGE_BYTES + 1)] and list(huge) == [b"z"]
