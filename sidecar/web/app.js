@@ -1,0 +1,519 @@
+// agent-sidecar live page. Plain ES module, no dependencies, no build step.
+//
+//   WS /v1/tail   -> the event list (batches {"events": [...], "dropped": n})
+//   GET /v1/stats -> the charts and the per-agent table, once a second
+//
+// The list is capped (web.max_rows, or ?rows=) and rendered at most once per
+// animation frame, so a flood of events costs one DOM update per frame and memory
+// stays flat however long the tab stays open.
+
+const FILTER_KEYS = ["type", "agent", "workflow", "severity"];
+const STATS_FILTER_KEYS = ["type", "agent", "workflow"]; // /v1/stats has no severity filter
+const DEFAULT_WINDOWS = ["1m", "5m", "15m", "1h"];
+const TAIL_INTERVAL_MS = 250; // the server coalesces events into at most 4 messages a second
+const STATS_EVERY_MS = 1000;
+const OPTIONS_EVERY_MS = 5000;
+const HISTORY = 120; // chart points (two minutes at one a second)
+const TOKEN_KEY = "agent-sidecar.token";
+
+const $ = (sel) => document.querySelector(sel);
+const query = new URLSearchParams(location.search);
+
+function intParam(name, fallback, min, max) {
+  const n = Number.parseInt(query.get(name) ?? "", 10);
+  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
+}
+
+const configuredRows = Number.parseInt(document.querySelector('meta[name="sidecar-max-rows"]')?.content, 10) || 1000;
+
+const state = {
+  maxRows: intParam("rows", configuredRows, 1, configuredRows),
+  filter: Object.fromEntries(FILTER_KEYS.map((k) => [k, query.get(k) ?? ""])),
+  window: query.get("window") || "1m",
+  windows: DEFAULT_WINDOWS,
+  token: sessionStorage.getItem(TOKEN_KEY),
+  paused: false,
+  received: 0,
+  dropped: 0,
+  pending: [], // events not yet on screen, oldest first, never more than maxRows
+  frame: 0,
+  ws: null,
+  attempts: 0,
+  reconnectTimer: 0,
+  history: [],
+  statsBusy: false,
+  asking: false,
+};
+
+// ---------------------------------------------------------------- helpers
+
+function authHeaders() {
+  return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+}
+
+function statsQuery(extra = {}) {
+  const p = new URLSearchParams();
+  for (const k of STATS_FILTER_KEYS) if (state.filter[k]) p.set(k, state.filter[k]);
+  for (const [k, v] of Object.entries(extra)) p.set(k, v);
+  return p;
+}
+
+async function getJSON(path) {
+  const res = await fetch(path, { headers: authHeaders(), cache: "no-store" });
+  if (res.status === 401) {
+    askToken();
+    throw new Error("token required");
+  }
+  if (!res.ok) {
+    let detail = "";
+    try { detail = (await res.json()).error ?? ""; } catch { /* not JSON */ }
+    throw new Error(`HTTP ${res.status}${detail ? `: ${detail}` : ""}`);
+  }
+  return res.json();
+}
+
+function fmt(value, digits = 1) {
+  if (value === null || value === undefined) return "–";
+  if (Math.abs(value) >= 1e6) return `${(value / 1e6).toFixed(2)}M`;
+  if (Math.abs(value) >= 1e4) return `${(value / 1e3).toFixed(1)}k`;
+  return Number.isInteger(value) ? String(value) : value.toFixed(digits);
+}
+
+function money(value) {
+  if (value === null || value === undefined) return "–";
+  return `$${value < 1 ? value.toFixed(4) : value.toFixed(2)}`;
+}
+
+function setOutput(name, value, text) {
+  for (const el of document.querySelectorAll(`output[data-metric="${name}"]`)) {
+    el.dataset.value = value === null || value === undefined ? "" : String(value);
+    el.textContent = text;
+  }
+}
+
+// ---------------------------------------------------------------- URL (shareable view)
+
+function syncURL() {
+  const p = new URLSearchParams();
+  for (const k of FILTER_KEYS) if (state.filter[k]) p.set(k, state.filter[k]);
+  if (state.window !== "1m") p.set("window", state.window);
+  if (query.has("rows")) p.set("rows", String(state.maxRows));
+  const qs = p.toString();
+  history.replaceState(null, "", qs ? `?${qs}` : location.pathname);
+}
+
+// ---------------------------------------------------------------- token
+
+function askToken() {
+  const dialog = $("#token-dialog");
+  if (state.asking || dialog.open) return;
+  state.asking = true;
+  dialog.showModal();
+  $("#token-input").focus();
+}
+
+$("#token-form").addEventListener("submit", () => {
+  const token = $("#token-input").value.trim();
+  state.asking = false;
+  if (!token) return;
+  state.token = token;
+  sessionStorage.setItem(TOKEN_KEY, token); // this tab only; gone when it closes
+  reconnectNow();
+  refreshStats();
+  refreshOptions();
+});
+
+// ---------------------------------------------------------------- connection state
+
+function setConn(stateName, text) {
+  const el = $("#conn");
+  el.dataset.state = stateName;
+  el.textContent = text;
+}
+
+function showCounters() {
+  const r = $("#received");
+  r.dataset.count = String(state.received);
+  r.textContent = `${state.received.toLocaleString("en")} received`;
+  const d = $("#dropped");
+  d.dataset.count = String(state.dropped);
+  d.textContent = `${state.dropped.toLocaleString("en")} dropped`;
+  d.title = state.dropped ? "the sidecar dropped events this page could not take in time (tail.client_queue)" : "";
+}
+
+// ---------------------------------------------------------------- the tail
+
+function tailURL() {
+  const p = new URLSearchParams();
+  for (const k of FILTER_KEYS) if (state.filter[k]) p.set(k, state.filter[k]);
+  p.set("interval_ms", String(TAIL_INTERVAL_MS));
+  if (state.token) p.set("token", state.token);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/v1/tail?${p}`;
+}
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  let opened = false;
+  const ws = new WebSocket(tailURL());
+  state.ws = ws;
+  setConn(state.attempts ? "reconnecting" : "connecting", state.attempts ? "reconnecting…" : "connecting…");
+
+  ws.onopen = () => {
+    opened = true;
+    state.attempts = 0;
+    if (state.paused) ws.send(JSON.stringify({ op: "pause" }));
+    setConn(state.paused ? "paused" : "connected", state.paused ? "connected · paused" : "connected");
+  };
+
+  ws.onmessage = (msg) => {
+    let data;
+    try { data = JSON.parse(msg.data); } catch { return; }
+    if (Array.isArray(data.events)) {
+      receive(data.events, data.dropped || 0);
+    } else if (data.op === "error") {
+      setConn("error", `server: ${data.error}`);
+    }
+  };
+
+  ws.onclose = () => {
+    if (state.ws !== ws) return; // replaced on purpose
+    state.ws = null;
+    state.attempts += 1;
+    // 0.5 s, 1 s, 2 s, then every 4 s, with jitter so many tabs do not reconnect in step.
+    const delay = Math.min(4000, 250 * 2 ** state.attempts) * (0.8 + Math.random() * 0.4);
+    setConn("reconnecting", `disconnected · reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    state.reconnectTimer = setTimeout(connect, delay);
+    // A handshake refused with 401 looks like any other failure to a page: ask /v1/stats.
+    if (!opened) refreshStats();
+  };
+}
+
+function reconnectNow() {
+  const old = state.ws;
+  state.ws = null;
+  if (old) old.close();
+  state.attempts = 0;
+  connect();
+}
+
+function send(message) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+}
+
+function receive(events, dropped) {
+  state.received += events.length;
+  state.dropped += dropped;
+  const pending = state.pending;
+  for (const ev of events) pending.push(ev);
+  if (pending.length > state.maxRows) pending.splice(0, pending.length - state.maxRows);
+  if (!state.frame) state.frame = requestAnimationFrame(render);
+}
+
+// ---------------------------------------------------------------- the list
+
+const list = $("#events");
+const rowEvent = new WeakMap();
+
+function severityOf(ev) {
+  if (typeof ev.severity === "string") return ev.severity;
+  return typeof ev.type === "string" && ev.type.endsWith(".failed") ? "error" : "info";
+}
+
+function timeOf(ev) {
+  let ms = NaN;
+  if (typeof ev.timestamp === "number") ms = ev.timestamp * 1000;
+  else if (typeof ev.timestamp === "string") ms = Date.parse(ev.timestamp);
+  if (!Number.isFinite(ms) && typeof ev.received_at === "number") ms = ev.received_at * 1000;
+  if (!Number.isFinite(ms)) return "";
+  const d = new Date(ms);
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+function tokensOf(ev) {
+  if (Number.isFinite(ev.tokens)) return ev.tokens;
+  const n = (Number.isFinite(ev.input_tokens) ? ev.input_tokens : 0) + (Number.isFinite(ev.output_tokens) ? ev.output_tokens : 0);
+  return n || null;
+}
+
+const text = (v) => (v === null || v === undefined ? "" : String(v));
+
+function makeRow(ev) {
+  const li = document.createElement("li");
+  li.className = "row";
+  li.tabIndex = 0;
+  li.dataset.severity = severityOf(ev);
+  const cells = [
+    timeOf(ev),
+    li.dataset.severity,
+    text(ev.type),
+    text(ev.agent),
+    text(ev.workflow),
+    Number.isFinite(ev.duration_ms) ? `${fmt(ev.duration_ms)} ms` : "",
+    text(tokensOf(ev) ?? ""),
+    Number.isFinite(ev.cost_usd) ? money(ev.cost_usd) : "",
+  ];
+  for (const value of cells) {
+    const span = document.createElement("span");
+    span.textContent = value; // never innerHTML: event fields are untrusted
+    li.append(span);
+  }
+  rowEvent.set(li, ev);
+  return li;
+}
+
+function render() {
+  state.frame = 0;
+  const pending = state.pending;
+  state.pending = [];
+  if (pending.length) {
+    const fragment = document.createDocumentFragment();
+    for (let i = pending.length - 1; i >= 0; i--) fragment.append(makeRow(pending[i]));
+    if (pending.length >= state.maxRows) {
+      list.replaceChildren(fragment);
+    } else {
+      list.prepend(fragment);
+      for (let extra = list.childElementCount - state.maxRows; extra > 0; extra--) list.lastElementChild.remove();
+    }
+  }
+  showCounters();
+}
+
+function openDetail(li) {
+  const ev = rowEvent.get(li);
+  if (!ev) return;
+  $("#detail-title").textContent = `${text(ev.type)}${ev.agent ? ` · ${ev.agent}` : ""}`;
+  $("#detail-body").textContent = JSON.stringify(ev, null, 2);
+  $("#detail").showModal();
+}
+
+list.addEventListener("click", (e) => {
+  const li = e.target.closest("li");
+  if (li) openDetail(li);
+});
+list.addEventListener("keydown", (e) => {
+  const li = e.target.closest("li");
+  if (!li) return;
+  if (e.key === "Enter" || e.key === " ") {
+    e.preventDefault();
+    openDetail(li);
+  } else if (e.key === "ArrowDown" && li.nextElementSibling) {
+    e.preventDefault();
+    li.nextElementSibling.focus();
+  } else if (e.key === "ArrowUp" && li.previousElementSibling) {
+    e.preventDefault();
+    li.previousElementSibling.focus();
+  }
+});
+
+$("#pause").addEventListener("click", () => {
+  state.paused = !state.paused;
+  send({ op: state.paused ? "pause" : "resume" });
+  const button = $("#pause");
+  button.setAttribute("aria-pressed", String(state.paused));
+  button.textContent = state.paused ? "Resume" : "Pause";
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    setConn(state.paused ? "paused" : "connected", state.paused ? "connected · paused" : "connected");
+  }
+});
+
+$("#clear").addEventListener("click", () => {
+  state.pending = [];
+  list.replaceChildren();
+});
+
+// ---------------------------------------------------------------- filters
+
+const form = $("#filters");
+
+function fillSelect(select, values, selected) {
+  const wanted = new Set(values);
+  if (selected) wanted.add(selected);
+  const have = [...select.options].slice(1).map((o) => o.value);
+  const next = [...wanted].sort();
+  if (have.length === next.length && have.every((v, i) => v === next[i])) return;
+  const options = next.map((v) => new Option(v, v, false, v === selected));
+  select.replaceChildren(select.options[0], ...options);
+  select.value = selected;
+}
+
+function showFilter() {
+  for (const k of FILTER_KEYS) {
+    const select = form.elements[k];
+    if (k !== "severity") fillSelect(select, [], state.filter[k]);
+    select.value = state.filter[k];
+  }
+}
+
+form.addEventListener("submit", (e) => e.preventDefault());
+form.addEventListener("change", (e) => {
+  const name = e.target.name;
+  if (name === "window") {
+    state.window = e.target.value;
+  } else if (FILTER_KEYS.includes(name)) {
+    state.filter[name] = e.target.value;
+    // The server clears this client's queue on subscribe; the list follows suit.
+    state.pending = [];
+    list.replaceChildren();
+    const filter = Object.fromEntries(FILTER_KEYS.filter((k) => state.filter[k]).map((k) => [k, state.filter[k]]));
+    send({ op: "subscribe", filter, interval_ms: TAIL_INTERVAL_MS });
+  } else {
+    return;
+  }
+  state.history = [];
+  syncURL();
+  refreshStats();
+});
+
+async function refreshOptions() {
+  const largest = state.windows[state.windows.length - 1];
+  for (const key of STATS_FILTER_KEYS) {
+    try {
+      const data = await getJSON(`/v1/stats?${new URLSearchParams({ window: largest, by: key, limit: "200" })}`);
+      fillSelect(form.elements[key], (data.groups || []).map((g) => g.key), state.filter[key]);
+    } catch { /* shown by the stats panel */ }
+  }
+}
+
+async function loadWindows() {
+  try {
+    const data = await getJSON("/v1/stats");
+    const names = Object.keys(data.windows || {});
+    if (names.length) state.windows = names;
+  } catch { /* keep the defaults */ }
+  if (!state.windows.includes(state.window)) state.window = state.windows[0];
+  const select = form.elements.window;
+  select.replaceChildren(...state.windows.map((w) => new Option(w, w, false, w === state.window)));
+  select.value = state.window;
+}
+
+// ---------------------------------------------------------------- stats and charts
+
+async function refreshStats() {
+  if (state.statsBusy) return;
+  state.statsBusy = true;
+  try {
+    const [stats, byAgent] = await Promise.all([
+      getJSON(`/v1/stats?${statsQuery({ window: state.window })}`),
+      getJSON(`/v1/stats?${statsQuery({ window: state.window, by: "agent", limit: "20" })}`),
+    ]);
+    showStats(stats);
+    showAgents(byAgent.groups || []);
+    $("#stats-note").textContent = `${stats.exact === false ? "sampled" : "exact"} · as of ${stats.as_of ?? "?"}`;
+  } catch (err) {
+    $("#stats-note").textContent = `stats unavailable (${err.message})`;
+  } finally {
+    state.statsBusy = false;
+  }
+}
+
+function showStats(s) {
+  const d = s.duration_ms || {};
+  const r = s.rates || {};
+  $("#stats-window").textContent = s.window ?? state.window;
+  setOutput("events_per_second", r.events_per_second, fmt(r.events_per_second, 2));
+  setOutput("p50", d.p50, fmt(d.p50));
+  setOutput("p95", d.p95, fmt(d.p95));
+  setOutput("p99", d.p99, fmt(d.p99));
+  setOutput("tokens_per_second", r.tokens_per_second, fmt(r.tokens_per_second));
+  setOutput("cost_per_hour_usd", r.cost_per_hour_usd, money(r.cost_per_hour_usd));
+  setOutput("events", s.events, fmt(s.events));
+  setOutput("errors", s.errors, fmt(s.errors));
+  setOutput("error_rate", s.error_rate, s.error_rate === null || s.error_rate === undefined ? "–" : `${(s.error_rate * 100).toFixed(2)}%`);
+  setOutput("cost_usd", s.cost_usd, money(s.cost_usd));
+  state.history.push({
+    events: r.events_per_second ?? null, p50: d.p50 ?? null, p95: d.p95 ?? null, p99: d.p99 ?? null,
+    tokens: r.tokens_per_second ?? null, cost: r.cost_per_hour_usd ?? null,
+  });
+  if (state.history.length > HISTORY) state.history.shift();
+  drawCharts();
+}
+
+function showAgents(groups) {
+  const rows = groups.map((g) => {
+    const tr = document.createElement("tr");
+    tr.dataset.key = g.key;
+    const d = g.duration_ms || {};
+    const cells = [g.key, fmt(g.events), fmt(g.errors), fmt(d.p50), fmt(d.p95), fmt(d.p99), fmt((g.tokens || {}).total ?? null), money(g.cost_usd)];
+    cells.forEach((value, i) => {
+      const cell = document.createElement(i === 0 ? "th" : "td");
+      if (i === 0) cell.scope = "row";
+      cell.textContent = value;
+      tr.append(cell);
+    });
+    return tr;
+  });
+  $("#agents tbody").replaceChildren(...rows);
+}
+
+const SERIES = {
+  events: [["events", "--accent"]],
+  duration: [["p50", "--ok"], ["p95", "--warning"], ["p99", "--error"]],
+  tokens: [["tokens", "--accent"]],
+  cost: [["cost", "--warning"]],
+};
+
+function drawCharts() {
+  const css = getComputedStyle(document.documentElement);
+  const points = state.history;
+  for (const canvas of document.querySelectorAll("canvas[data-chart]")) {
+    const series = SERIES[canvas.dataset.chart];
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth;
+    const h = canvas.clientHeight;
+    if (!w || !h) continue;
+    if (canvas.width !== Math.round(w * dpr)) canvas.width = Math.round(w * dpr);
+    if (canvas.height !== Math.round(h * dpr)) canvas.height = Math.round(h * dpr);
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    let max = 0;
+    for (const p of points) for (const [key] of series) if (p[key] > max) max = p[key];
+    ctx.strokeStyle = css.getPropertyValue("--line");
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(0, h - 0.5);
+    ctx.lineTo(w, h - 0.5);
+    ctx.stroke();
+    if (!max) continue;
+    const step = w / (HISTORY - 1);
+    const x0 = w - (points.length - 1) * step;
+    for (const [key, color] of series) {
+      ctx.strokeStyle = css.getPropertyValue(color);
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      let drawing = false;
+      points.forEach((p, i) => {
+        const v = p[key];
+        if (v === null) { drawing = false; return; }
+        const x = x0 + i * step;
+        const y = h - 2 - (v / max) * (h - 6);
+        if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+        drawing = true;
+      });
+      ctx.stroke();
+    }
+    ctx.fillStyle = css.getPropertyValue("--dim");
+    ctx.font = "10px sans-serif";
+    ctx.fillText(fmt(max), 2, 10);
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+async function start() {
+  showFilter();
+  showCounters();
+  syncURL();
+  connect();
+  await loadWindows();
+  syncURL();
+  refreshStats();
+  refreshOptions();
+  setInterval(refreshStats, STATS_EVERY_MS);
+  setInterval(refreshOptions, OPTIONS_EVERY_MS);
+  window.addEventListener("resize", drawCharts);
+}
+
+start();
