@@ -162,8 +162,9 @@ function connect() {
   ws.onopen = () => {
     opened = true;
     state.attempts = 0;
+    $("#conn").dataset.synced = "true"; // the filter went in the URL
     if (state.paused) ws.send(JSON.stringify({ op: "pause" }));
-    setConn(state.paused ? "paused" : "connected", state.paused ? "connected · paused" : "connected");
+    else setConn("connected", "connected");
   };
 
   ws.onmessage = (msg) => {
@@ -171,6 +172,10 @@ function connect() {
     try { data = JSON.parse(msg.data); } catch { return; }
     if (Array.isArray(data.events)) {
       receive(data.events, data.dropped || 0);
+    } else if (data.op === "subscribed") {
+      $("#conn").dataset.synced = "true"; // the server now filters as the form says
+    } else if (data.op === "paused" || data.op === "resumed") {
+      setConn(data.op === "paused" ? "paused" : "connected", data.op === "paused" ? "connected · paused" : "connected");
     } else if (data.op === "error") {
       setConn("error", `server: ${data.error}`);
     }
@@ -312,10 +317,7 @@ $("#pause").addEventListener("click", () => {
   send({ op: state.paused ? "pause" : "resume" });
   const button = $("#pause");
   button.setAttribute("aria-pressed", String(state.paused));
-  button.textContent = state.paused ? "Resume" : "Pause";
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-    setConn(state.paused ? "paused" : "connected", state.paused ? "connected · paused" : "connected");
-  }
+  button.textContent = state.paused ? "Resume" : "Pause"; // the status follows the server's ack
 });
 
 $("#clear").addEventListener("click", () => {
@@ -356,6 +358,7 @@ form.addEventListener("change", (e) => {
     // The server clears this client's queue on subscribe; the list follows suit.
     state.pending = [];
     list.replaceChildren();
+    $("#conn").dataset.synced = "false";
     const filter = Object.fromEntries(FILTER_KEYS.filter((k) => state.filter[k]).map((k) => [k, state.filter[k]]));
     send({ op: "subscribe", filter, interval_ms: TAIL_INTERVAL_MS });
   } else {
