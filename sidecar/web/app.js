@@ -3,14 +3,18 @@
 //   WS /v1/tail   -> the event list (batches {"events": [...], "dropped": n})
 //   GET /v1/stats -> the charts and the per-agent table, once a second
 //
-// The list is capped (web.max_rows, or ?rows=) and rendered at most once per
-// animation frame, so a flood of events costs one DOM update per frame and memory
-// stays flat however long the tab stays open.
+// The list keeps at most web.max_rows events (or fewer with ?rows=), so memory stays
+// flat however long the tab stays open. It is virtualised: only the rows on screen
+// exist in the DOM, and they are refreshed at most once per animation frame, so a
+// flood of events costs the same few dozen row updates per frame as a trickle.
 
 const FILTER_KEYS = ["type", "agent", "workflow", "severity"];
 const STATS_FILTER_KEYS = ["type", "agent", "workflow"]; // /v1/stats has no severity filter
 const DEFAULT_WINDOWS = ["1m", "5m", "15m", "1h"];
-const TAIL_INTERVAL_MS = 250; // the server coalesces events into at most 4 messages a second
+// The server coalesces events into at most 20 messages a second. It sends at most
+// tail.max_batch (500) events per message, so this also caps the page at 10,000 ev/s.
+const TAIL_INTERVAL_MS = 50;
+const ROW_HEIGHT = 20; // px, as in app.css
 const STATS_EVERY_MS = 1000;
 const OPTIONS_EVERY_MS = 5000;
 const HISTORY = 120; // chart points (two minutes at one a second)
@@ -35,7 +39,8 @@ const state = {
   paused: false,
   received: 0,
   dropped: 0,
-  pending: [], // events not yet on screen, oldest first, never more than maxRows
+  buffer: [], // the list's events, oldest first, never more than maxRows
+  added: 0, // events added since the last frame (to keep a scrolled view still)
   frame: 0,
   ws: null,
   attempts: 0,
@@ -209,15 +214,17 @@ function send(message) {
 function receive(events, dropped) {
   state.received += events.length;
   state.dropped += dropped;
-  const pending = state.pending;
-  for (const ev of events) pending.push(ev);
-  if (pending.length > state.maxRows) pending.splice(0, pending.length - state.maxRows);
-  if (!state.frame) state.frame = requestAnimationFrame(render);
+  const buffer = state.buffer;
+  for (const ev of events) buffer.push(ev);
+  if (buffer.length > state.maxRows) buffer.splice(0, buffer.length - state.maxRows);
+  state.added += events.length;
+  scheduleRender();
 }
 
 // ---------------------------------------------------------------- the list
 
 const list = $("#events");
+const scroller = $("#scroller");
 const rowEvent = new WeakMap();
 
 function severityOf(ev) {
@@ -244,14 +251,20 @@ function tokensOf(ev) {
 
 const text = (v) => (v === null || v === undefined ? "" : String(v));
 
-function makeRow(ev) {
+function newRow() {
   const li = document.createElement("li");
   li.className = "row";
   li.tabIndex = 0;
-  li.dataset.severity = severityOf(ev);
+  for (let i = 0; i < 8; i++) li.append(document.createElement("span"));
+  return li;
+}
+
+function fillRow(li, ev) {
+  const severity = severityOf(ev);
+  li.dataset.severity = severity;
   const cells = [
     timeOf(ev),
-    li.dataset.severity,
+    severity,
     text(ev.type),
     text(ev.agent),
     text(ev.workflow),
@@ -259,30 +272,61 @@ function makeRow(ev) {
     text(tokensOf(ev) ?? ""),
     Number.isFinite(ev.cost_usd) ? money(ev.cost_usd) : "",
   ];
+  let span = li.firstElementChild;
   for (const value of cells) {
-    const span = document.createElement("span");
     span.textContent = value; // never innerHTML: event fields are untrusted
-    li.append(span);
+    span = span.nextElementSibling;
   }
   rowEvent.set(li, ev);
-  return li;
+}
+
+function scheduleRender() {
+  if (!state.frame) state.frame = requestAnimationFrame(render);
 }
 
 function render() {
   state.frame = 0;
-  const pending = state.pending;
-  state.pending = [];
-  if (pending.length) {
-    const fragment = document.createDocumentFragment();
-    for (let i = pending.length - 1; i >= 0; i--) fragment.append(makeRow(pending[i]));
-    if (pending.length >= state.maxRows) {
-      list.replaceChildren(fragment);
-    } else {
-      list.prepend(fragment);
-      for (let extra = list.childElementCount - state.maxRows; extra > 0; extra--) list.lastElementChild.remove();
+  const buffer = state.buffer;
+  const n = buffer.length;
+  list.style.height = `${n * ROW_HEIGHT}px`;
+  list.dataset.rows = String(n);
+  list.setAttribute("aria-rowcount", String(n));
+  // Someone reading further down keeps their rows in place while new ones arrive on top.
+  if (state.added && scroller.scrollTop > 0) scroller.scrollTop += state.added * ROW_HEIGHT;
+  state.added = 0;
+  const top = scroller.scrollTop;
+  const first = Math.min(n, Math.max(0, Math.floor(top / ROW_HEIGHT) - 2));
+  const last = Math.min(n, Math.ceil((top + scroller.clientHeight) / ROW_HEIGHT) + 2);
+  const want = Math.max(0, last - first);
+  while (list.childElementCount < want) list.append(newRow());
+  while (list.childElementCount > want) list.lastElementChild.remove();
+  let li = list.firstElementChild;
+  for (let i = first; i < last; i++, li = li.nextElementSibling) {
+    const ev = buffer[n - 1 - i]; // newest first
+    if (rowEvent.get(li) !== ev) fillRow(li, ev);
+    if (li.dataset.index !== String(i)) {
+      li.dataset.index = String(i);
+      li.style.top = `${i * ROW_HEIGHT}px`;
     }
   }
   showCounters();
+}
+
+function clearList() {
+  state.buffer = [];
+  state.added = 0;
+  scroller.scrollTop = 0;
+  scheduleRender();
+}
+
+function focusRow(index) {
+  const n = state.buffer.length;
+  if (index < 0 || index >= n) return;
+  const y = index * ROW_HEIGHT;
+  if (y < scroller.scrollTop) scroller.scrollTop = y;
+  else if (y + ROW_HEIGHT > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = y + ROW_HEIGHT - scroller.clientHeight;
+  render();
+  list.querySelector(`li[data-index="${index}"]`)?.focus();
 }
 
 function openDetail(li) {
@@ -293,6 +337,8 @@ function openDetail(li) {
   $("#detail").showModal();
 }
 
+scroller.addEventListener("scroll", scheduleRender, { passive: true });
+window.addEventListener("resize", scheduleRender);
 list.addEventListener("click", (e) => {
   const li = e.target.closest("li");
   if (li) openDetail(li);
@@ -300,15 +346,16 @@ list.addEventListener("click", (e) => {
 list.addEventListener("keydown", (e) => {
   const li = e.target.closest("li");
   if (!li) return;
+  const index = Number(li.dataset.index);
   if (e.key === "Enter" || e.key === " ") {
     e.preventDefault();
     openDetail(li);
-  } else if (e.key === "ArrowDown" && li.nextElementSibling) {
+  } else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
     e.preventDefault();
-    li.nextElementSibling.focus();
-  } else if (e.key === "ArrowUp" && li.previousElementSibling) {
+    focusRow(index + (e.key === "ArrowDown" ? 1 : -1));
+  } else if (e.key === "Home" || e.key === "End") {
     e.preventDefault();
-    li.previousElementSibling.focus();
+    focusRow(e.key === "Home" ? 0 : state.buffer.length - 1);
   }
 });
 
@@ -320,10 +367,7 @@ $("#pause").addEventListener("click", () => {
   button.textContent = state.paused ? "Resume" : "Pause"; // the status follows the server's ack
 });
 
-$("#clear").addEventListener("click", () => {
-  state.pending = [];
-  list.replaceChildren();
-});
+$("#clear").addEventListener("click", clearList);
 
 // ---------------------------------------------------------------- filters
 
@@ -356,8 +400,7 @@ form.addEventListener("change", (e) => {
   } else if (FILTER_KEYS.includes(name)) {
     state.filter[name] = e.target.value;
     // The server clears this client's queue on subscribe; the list follows suit.
-    state.pending = [];
-    list.replaceChildren();
+    clearList();
     $("#conn").dataset.synced = "false";
     const filter = Object.fromEntries(FILTER_KEYS.filter((k) => state.filter[k]).map((k) => [k, state.filter[k]]));
     send({ op: "subscribe", filter, interval_ms: TAIL_INTERVAL_MS });
