@@ -33,6 +33,8 @@ from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.tail import TailHub
+from sidecar.sinks.window import WindowSink
+from sidecar.stats import stats_route
 from sidecar.tail_route import tail_route
 from sidecar.types import Sink
 
@@ -62,6 +64,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
     return [
         MetricsSink(config.metrics, config.lifecycle, registry),
         TailHub(config.tail, registry),
+        WindowSink(config.windows, registry, clock),
     ]
 
 
@@ -91,6 +94,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     config = sidecar.config
     return [
         events_route(config.ingest, config.auth.token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        stats_route(sidecar.sinks["window"], config.auth.token),
         Route("/metrics", _metrics),
         Route("/healthz", _healthz),
         Route("/readyz", _readyz),

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from sidecar import __version__
-from sidecar.commands import check_config, run, send, tail
+from sidecar.commands import check_config, run, send, stats, tail
 
 # Each command module has `register(subparsers)`, which sets `func(args) -> exit code`.
-COMMANDS = (run, check_config, send, tail)
+COMMANDS = (run, check_config, send, tail, stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,6 +67,7 @@ class LifecycleConfig:
 class WindowsConfig:
     durations: tuple[float, ...] = _f((60.0, 300.0, 900.0, 3600.0), "durations", "rolling windows for /v1/stats")
     max_samples: int = _f(2_000_000, "positive_int", "samples kept across all windows (memory bound)")
+    cumulative_samples: int = _f(100_000, "positive_int", "durations kept (uniform reservoir) for since-start quantiles")
 
 
 @dataclass(frozen=True)
