@@ -107,7 +107,7 @@ def main() -> None:
                 cpu0 = cpu_seconds(proc.pid)
                 t0 = time.monotonic()
                 if args.screenshot:
-                    page.wait_for_timeout(args.seconds * 500)
+                    page.wait_for_timeout(args.seconds * 900)  # near the end: the charts have a history
                     page.screenshot(path=args.screenshot)
                 sender.join()
                 wall = time.monotonic() - t0

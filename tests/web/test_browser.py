@@ -279,7 +279,7 @@ def test_with_auth_token_the_page_asks_once_and_keeps_it_for_the_tab(open_page):
         expect(dialog).to_be_hidden()
         sc.send_unix(ndjson(event("llm.call", agent="planner")))
         expect(rows(page)).to_have_count(1)
-        page.wait_for_function("document.querySelector('output[data-metric=\"events\"]').dataset.value === '1'")
+        page.wait_for_function("() => document.querySelector('output[data-metric=\"events\"]').dataset.value === '1'")
         assert "s3cret" not in page.url
         page.reload()  # same tab: no question
         page.wait_for_selector('#conn[data-state="connected"]')
