@@ -89,7 +89,8 @@ def test_event_fields_are_shown_as_text_never_as_markup(sidecar, open_page):
     evil = "<img src=x onerror=window.__pwned=1>"
     sidecar.send_unix(ndjson(event("llm.call", agent=evil, workflow="<b>w</b>", payload={"html": evil})))
     expect(rows(page)).to_have_count(1)
-    expect(rows(page).first).to_contain_text(evil)
+    expect(rows(page).first).to_contain_text("<img src=x")  # as text (the column may cut it short)
+    expect(rows(page).first).to_contain_text("<b>w</b>")
     assert page.locator("#events img, #events b").count() == 0
     rows(page).first.click()
     expect(page.locator("#detail-body")).to_contain_text(evil)
