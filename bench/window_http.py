@@ -63,6 +63,9 @@ def main() -> None:
                 q = statistics.quantiles(ms, n=100, method="inclusive")
                 print(f"HTTP {path:<36} p50 {q[49]:7.3f} ms   p99 {q[98]:7.3f} ms   max {max(ms):7.3f} ms   ({len(ms)} requests)")
             conn.close()
+        except Exception:
+            print(proc.output[-3000:])
+            raise
         finally:
             proc.stop()
 

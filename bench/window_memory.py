@@ -26,6 +26,10 @@ from sidecar.sinks.window import WindowSink  # noqa: E402
 from sidecar.testing import FakeClock  # noqa: E402
 
 N = int(os.environ.get("N", "1000000"))
+if os.environ.get("HUGEPAGES") == "0":  # diagnostic: numpy asks for transparent huge pages on big arrays
+    import numpy as np
+
+    np._core.multiarray._set_madvise_hugepage(False)
 
 
 def rss() -> int:

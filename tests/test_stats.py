@@ -103,3 +103,21 @@ def test_metrics_exposes_window_gauges_and_late_events(clocked):
     assert 'agent_window_duration_seconds{quantile="0.99",window="1h"} 0.4' in body
     assert 'agent_window_events{window="5m"} 4.0' in body
     assert "sidecar_window_late_events_total 1.0" in body
+
+
+def test_promtool_accepts_the_window_exposition_apart_from_the_quantile_label_lint():
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    clock = FakeClock()
+    with running_sidecar(clock=clock, **{"windows.prometheus_by": ["agent"]}) as s:
+        send(s, clock, *[event(agent=a, duration_ms=float(ms)) for a in ("a", "b") for ms in range(10)])
+        body = httpx.get(f"{s.url}/metrics").text
+    assert 'agent_window_events{agent="b",window="1m"} 10.0' in body
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)
+    problems = {line for line in (result.stdout + result.stderr).splitlines() if line.strip()}
+    # The issue names these gauges with a `quantile` label; promtool's lint reserves it for summaries.
+    assert problems <= {'agent_window_duration_seconds non-summary metrics should not have "quantile" label'}

@@ -195,18 +195,19 @@ class Keys:
         self.severity = np.zeros(64, dtype=np.int8)
         self.failed = np.zeros(64, dtype=bool)
         self.overflowed = 0
-        self._overflow: int | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def intern(self, combo: tuple) -> int:
         """The key of a combination (type, agent, workflow, model, severity, success) not yet seen."""
-        if len(self.ids) >= MAX_KEYS - 1:
+        if len(self.ids) >= MAX_KEYS - 2 * len(SEVERITIES):
+            # Past the cap the labels fold into __overflow__, but severity and failure stay
+            # (at most 10 overflow keys), so errors and severity counts remain exact.
             self.overflowed += 1
-            if self._overflow is None:
-                self._overflow = self._add((OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW, "info", True))
-            return self._overflow
+            folded = (OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW, combo[4], combo[5])
+            key = self.ids.get(folded)
+            return key if key is not None else self._add(folded)
         return self._add(combo)
 
     def _add(self, combo: tuple) -> int:
@@ -535,7 +536,7 @@ class WindowSink:
                 a[:live] = a[self.head : self.tail]
         else:
             # Untouched pages of np.empty are not resident, so slack costs address space only.
-            size = max(INITIAL_CAPACITY, (live + n) * 3 // 2)
+            size = max(INITIAL_CAPACITY, (live + n) * 5 // 4)
             for c, a in self.cols.items():
                 grown = np.empty(size, dtype=a.dtype)
                 grown[:live] = a[self.head : self.tail]
@@ -764,31 +765,76 @@ class WindowSink:
         return []  # families are built at scrape time
 
     def collect(self) -> Iterator[Metric]:
+        by_dims = tuple(self.config.prometheus_by)
+        blank = [""] * len(by_dims)
         quantiles = GaugeMetricFamily(
             "agent_window_duration_seconds",
-            "Exact nearest-rank quantile of event durations over the sliding window (NaN when empty).",
-            labels=["window", "quantile"],
+            "Exact nearest-rank quantile of event durations over the sliding window (NaN when empty)."
+            + (f" Series with {'/'.join(by_dims)} set cover one value; empty ones the whole window." if by_dims else ""),
+            labels=["window", "quantile", *by_dims],
         )
-        events = GaugeMetricFamily("agent_window_events", "Events whose timestamp is inside the sliding window.", labels=["window"])
+        events = GaugeMetricFamily("agent_window_events", "Events whose timestamp is inside the sliding window.", labels=["window", *by_dims])
         samples = GaugeMetricFamily(
             "sidecar_window_samples", "Duration samples held for the window's quantiles (fewer than events past windows.max_samples).", labels=["window"]
         )
+        snapshots = []
         with self._lock:
             self._flush(self.clock())
             for w in self.windows:
                 n = len(w.values)
                 values = w.values.select(_ranks(n)).tolist() if n else [math.nan] * (len(PERCENTILES) + 2)
                 for p, v in zip(PERCENTILES, values[1:-1]):
-                    quantiles.add_metric([w.name, str(p / 100)], v / 1000.0)
-                events.add_metric([w.name], w.counters.total("events"))
+                    quantiles.add_metric([w.name, str(p / 100), *blank], v / 1000.0)
+                events.add_metric([w.name, *blank], w.counters.total("events"))
                 samples.add_metric([w.name], n)
+                if by_dims:
+                    snapshots.append((w, self._snapshot(w)))
             late = self.late
+            overflowed = self.keys.overflowed
+            if by_dims:
+                nk = len(self.keys)
+                group_of = {d: (self.keys.of[d][:nk].copy(), list(self.keys.names[d])) for d in by_dims}
+        # Per-value quantiles need a pass over the window's rows: done on copies, outside the lock.
+        for w, (key, dur, per_key_events) in snapshots:
+            for i, dim in enumerate(by_dims):
+                of, names = group_of[dim]
+                for name, count, values in _top_groups(key, dur, of, names, per_key_events, self.config.prometheus_by_limit):
+                    labels = blank[:i] + [name] + blank[i + 1 :]
+                    events.add_metric([w.name, *labels], count)
+                    for p, v in zip(PERCENTILES, values):
+                        quantiles.add_metric([w.name, str(p / 100), *labels], v / 1000.0)
         yield quantiles
         yield events
         yield samples
         yield CounterMetricFamily(
             "sidecar_window_late_events", "Events older than the largest window when they arrived (ignored for windows, counted since start).", value=late
         )
+        yield CounterMetricFamily(
+            "sidecar_window_overflow_events",
+            "Events whose type/agent/workflow/model combination was folded into __overflow__ (the window sink's key cap).",
+            value=overflowed,
+        )
+
+    def _snapshot(self, w: _Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of a window's (key, sampled duration) rows and its per-key event counts."""
+        ts = self.cols["ts"][self.head : self.tail]
+        start = self.head + int(np.searchsorted(ts, w.cutoff, "left"))
+        rows = self._rows(start, self.tail)
+        sampled = _sampled(rows["ts"], rows["dur"], self.level)
+        return rows["key"][sampled], rows["dur"][sampled], w.counters.per_key("events", len(self.keys)).copy()
+
+
+def _top_groups(key: np.ndarray, dur: np.ndarray, of: np.ndarray, names: list, per_key_events: np.ndarray, limit: int) -> Iterator[tuple[str, float, list[float]]]:
+    """(value, events, [p50, p90, p95, p99] or NaNs) for the `limit` most active values of a field."""
+    per_group = np.bincount(of, weights=per_key_events, minlength=len(names))
+    chosen = [g for g in np.argsort(-per_group, kind="stable").tolist() if per_group[g] > 0 and names[g] is not None][:limit]
+    row_group = np.take(of.astype(np.uint16), key)
+    order = np.argsort(row_group, kind="stable")
+    sorted_groups = row_group[order]
+    for g in chosen:
+        values = dur[order[np.searchsorted(sorted_groups, g, "left") : np.searchsorted(sorted_groups, g, "right")]]
+        at = _at_ranks(values)
+        yield names[g], float(per_group[g]), [math.nan] * len(PERCENTILES) if at is None else at[1:-1].tolist()
 
 
 def _ranks(n: int) -> np.ndarray:

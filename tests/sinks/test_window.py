@@ -295,14 +295,19 @@ def test_cumulative_quantiles_come_from_a_reservoir_once_it_is_full():
     assert sink.stats("1m")["exact"] is True
 
 
-def test_more_than_max_keys_combinations_fold_into_one_overflow_key(monkeypatch):
-    monkeypatch.setattr(window_mod, "MAX_KEYS", 4)
+def test_more_than_max_keys_combinations_fold_into_overflow_keys_that_keep_errors_exact(monkeypatch):
+    monkeypatch.setattr(window_mod, "MAX_KEYS", 13)  # room for 3 keys before the 10 overflow ones
     clock = FakeClock()
     sink = WindowSink(WindowsConfig(), None, clock)
-    sink.consume(batch([make_event(clock.now, "llm.call", f"a{i}", None, None, None, 1.0, None, None, None, None, None) for i in range(6)], clock.now))
+    evs = [make_event(clock.now, "llm.call", f"a{i}", None, None, None, 1.0, None, None, None, None, None) for i in range(6)]
+    evs.append(make_event(clock.now, "agent.failed", "a9", None, None, None, None, None, None, None, None, None))
+    sink.consume(batch(evs, clock.now))
     doc = sink.stats("1m", by="agent")
-    assert doc["events"] == 6
-    assert {g["key"]: g["events"] for g in doc["groups"]} == {"__overflow__": 3, "a0": 1, "a1": 1, "a2": 1}
+    assert doc["events"] == 7 and doc["errors"] == 1 and doc["events_by_severity"] == {"info": 6, "error": 1}
+    assert {g["key"]: g["events"] for g in doc["groups"]} == {"__overflow__": 4, "a0": 1, "a1": 1, "a2": 1}
+    registry = CollectorRegistry()
+    registry.register(sink)
+    assert registry.get_sample_value("sidecar_window_overflow_events_total") == 4
 
 
 def test_large_token_counts_are_clamped_to_the_column_width():
@@ -373,3 +378,26 @@ def test_sorted_values_select_matches_a_full_sort_on_large_random_multisets(seed
     want = np.sort(np.array(live))
     ranks = np.concatenate((np.arange(1, 50), rng.integers(1, len(want) + 1, 500), np.arange(len(want) - 50, len(want) + 1)))
     assert np.array_equal(sv.select(ranks), want[ranks - 1])
+
+
+def test_prometheus_by_agent_exports_each_agents_exact_quantiles_beside_the_whole_window():
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    sink = WindowSink(WindowsConfig(prometheus_by=("agent",), prometheus_by_limit=2), registry, clock)
+    evs = [make_event(clock.now, "llm.call", agent, None, None, None, float(ms), None, None, None, None, None)
+           for agent, values in (("a", range(1, 101)), ("b", range(1000, 1010)), ("c", [5.0]), (None, [7.0])) for ms in values]
+    sink.consume(batch(evs, clock.now))
+    value = registry.get_sample_value
+    assert value("agent_window_duration_seconds", {"window": "1m", "quantile": "0.9", "agent": "a"}) == 0.09
+    assert value("agent_window_duration_seconds", {"window": "1m", "quantile": "0.5", "agent": "b"}) == 1.004
+    assert value("agent_window_events", {"window": "1m", "agent": "a"}) == 100
+    assert value("agent_window_events", {"window": "1m", "agent": ""}) == 112  # the whole window
+    assert value("agent_window_events", {"window": "1m", "agent": "c"}) is None  # beyond prometheus_by_limit
+
+
+def test_prometheus_by_names_only_known_fields():
+    from sidecar.config import config_from_dict
+    from sidecar.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="windows.prometheus_by: unknown field 'region'"):
+        config_from_dict({"windows": {"prometheus_by": ["agent", "region"]}})
