@@ -7,6 +7,8 @@ turns one WebSocket connection into one hub client and feeds it the client's mes
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from urllib.parse import urlsplit
 
 from starlette.responses import JSONResponse
@@ -19,6 +21,22 @@ from sidecar.sinks.tail import FilterError, TailHub, parse_filter, parse_interva
 PATH = "/v1/tail"
 TRY_AGAIN_LATER = 1013
 GOING_AWAY = 1001
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn logs each WebSocket's path with its query string; `?token=` must not reach logs."""
+
+    _pattern = re.compile(r"([?&]token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(self._pattern.sub(r"\1<redacted>", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = self._pattern.sub(r"\1<redacted>", record.msg)
+        return True
+
+
+REDACT_TOKENS = RedactTokens()
 
 
 def token_ok(ws: WebSocket, token: str | None) -> bool:
@@ -44,6 +62,7 @@ def origin_ok(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
 
 def tail_route(hub: TailHub, config: TailConfig, auth_token: str | None) -> WebSocketRoute:
     token = config.token or auth_token
+    logging.getLogger("uvicorn.error").addFilter(REDACT_TOKENS)  # the same instance: added once
 
     async def tail(ws: WebSocket) -> None:
         if not token_ok(ws, token):

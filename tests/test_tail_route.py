@@ -241,3 +241,24 @@ async def test_shutdown_closes_clients_with_1001():
         await asyncio.wait_for(ws.recv(), LIVENESS)
     assert ws.close_code == 1001
     await ws.close()
+
+
+async def test_large_events_are_split_so_no_message_exceeds_a_default_client_limit(sidecar):
+    pad = "x" * 60_000
+    async with connect(ws_url(sidecar)) as ws:  # websockets' default max_size is 1 MiB
+        await send(sidecar, *[event(agent="big", i=i, pad=pad) for i in range(40)])
+        got = []
+        while len(got) < 40:
+            raw = await asyncio.wait_for(ws.recv(), LIVENESS)
+            assert len(raw) <= 1 << 20
+            got += json.loads(raw)["events"]
+    assert [e["i"] for e in got] == list(range(40))
+
+
+async def test_a_query_token_never_reaches_the_log(caplog):
+    caplog.set_level("INFO", logger="uvicorn.error")
+    with running_sidecar(**{"tail.token": "s3cret-value"}) as s:
+        async with connect(ws_url(s, "agent=a&token=s3cret-value")) as ws:
+            assert await drain(ws) == []
+    assert "WebSocket /v1/tail?agent=a&token=<redacted>" in caplog.text
+    assert "s3cret-value" not in caplog.text

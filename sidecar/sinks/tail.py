@@ -47,6 +47,11 @@ MAX_INTERVAL_MS = 60_000
 MAX_CONTROL = 64  # replies (acks, errors) waiting for one client; beyond, errors are dropped
 MAX_MESSAGE_BYTES = (1 << 20) - 64  # leaves room for the envelope under a 1 MiB client limit
 CLOSE_WAIT = 1.0  # seconds shutdown waits for close frames to be written
+# Fair share with ingest: senders run on the loop that reads ingest sockets, and one loop turn
+# runs every ready task once. Capping the sends in one turn means the ingest reader gets a turn
+# after at most this much sending, however many clients are busy.
+SENDS_PER_TURN = 16
+SEND_BYTES_PER_TURN = 256 * 1024
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -159,7 +164,7 @@ class TailClient:
     """One subscriber: its filter, its bounded queue of encoded events, and its sender task."""
 
     __slots__ = (
-        "hub", "ws", "filter", "queue", "dropped", "control", "paused",
+        "hub", "ws", "filter", "group", "queue", "dropped", "control", "paused",
         "interval", "wakeup", "sender", "_loop",
     )
 
@@ -167,6 +172,7 @@ class TailClient:
         self.hub = hub
         self.ws = ws
         self.filter = tail_filter
+        self.group: _Group | None = None
         self.queue: deque[bytes] = deque(maxlen=hub.config.client_queue)
         self.dropped = 0  # dropped since the last message; reported in the next one
         self.control: deque[bytes] = deque()
@@ -182,11 +188,29 @@ class TailClient:
             self.control.append(_encode(message))
         self.wakeup.set()
 
+    def _encode(self, events: list[bytes], dropped: int) -> tuple[str, int]:
+        """One message from the first events that fit in MAX_MESSAGE_BYTES, and how many it holds.
+        Clients of a group that keep up send the same events: those are encoded once."""
+        group = self.group
+        cache = group.cache if group is not None else None
+        if not dropped and cache is not None and cache[0] is events[0] and cache[1] == len(events):
+            return cache[2], cache[3]  # a client's queue is a contiguous run of its group's stream
+        joined = b",".join(events)
+        used = len(events)
+        if len(joined) > MAX_MESSAGE_BYTES and used > 1:  # rare: big events
+            used = _fit(events)
+            joined = b",".join(events[:used])
+        text = (b'{"events":[' + joined + b'],"dropped":' + str(dropped).encode() + b"}").decode()
+        if not dropped and group is not None:
+            group.cache = (events[0], len(events), text, used)
+        return text, used
+
     async def run(self) -> None:
         """The sender: wait for something to send, send it, repeat until the socket fails."""
         ws = self.ws
         queue = self.queue
         control = self.control
+        turns = self.hub.turns
         max_batch = self.hub.config.max_batch
         wake = self.wakeup
         last = 0.0
@@ -204,11 +228,18 @@ class TailClient:
                             if delay > 0:
                                 await asyncio.sleep(delay)  # coalesce: whatever arrives meanwhile joins
                                 continue  # re-check: a subscribe or pause may have come meanwhile
+                        if not turns.take():
+                            await turns.wait()  # this turn's sending is used up: ingest goes first
+                            if not queue or self.paused:
+                                continue  # a subscribe or pause came meanwhile
                         events = _take(queue, max_batch)
                         dropped, self.dropped = self.dropped, 0
-                        body = b'{"events":[' + b",".join(events) + b'],"dropped":' + str(dropped).encode() + b"}"
                         last = self._loop.time()
-                        await ws.send({"type": "websocket.send", "text": body.decode()})
+                        text, used = self._encode(events, dropped)
+                        if used < len(events):
+                            queue.extendleft(reversed(events[used:]))  # room: they were just taken out
+                        turns.spend(len(text))
+                        await ws.send({"type": "websocket.send", "text": text})
                         sent = True
                     while control:
                         await ws.send({"type": "websocket.send", "text": control.popleft().decode()})
@@ -221,10 +252,61 @@ class TailClient:
             log.debug("tail sender stopped: %r", exc)
 
 
+class _Turns:
+    """How much the senders may still send in this loop turn; who waits for the next one.
+
+    A turn's allowance is reset by a callback scheduled for the next turn, which runs after
+    the loop has polled the sockets, so ingest reads interleave with sending. Waiting
+    senders are released in arrival order (the allowance is handed to them first)."""
+
+    __slots__ = ("sends", "bytes", "left", "bytes_left", "waiting", "armed")
+
+    def __init__(self, sends: int, nbytes: int):
+        self.sends, self.bytes = sends, nbytes
+        self.left, self.bytes_left = sends, nbytes
+        self.waiting: deque[asyncio.Future] = deque()
+        self.armed = False
+
+    def take(self) -> bool:
+        """Claim one message in this turn, if there is room and nobody is waiting."""
+        if self.left > 0 and self.bytes_left > 0 and not self.waiting:
+            self.left -= 1
+            self._arm()
+            return True
+        return False
+
+    def spend(self, nbytes: int) -> None:
+        self.bytes_left -= nbytes
+
+    async def wait(self) -> None:
+        """Wait for a later turn; on return one message of that turn is claimed."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        self._arm()
+        await future
+
+    def _arm(self) -> None:
+        if not self.armed:
+            self.armed = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self.armed = False
+        self.left, self.bytes_left = self.sends, self.bytes
+        waiting = self.waiting
+        while waiting and self.left > 0:
+            future = waiting.popleft()
+            if not future.done():  # a cancelled sender's
+                future.set_result(None)
+                self.left -= 1
+        if waiting:
+            self._arm()
+
+
 class _Group:
     """The clients sharing one filter: matched once per event, fed once per batch."""
 
-    __slots__ = ("filter", "clients", "check", "indexed")
+    __slots__ = ("filter", "clients", "check", "indexed", "cache")
 
     def __init__(self, tail_filter: TailFilter):
         self.filter = tail_filter
@@ -232,6 +314,8 @@ class _Group:
         self.indexed = tail_filter.index_key()
         # What the index has not already checked; None when the index lookup says it all.
         self.check = tail_filter.predicate(skip=self.indexed[0] if self.indexed else None)
+        # The last message encoded: (first event, events taken, text, events it holds).
+        self.cache: tuple[bytes, int, str, int] | None = None
 
 
 class TailHub:
@@ -242,6 +326,7 @@ class TailHub:
 
     def __init__(self, config: TailConfig, registry: CollectorRegistry | None = None):
         self.config = config
+        self.turns = _Turns(SENDS_PER_TURN, SEND_BYTES_PER_TURN)
         self.clients: dict[TailClient, None] = {}
         self._groups: dict[TailFilter, _Group] = {}
         self._index: dict[str, dict[str, dict[_Group, None]]] = {}
@@ -331,6 +416,7 @@ class TailHub:
                     by_value.setdefault(v, {})[group] = None
                 self._index_items = list(self._index.items())
         group.clients[client] = None
+        client.group = group
 
     def _unfile(self, client: TailClient) -> None:
         group = self._groups[client.filter]
@@ -458,21 +544,23 @@ def _want(wanted: dict[_Group, list[int]], group: _Group, positions: Iterable[in
 
 
 def _take(queue: deque[bytes], max_batch: int) -> list[bytes]:
-    """The oldest events for one message: at most `max_batch`, and at most MAX_MESSAGE_BYTES
-    unless a single event is larger (so a default websockets client, max_size 1 MiB, copes)."""
+    """The oldest `max_batch` events (or all)."""
     if len(queue) <= max_batch:
         events = list(queue)
         queue.clear()
-    else:
-        events = [queue.popleft() for _ in range(max_batch)]
-    if len(events) > 1 and sum(map(len, events)) > MAX_MESSAGE_BYTES:
-        total = 0
-        for n, item in enumerate(events):
-            total += len(item) + 1
-            if total > MAX_MESSAGE_BYTES and n:
-                queue.extendleft(reversed(events[n:]))  # room: they were just taken out
-                return events[:n]
-    return events
+        return events
+    popleft = queue.popleft
+    return [popleft() for _ in range(max_batch)]
+
+
+def _fit(events: list[bytes]) -> int:
+    """How many of `events` fit in MAX_MESSAGE_BYTES (at least one: a big event goes alone)."""
+    total = 0
+    for n, item in enumerate(events):
+        total += len(item) + 1
+        if total > MAX_MESSAGE_BYTES and n:
+            return n
+    return len(events)
 
 
 async def _close(ws: Transport, code: int, reason: str) -> None:

@@ -178,13 +178,9 @@ def test_indexed_matching_equals_brute_force(flts, evs):
 
 
 def test_a_message_stays_under_1_mib_unless_one_event_is_bigger():
-    from collections import deque
-
-    from sidecar.sinks.tail import MAX_MESSAGE_BYTES, _take
+    from sidecar.sinks.tail import MAX_MESSAGE_BYTES, _fit
 
     big = b"x" * (MAX_MESSAGE_BYTES // 3)
-    queue = deque([big] * 5, maxlen=10)
-    assert len(_take(queue, 500)) == 2 and len(queue) == 3
-    assert len(_take(queue, 2)) == 2 and len(queue) == 1
-    huge = deque([b"y" * (MAX_MESSAGE_BYTES + 1), b"z"])
-    assert _take(huge, 500) == [b"y" * (MAX_MESSAGE_BYTES + 1)] and list(huge) == [b"z"]
+    assert _fit([big] * 5) == 2
+    assert _fit([big] * 2) == 2
+    assert _fit([b"y" * (MAX_MESSAGE_BYTES + 1), b"z"]) == 1

@@ -1,0 +1,174 @@
+"""Live-tail end-to-end latency: event written to the Unix socket -> received by a WebSocket client.
+
+    python bench/tail_latency.py [--rate 10000] [--clients 1000] [--agents 100] [--whole 10]
+                                 [--procs 4] [--seconds 20] [--warmup 5]
+
+A real `agent-sidecar run` process; `--clients` tail clients each filtered to one agent
+out of `--agents` (`?agent=agent-NN`), plus `--whole` clients on the whole stream, split
+over `--procs` client processes (the real websockets client); a load generator process
+writes `--rate` events/s (realistic ~300-byte events, a random agent each) in small
+chunks every 2 ms, stamping each event with the wall-clock time it is written
+(`sent_at`). Each client records now - sent_at for every event it receives after the
+warm-up. Latency includes the client processes' own scheduling on this shared box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from array import array
+
+import msgspec
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tail_common import cpu_seconds, machine, rss_mib, scrape_value, serve_clients, start_sidecar  # noqa: E402
+
+
+class Ev(msgspec.Struct):
+    sent_at: float
+
+
+class Msg(msgspec.Struct):
+    events: list[Ev] = []
+    dropped: int = 0
+
+
+def generator(path: str, rate: int, agents: int, seconds: float, go, done) -> None:
+    rnd = random.Random(7)
+    template = (
+        b'{"type":"llm.call","agent":"agent-%02d","workflow":"code_review","model":"gpt-4o","run_id":"run-%d",'
+        b'"trace_id":"0af7651916cd43dd8448eb211c80319c","duration_ms":%.1f,"input_tokens":%d,"output_tokens":%d,'
+        b'"cost_usd":0.0123,"seq":%d,"sent_at":%.6f}\n'
+    )
+    go.wait()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        start = time.perf_counter()
+        sent = 0
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed * rate) - sent
+            if due > 0:
+                now = time.time()
+                s.sendall(b"".join(
+                    template % (rnd.randrange(agents), (sent + k) // 40, rnd.random() * 3000, rnd.randrange(50, 4000), rnd.randrange(10, 1500), sent + k, now)
+                    for k in range(due)
+                ))
+                sent += due
+            time.sleep(0.002)
+    done.put(sent)
+
+
+def client_proc(url: str, specs: list[str], warm_until, ready, stop, results, nice: int) -> None:
+    os.nice(nice)
+    decode = msgspec.json.Decoder(Msg).decode
+    lat = array("d")
+    counts = {"messages": 0, "events": 0, "dropped": 0}
+
+    def on_message(data: str) -> None:
+        now = time.time()
+        msg = decode(data)
+        counts["messages"] += 1
+        counts["dropped"] += msg.dropped
+        counts["events"] += len(msg.events)
+        start = warm_until.value
+        if start:
+            lat.extend(now - e.sent_at for e in msg.events if e.sent_at >= start)
+
+    serve_clients(url, specs, on_message, ready, stop)
+    counts["cpu"] = time.process_time()
+    results.put((lat.tobytes(), counts))
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--agents", type=int, default=100)
+    ap.add_argument("--whole", type=int, default=10)
+    ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--nice", type=int, default=0, help="niceness of the client processes (on loopback, a woken "
+                    "client preempts the sidecar mid-send unless it has lower priority)")
+    args = ap.parse_args()
+
+    specs = [f"agent=agent-{i % args.agents:02d}" for i in range(args.clients)] + [""] * args.whole
+    random.Random(1).shuffle(specs)
+    ctx = multiprocessing.get_context("fork")
+    load0 = f"{os.getloadavg()[0]:.1f}"
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_sidecar(tmp, config=f"tail:\n  max_clients: {len(specs) + 10}\n")
+        try:
+            url = proc.url.replace("http://", "ws://") + "/v1/tail"
+            rss_idle = rss_mib(proc.pid)
+            warm_until = ctx.Value("d", 0.0)
+            ready, results, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
+            stop, go = ctx.Event(), ctx.Event()
+            clients = [
+                ctx.Process(target=client_proc, args=(url, specs[i :: args.procs], warm_until, ready, stop, results, args.nice))
+                for i in range(args.procs)
+            ]
+            for c in clients:
+                c.start()
+            connected = sum(ready.get(timeout=300) for _ in clients)
+            assert scrape_value(proc.url, "sidecar_tail_clients") == connected == len(specs)
+            rss_connected = rss_mib(proc.pid)
+            gen = ctx.Process(target=generator, args=(proc.unix, args.rate, args.agents, args.warmup + args.seconds, go, done))
+            gen.start()
+            go.set()
+            time.sleep(args.warmup)
+            warm_until.value = time.time()
+            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            sent = done.get(timeout=args.seconds + 120)
+            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
+            time.sleep(2)  # let the last messages arrive
+            stop.set()
+            lat: list[float] = []
+            totals = {"messages": 0, "events": 0, "dropped": 0, "cpu": 0.0}
+            for _ in clients:
+                raw, counts = results.get(timeout=120)
+                a = array("d")
+                a.frombytes(raw)
+                lat.extend(a)
+                for k in totals:
+                    totals[k] += counts[k]
+            for c in clients:
+                c.join(30)
+            gen.join(30)
+            tail_dropped = scrape_value(proc.url, "sidecar_tail_dropped_total")
+            rss = rss_mib(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    lat.sort()
+    expected = sent * (1 / args.agents * args.clients / len(specs) + args.whole / len(specs)) * len(specs)
+    print(f"machine: {machine()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"command: python bench/tail_latency.py {' '.join(sys.argv[1:])}")
+    print(f"clients: {args.clients} filtered to 1 agent of {args.agents} + {args.whole} whole-stream, over {args.procs} processes")
+    print(f"events written: {sent:,} at {args.rate:,}/s for {args.warmup:g}+{args.seconds:g} s")
+    print(f"deliveries: {totals['events']:,} received (about {expected:,.0f} expected), {totals['dropped']:,} dropped "
+          f"(sidecar_tail_dropped_total {tail_dropped:,.0f}), {totals['messages']:,} messages")
+    if lat:
+        print(f"latency over {len(lat):,} deliveries after warm-up: p50 {percentile(lat, 50) * 1000:.1f} ms, "
+              f"p90 {percentile(lat, 90) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms, "
+              f"p99.9 {percentile(lat, 99.9) * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms, mean {statistics.fmean(lat) * 1000:.1f} ms")
+    print(f"sidecar: {cpu * 100:.0f}% of one core while loaded; RSS {rss_idle:.0f} MiB before clients, "
+          f"{rss_connected:.0f} MiB with {len(specs)} idle clients connected (+{rss_connected - rss_idle:.0f} MiB), {rss:.0f} MiB at the end")
+    print(f"client processes: {totals['cpu']:.1f} CPU-seconds in all (connecting included); load average before/after: {load0} / {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
