@@ -65,9 +65,10 @@ function statsQuery(extra = {}) {
 }
 
 async function getJSON(path) {
+  const used = state.token;
   const res = await fetch(path, { headers: authHeaders(), cache: "no-store" });
   if (res.status === 401) {
-    askToken();
+    if (state.token === used) askToken(); // not for answers to a token already replaced
     throw new Error("token required");
   }
   if (!res.ok) {
@@ -114,6 +115,8 @@ function askToken() {
   const dialog = $("#token-dialog");
   if (state.asking || dialog.open) return;
   state.asking = true;
+  $("#token-refused").hidden = !state.token;
+  $("#token-input").value = "";
   dialog.showModal();
   $("#token-input").focus();
 }

@@ -271,9 +271,11 @@ def test_with_auth_token_the_page_asks_once_and_keeps_it_for_the_tab(open_page):
         page = open_page(sc.url + "/", wait=None)
         dialog = page.locator("#token-dialog")
         expect(dialog).to_be_visible()
+        expect(page.locator("#token-refused")).to_be_hidden()
         page.fill("#token-input", "wrong")
         page.keyboard.press("Enter")
-        expect(dialog).to_be_visible()  # asked again: the sidecar said 401
+        expect(page.locator("#token-refused")).to_be_visible()  # asked again: the sidecar said 401
+        expect(dialog).to_be_visible()
         page.fill("#token-input", "s3cret")
         page.keyboard.press("Enter")
         page.wait_for_selector('#conn[data-state="connected"]')
