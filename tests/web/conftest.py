@@ -38,16 +38,15 @@ def browser():
 
 @pytest.fixture
 def open_page(browser) -> Iterator[Callable]:
-    """open_page(url, width=1280, height=800, context=None) -> a page whose tail is connected.
+    """open_page(url, width=1280, height=800) -> a page (in a fresh context) whose tail is connected.
 
     Uncaught JavaScript errors fail the test."""
     contexts = []
     errors: list[str] = []
 
-    def open_(url: str, *, width: int = 1280, height: int = 800, context=None, wait: str | None = "connected"):
-        if context is None:
-            context = browser.new_context(viewport={"width": width, "height": height})
-            contexts.append(context)
+    def open_(url: str, *, width: int = 1280, height: int = 800, wait: str | None = "connected"):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(url)
@@ -55,7 +54,6 @@ def open_page(browser) -> Iterator[Callable]:
             page.wait_for_selector(f'#conn[data-state="{wait}"]')
         return page
 
-    open_.new_context = lambda **kw: contexts.append(browser.new_context(**kw)) or contexts[-1]
     yield open_
     for context in contexts:
         context.close()
