@@ -171,6 +171,21 @@ def test_the_list_keeps_at_most_the_configured_number_of_rows(open_page):
         expect(rows(page)).to_have_count(0)
 
 
+def test_a_reader_scrolled_down_keeps_their_rows_in_place_while_new_ones_arrive(sidecar, open_page):
+    page = open_page(sidecar.url + "/")
+    sidecar.send_unix(ndjson(*(event("llm.call", agent=f"old-{i:03d}") for i in range(100))))
+    wait_received(page, 100)
+    page.eval_on_selector("#scroller", "el => { el.scrollTop = 20 * 30; }")  # row 30 at the top
+    top_row = page.locator('#events > li[data-index="30"]')
+    expect(top_row).to_contain_text("old-069")
+    sidecar.send_unix(ndjson(*(event("llm.call", agent=f"new-{i}") for i in range(5))))
+    wait_received(page, 105)
+    expect(page.locator('#events > li[data-index="35"]')).to_contain_text("old-069")
+    assert page.eval_on_selector("#scroller", "el => el.scrollTop") == 20 * 35
+    page.eval_on_selector("#scroller", "el => { el.scrollTop = 0; }")
+    expect(rows(page).first).to_contain_text("new-4")
+
+
 def test_a_throttled_page_is_told_how_many_events_it_missed(open_page):
     with running_sidecar(**{"tail.client_queue": 50, "tail.max_batch": 50}) as sc:
         page = open_page(sc.url + "/")
@@ -187,7 +202,7 @@ def test_a_throttled_page_is_told_how_many_events_it_missed(open_page):
             timeout=20_000,
         )
         dropped = int(page.get_attribute("#dropped", "data-count"))
-        assert dropped > 0
+        assert dropped > 0, "the frozen page was not told it missed anything"
         assert dropped == sc.value("sidecar_tail_dropped_total")
         expect(page.locator("#dropped")).to_have_text(f"{dropped:,} dropped")
         expect(rows(page).first).to_contain_text("llm.call")  # the newest arrived
