@@ -25,9 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ceiling_limit, cpu_seconds, machine, realistic_lines, rss_mib, scrape_value, start_sidecar  # noqa: E402
 
 
-def unix_client(path: str, n: int, ready) -> None:
+def unix_client(path: str, n: int, loaded, ready) -> None:
     lines = realistic_lines(n)
     chunks = [b"".join(lines[i : i + 1000]) for i in range(0, n, 1000)]
+    loaded.set()
     ready.wait()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
@@ -35,10 +36,11 @@ def unix_client(path: str, n: int, ready) -> None:
             s.sendall(c)
 
 
-def http_client(url: str, n: int, ready, threads: int = 4) -> None:
+def http_client(url: str, n: int, loaded, ready, threads: int = 4) -> None:
     lines = realistic_lines(n)
     bodies = [b"".join(lines[i : i + 1000]) for i in range(0, n, 1000)]
     host = urllib.parse.urlsplit(url)
+    loaded.set()
     ready.wait()
 
     def worker(part):
@@ -63,11 +65,11 @@ def run(transport: str, n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         proc = start_sidecar(tmp)
         try:
-            ready = multiprocessing.Event()
+            loaded, ready = multiprocessing.Event(), multiprocessing.Event()
             target = unix_client if transport == "unix" else http_client
-            client = multiprocessing.Process(target=target, args=(proc.unix if transport == "unix" else proc.url, n, ready))
+            client = multiprocessing.Process(target=target, args=(proc.unix if transport == "unix" else proc.url, n, loaded, ready))
             client.start()
-            time.sleep(3 if n > 100_000 else 1)  # let the client pre-encode its events
+            loaded.wait()  # the client has encoded every event before the clock starts
             cpu0 = cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             ready.set()

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
-from sidecar.ingest.http import events_route
+from sidecar.ingest.http import check_bearer, events_route, unauthorized
 from sidecar.ingest.unix import UnixListener
 from sidecar.page import page_routes
 from sidecar.pipeline import Pipeline
@@ -105,6 +105,8 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
 
 async def _metrics(request: Request) -> Response:
     sidecar: Sidecar = request.app.state.sidecar
+    if not check_bearer(request, sidecar.config.auth.token):
+        return unauthorized()
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     started = time.perf_counter()
     # Rendering runs in a worker thread so a large registry never stalls ingest;

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from sidecar import __version__
-from sidecar.commands import check_config, run, send, stats, tail
+from sidecar.commands import check_config, demo, run, send, stats, tail
 
 # Each command module has `register(subparsers)`, which sets `func(args) -> exit code`.
-COMMANDS = (run, check_config, send, tail, stats)
+COMMANDS = (run, check_config, send, tail, demo, stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

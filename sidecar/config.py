@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sidecar.contract import DEFAULT_SOCKET
 from sidecar.exceptions import ConfigError
 
 DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -30,7 +31,7 @@ def _f(default: Any, kind: str, doc: str, **extra: Any) -> Any:
 @dataclass(frozen=True)
 class ListenConfig:
     http: str = _f("127.0.0.1:8765", "hostport", "HOST:PORT for HTTP (ingest, /metrics, /v1/*); empty disables")
-    unix: str = _f("/tmp/agent-sidecar.sock", "path", "Unix stream socket for NDJSON ingest; empty disables")
+    unix: str = _f(DEFAULT_SOCKET, "path", "Unix stream socket for NDJSON ingest; empty disables")
     unix_mode: int = _f(0o660, "mode", "permission bits of the socket file, e.g. 0660")
 
 
@@ -66,7 +67,7 @@ class LifecycleConfig:
 @dataclass(frozen=True)
 class WindowsConfig:
     durations: tuple[float, ...] = _f((60.0, 300.0, 900.0, 3600.0), "durations", "rolling windows for /v1/stats")
-    max_samples: int = _f(2_000_000, "positive_int", "samples kept across all windows (memory bound)")
+    max_samples: int = _f(2_000_000, "positive_int", "duration samples kept for window quantiles; past it they are a uniform sample")
     cumulative_samples: int = _f(100_000, "positive_int", "durations kept (uniform reservoir) for since-start quantiles")
     prometheus_by: tuple[str, ...] = _f((), "strings", "also export window gauges per value of these fields (agent, workflow, type, model)")
     prometheus_by_limit: int = _f(50, "positive_int", "most active values per window exported per prometheus_by field")

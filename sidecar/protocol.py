@@ -7,15 +7,14 @@ turns lines (or HTTP body items) into validated, normalised `Event`s and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 
 import msgspec
 
+from sidecar.contract import MAX_TYPE_LENGTH, TYPE_PATTERN, TYPE_RULE, is_failure_type, valid_type
 from sidecar.types import Event, Rejection
 
-TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)*\Z")
-MAX_TYPE_LENGTH = 128
+__all__ = ["MAX_TYPE_LENGTH", "REASONS", "TYPE_PATTERN", "EventDecoder", "LineFramer", "is_failure_type", "valid_type"]
 
 # Every reason a line can be rejected for; the label values of sidecar_events_rejected_total.
 REASONS = (
@@ -29,14 +28,6 @@ REASONS = (
     "future_timestamp",
     "too_large",
 )
-
-
-def is_failure_type(event_type: str) -> bool:
-    return event_type.endswith(".failed")
-
-
-def valid_type(event_type: str) -> bool:
-    return len(event_type) <= MAX_TYPE_LENGTH and TYPE_PATTERN.match(event_type) is not None
 
 
 class LineFramer:
@@ -143,9 +134,7 @@ class EventDecoder:
             if failed is _UNKNOWN:
                 failed = type_info(ev.type)
             if failed is None:
-                rejected.append(
-                    Rejection(index, "invalid_type", f"`type` must be a dotted lower-case name of at most {MAX_TYPE_LENGTH} characters")
-                )
+                rejected.append(Rejection(index, "invalid_type", TYPE_RULE))
                 continue
             ts = ev.timestamp
             if ts is None:

@@ -9,7 +9,9 @@ from typing import Annotated, Literal, NamedTuple, Protocol
 
 import msgspec
 
-SEVERITIES = ("debug", "info", "warning", "error", "critical")
+from sidecar.contract import SEVERITIES
+
+__all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]
 
 # `le=max float` turns 1e999 (which JSON decoders read as inf) into a validation error.
@@ -20,6 +22,8 @@ _Timestamp = float | Annotated[datetime, msgspec.Meta(tz=True)]
 
 class Event(msgspec.Struct, gc=False):
     """One agent event, as decoded and normalised by `protocol.EventDecoder`.
+
+    Its fields and their kinds are `contract.FIELDS` (a test keeps the two in step).
 
     After decoding, `timestamp` is always epoch seconds (float), `severity` and
     `success` are always set. Fields not listed here (including `payload`) stay in

@@ -4,7 +4,7 @@ import httpx
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from sidecar.testing import event, ndjson
+from sidecar.testing import event, ndjson, running_sidecar
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -68,3 +68,11 @@ def test_conservation_holds_across_transports(sidecar):
 def test_scrape_duration_is_recorded(sidecar):
     httpx.get(sidecar.url + "/metrics")
     assert sidecar.value("sidecar_scrape_duration_seconds_count") >= 1
+
+
+def test_metrics_need_the_token_when_one_is_set_but_health_checks_do_not():
+    with running_sidecar(**{"auth.token": "s3cret"}) as s:
+        assert httpx.get(s.url + "/metrics").status_code == 401
+        assert httpx.get(s.url + "/metrics", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(s.url + "/healthz").status_code == 200
+        assert httpx.get(s.url + "/readyz").status_code == 200

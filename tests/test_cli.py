@@ -95,3 +95,35 @@ def test_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     for verb in ("run", "check-config", "send"):
         assert verb in out
+
+
+def test_send_over_http_retries_while_the_sidecar_is_overloaded():
+    import asyncio
+    import threading
+
+    from sidecar.commands.send import post_batch
+
+    with running_sidecar(**{"ingest.queue_size": 1}) as s:
+
+        async def stall():
+            for task in asyncio.all_tasks():
+                if task.get_name() == "pipeline":
+                    task.cancel()
+
+        resumed = []
+
+        async def resume():
+            resumed.append(asyncio.create_task(s.sidecar.pipeline.run()))
+
+        async def finish():  # the lifespan only drains the task it started itself
+            await s.sidecar.pipeline.close()
+            await resumed[0]
+
+        asyncio.run_coroutine_threadsafe(stall(), s.loop).result(5)
+        assert post_batch(s.url, [ndjson(event()).strip()], None)["accepted"] == 1  # fills the queue
+        with pytest.raises(SystemExit, match="stayed overloaded"):
+            post_batch(s.url, [ndjson(event()).strip()], None, retries=1)
+        threading.Timer(0.5, lambda: asyncio.run_coroutine_threadsafe(resume(), s.loop)).start()
+        assert post_batch(s.url, [ndjson(event()).strip()], None)["accepted"] == 1  # after one Retry-After
+        s.wait_processed(2)
+        asyncio.run_coroutine_threadsafe(finish(), s.loop).result(5)

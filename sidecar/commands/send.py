@@ -6,6 +6,7 @@ import argparse
 import json
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import BinaryIO
@@ -38,24 +39,31 @@ def send_unix(path: str, stream: BinaryIO) -> int:
     return 0
 
 
-def post_batch(url: str, lines: list[bytes], token: str | None) -> dict:
+def post_batch(url: str, lines: list[bytes], token: str | None, retries: int = 30) -> dict:
+    """POST one NDJSON batch; an overloaded sidecar (503) is retried after its Retry-After."""
     request = urllib.request.Request(
         url.rstrip("/") + "/v1/events", data=b"\n".join(lines), method="POST", headers={"Content-Type": "application/x-ndjson"}
     )
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
+    for _ in range(retries):
         try:
-            result = json.loads(body)
-        except ValueError:
-            result = {}
-        if "accepted" in result and exc.code in (400, 413):  # per-item answers: report them
-            return result
-        raise SystemExit(f"agent-sidecar send: HTTP {exc.code}: {body[:200].decode(errors='replace')}") from None
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            exc.close()
+            if exc.code == 503:
+                time.sleep(float(exc.headers.get("Retry-After") or 1))
+                continue
+            try:
+                result = json.loads(body)
+            except ValueError:
+                result = {}
+            if "accepted" in result and exc.code in (400, 413):  # per-item answers: report them
+                return result
+            raise SystemExit(f"agent-sidecar send: HTTP {exc.code}: {body[:200].decode(errors='replace')}") from None
+    raise SystemExit(f"agent-sidecar send: the sidecar stayed overloaded (503) through {retries} retries")
 
 
 def send_http(url: str, stream: BinaryIO, token: str | None) -> int:

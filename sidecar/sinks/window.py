@@ -13,9 +13,9 @@ Layout (all numpy, so memory is a few machine words per event, not Python object
   plus small sorted buffers of pending inserts and deletes, folded in when they
   grow. Exact nearest-rank quantiles are a vectorised binary search, not a sort.
 
-Consume appends to plain lists (the hot path); `flush` moves them into the store in
-bulk. Queries and the Collector flush first, under a short lock, so they always see
-every consumed event.
+`consume` only keeps the batch (the hot path); `flush` extracts typed columns and files
+them in bulk: at 16,384 pending events, on `maintain` (about once a second), and before
+every query and scrape, which take the same short lock, so they see every consumed event.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sidecar.types import SEVERITIES, Batch, Event
 
 DIMENSIONS = ("agent", "workflow", "type", "model")
 PERCENTILES = (50, 90, 95, 99)
-MAX_KEYS = 65_535  # keys are stored as uint16; beyond the cap new combinations share one overflow key
+MAX_KEYS = 65_535  # keys are stored as uint16; near the cap new combinations fold into overflow keys
 OVERFLOW = "__overflow__"
 MAX_TOKENS = 2**32 - 1  # token columns are uint32; larger per-event counts are clamped
 INITIAL_CAPACITY = 1024  # store rows allocated up front (tests lower it)
@@ -767,7 +767,9 @@ class WindowSink:
     def collect(self) -> Iterator[Metric]:
         by_dims = tuple(self.config.prometheus_by)
         blank = [""] * len(by_dims)
-        quantiles = GaugeMetricFamily(
+        # Typed "summary" (quantiles over a sliding window are what a Prometheus summary is), so
+        # tools accept the `quantile` label; no _count/_sum, as a window's count goes down.
+        quantiles = _Quantiles(
             "agent_window_duration_seconds",
             "Exact nearest-rank quantile of event durations over the sliding window (NaN when empty)."
             + (f" Series with {'/'.join(by_dims)} set cover one value; empty ones the whole window." if by_dims else ""),
@@ -822,6 +824,17 @@ class WindowSink:
         rows = self._rows(start, self.tail)
         sampled = _sampled(rows["ts"], rows["dur"], self.level)
         return rows["key"][sampled], rows["dur"][sampled], w.counters.per_key("events", len(self.keys)).copy()
+
+
+class _Quantiles(Metric):
+    """A summary family holding only quantile samples (add_metric like GaugeMetricFamily's)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]):
+        super().__init__(name, documentation, "summary")
+        self._labelnames = labels
+
+    def add_metric(self, labels: list[str], value: float) -> None:
+        self.add_sample(self.name, dict(zip(self._labelnames, labels)), value)
 
 
 def _top_groups(key: np.ndarray, dur: np.ndarray, of: np.ndarray, names: list, per_key_events: np.ndarray, limit: int) -> Iterator[tuple[str, float, list[float]]]:

@@ -1,0 +1,376 @@
+"""`agent-sidecar demo`: a realistic stream of concurrent multi-agent workflows.
+
+A small discrete-event simulation (stdlib only). `--workflows` runs are in flight at
+once; each run walks a pipeline of agents (planner -> researcher -> coder -> reviewer),
+every agent makes LLM calls (tokens and cost by model) and tool calls, with rate-limit
+retries, timeouts, failures, review loops and runs that are simply abandoned (the
+process "crashed" and never reported the end). The events come out in simulated-time
+order and are written at exactly `--rate` lines per second, so a dashboard fills at a
+predictable pace and `--rate R --duration S` sends exactly R*S lines.
+
+Simulated durations (`duration_ms`) are realistic LLM latencies; the stream is paced
+by `--rate`, so simulated time may run faster or slower than the wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sidecar.commands.send import post_batch
+from sidecar.config import ListenConfig
+
+TICK = 0.05  # seconds between writes
+MAX_CHUNK = 5000  # lines per write when behind schedule
+GRACE = 1.0  # seconds past --duration a sender that is behind may take
+
+# USD per million tokens (input, output); list prices at the time of writing.
+MODELS = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "claude-3-5-sonnet": (3.00, 15.00),
+    "claude-3-5-haiku": (0.80, 4.00),
+}
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    models: tuple[tuple[str, float], ...]  # (model, weight)
+    steps: tuple[int, int]  # LLM calls per invocation (min, max)
+    input_tokens: float  # median prompt size
+    output_tokens: float  # median completion size
+    tools: tuple[str, ...]
+
+
+AGENTS = {
+    "planner": AgentProfile((("claude-3-5-sonnet", 0.7), ("gpt-4o", 0.3)), (1, 2), 1800, 450, ()),
+    "researcher": AgentProfile((("gpt-4o-mini", 0.8), ("claude-3-5-haiku", 0.2)), (2, 5), 6000, 300, ("web_search", "fetch_url")),
+    "coder": AgentProfile((("claude-3-5-sonnet", 0.6), ("gpt-4o", 0.4)), (2, 6), 9000, 900, ("read_file", "run_tests", "apply_patch")),
+    "reviewer": AgentProfile((("claude-3-5-haiku", 0.6), ("gpt-4o-mini", 0.4)), (1, 2), 7000, 250, ("read_file",)),
+}
+
+# workflow -> (agent pipeline, weight)
+WORKFLOWS = {
+    "code-change": (("planner", "researcher", "coder", "reviewer"), 0.5),
+    "research-report": (("planner", "researcher", "reviewer"), 0.3),
+    "bug-triage": (("planner", "coder", "reviewer"), 0.2),
+}
+
+LLM_TIMEOUT = 30.0  # seconds; a timed-out call reports this duration
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Odds:
+    """How often things go wrong (probabilities per occasion)."""
+
+    rate_limited: float = 0.04  # per LLM attempt
+    timeout: float = 0.015  # per LLM attempt
+    fatal: float = 0.006  # per LLM attempt: not retried, the agent fails (e.g. context too long)
+    tool_error: float = 0.03  # per tool call
+    changes_requested: float = 0.25  # the reviewer sends the work back to the coder once
+    abandon: float = 0.03  # per run: stops reporting part-way through
+
+
+class Simulation:
+    """Yields event dicts in simulated-time order from `workflows` concurrent runs.
+
+    `now` is simulated seconds since the start; `started` and `outcomes` count runs.
+    """
+
+    def __init__(self, seed: int | None = None, workflows: int = 8, odds: Odds = Odds()):
+        self.rng = random.Random(seed)
+        self.odds = odds
+        self.now = 0.0
+        self.started = 0
+        self.outcomes = {"completed": 0, "failed": 0, "abandoned": 0}
+        self._seq = 0
+        self._heap: list[tuple[float, int, dict, Iterator[tuple[float, dict]]]] = []
+        for _ in range(workflows):
+            self._start(self.rng.uniform(0, 2))  # stagger the first runs
+
+    def _id(self, bits: int = 64) -> str:
+        return f"{self.rng.getrandbits(bits):0{bits // 4}x}"
+
+    def _push(self, run: Iterator[tuple[float, dict]]) -> None:
+        for at, ev in run:
+            self._seq += 1
+            heapq.heappush(self._heap, (at, self._seq, ev, run))
+            return
+        self._start(self.now)  # the run ended: another takes its slot
+
+    def _start(self, at: float) -> None:
+        self.started += 1
+        self._push(self._run(at))
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        at, _, ev, run = heapq.heappop(self._heap)
+        self.now = at
+        self._push(run)
+        return ev
+
+    # -- one workflow run ------------------------------------------------------
+
+    def _run(self, t: float) -> Iterator[tuple[float, dict]]:
+        rng, odds = self.rng, self.odds
+        workflow = rng.choices(list(WORKFLOWS), [w for _, w in WORKFLOWS.values()])[0]
+        pipeline = list(WORKFLOWS[workflow][0])
+        run = {"workflow": workflow, "run_id": f"run-{self._id()}", "trace_id": self._id(128), "session_id": f"sess-{self._id(32)}"}
+        # An abandoned run stops after a random number of calls (at the latest before its end)
+        # and never reports its end.
+        abandon = rng.random() < odds.abandon
+        budget = rng.randint(1, 30) if abandon else math.inf
+        start = t
+        reviewed = False
+        yield t, {"type": "workflow.started", **run}
+        i = 0
+        while i < len(pipeline):
+            agent = pipeline[i]
+            invocation = {"agent": agent, **run, "invocation_id": f"inv-{self._id()}"}
+            yield t, {"type": "agent.invoked", **invocation}
+            began = t
+            error = None
+            for call in self._agent_calls(agent, invocation, t):
+                t, ev = call
+                budget -= 1
+                if budget <= 0:
+                    self.outcomes["abandoned"] += 1
+                    return
+                yield t, ev
+                if ev["type"] == "llm.call" and ev.get("severity") == "error":
+                    error = ev["error"]
+            took = _ms(t - began)
+            if abandon and (error is not None or i == len(pipeline) - 1):
+                self.outcomes["abandoned"] += 1
+                return
+            if error is not None:
+                yield t, {"type": "agent.failed", **invocation, "duration_ms": took, "error": error}
+                yield t, {"type": "workflow.failed", **run, "duration_ms": _ms(t - start), "error": error}
+                self.outcomes["failed"] += 1
+                return
+            yield t, {"type": "agent.completed", **invocation, "duration_ms": took}
+            if agent == "reviewer" and not reviewed and "coder" in pipeline and rng.random() < odds.changes_requested:
+                reviewed = True
+                i = pipeline.index("coder")  # changes requested: back to the coder, once
+                continue
+            i += 1
+        yield t, {"type": "workflow.completed", **run, "duration_ms": _ms(t - start)}
+        self.outcomes["completed"] += 1
+
+    def _agent_calls(self, agent: str, invocation: dict, t: float) -> Iterator[tuple[float, dict]]:
+        """LLM calls (with retries) and tool calls of one invocation; stops after a failed call."""
+        rng, odds = self.rng, self.odds
+        profile = AGENTS[agent]
+        model = rng.choices([m for m, _ in profile.models], [w for _, w in profile.models])[0]
+        for _ in range(rng.randint(*profile.steps)):
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                last = attempt == MAX_ATTEMPTS
+                roll = rng.random()
+                base = {"type": "llm.call", **invocation, "model": model, "span_id": self._id(), "attempt": attempt}
+                if roll < odds.fatal:
+                    took = rng.uniform(0.1, 0.5)
+                    t += took
+                    yield t, {**base, "duration_ms": _ms(took), "success": False, "error": "context_length_exceeded", "severity": "error"}
+                    return
+                roll -= odds.fatal
+                if roll < odds.rate_limited + odds.timeout:
+                    kind = "rate_limited" if roll < odds.rate_limited else "timeout"
+                    took = rng.uniform(0.05, 0.4) if kind == "rate_limited" else LLM_TIMEOUT
+                    t += took
+                    yield t, {**base, "duration_ms": _ms(took), "success": False, "error": kind,
+                              "severity": "error" if last else "warning"}
+                    if last:
+                        return
+                    t += 2.0**attempt * rng.uniform(0.5, 1.0)  # backoff before the retry
+                    continue
+                inp = int(rng.lognormvariate(math.log(profile.input_tokens), 0.5))
+                out = max(1, int(rng.lognormvariate(math.log(profile.output_tokens), 0.6)))
+                took = rng.uniform(0.25, 0.8) + out / rng.uniform(40, 110)  # first token + generation
+                t += took
+                price_in, price_out = MODELS[model]
+                yield t, {**base, "duration_ms": _ms(took), "input_tokens": inp, "output_tokens": out,
+                          "cost_usd": round((inp * price_in + out * price_out) / 1e6, 8)}
+                break
+            if profile.tools and rng.random() < 0.7:
+                tool = rng.choice(profile.tools)
+                took = rng.lognormvariate(math.log(0.4), 0.9)
+                t += took
+                ev = {"type": "tool.call", **invocation, "tool": tool, "span_id": self._id(), "duration_ms": _ms(took)}
+                if rng.random() < odds.tool_error:
+                    ev.update(success=False, error="tool_error", severity="warning")
+                yield t, ev
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+# Lines a misbehaving client might send; the sidecar rejects each with a reason.
+INVALID_LINES = (
+    b'{"agent": "coder", "duration_ms": 12}',  # missing_type
+    b'{"type": "llm.call", "input_tokens": -5}',  # invalid_field
+    b"{not json",  # invalid_json
+)
+
+
+# -- transports ------------------------------------------------------------------
+
+
+class UnixTarget:
+    """One long-lived connection to the ingest socket (waits for it to appear)."""
+
+    def __init__(self, path: str, wait: float):
+        self.name = f"unix:{path}"
+        deadline = time.monotonic() + wait
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(path)
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def send(self, lines: list[bytes]) -> None:
+        self.sock.sendall(b"\n".join(lines) + b"\n")
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.recv(1)  # the sidecar closes its end once it has read everything
+        finally:
+            self.sock.close()
+
+
+class HttpTarget:
+    """POSTs each tick's lines as one NDJSON batch (an overloaded sidecar's 503 ends the demo)."""
+
+    def __init__(self, url: str, token: str | None):
+        self.name = url
+        self.url = url
+        self.token = token
+
+    def send(self, lines: list[bytes]) -> None:
+        post_batch(self.url, lines, self.token)  # per-line rejections are the sidecar's to count
+
+    def close(self) -> None:
+        pass
+
+
+# -- the command ------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="send a realistic stream of concurrent agent workflows",
+        description="Simulate concurrent multi-agent workflows (LLM and tool calls, tokens, cost, retries, "
+        "failures, timeouts, abandoned runs) and stream their events into a sidecar.",
+    )
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--unix", metavar="PATH", help=f"Unix socket (default {ListenConfig.unix})")
+    target.add_argument("--url", metavar="URL", help="sidecar base URL, e.g. http://127.0.0.1:8765 (POSTs batches)")
+    p.add_argument("--token", help="bearer token for --url")
+    p.add_argument("--rate", type=_positive, default=50.0, metavar="N", help="lines per second (default 50)")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default 0: until Ctrl-C)")
+    p.add_argument("--workflows", type=int, default=8, metavar="N", help="concurrent workflow runs (default 8)")
+    p.add_argument("--invalid", type=float, default=0.002, metavar="FRACTION",
+                   help="fraction of lines sent malformed, to show rejects (default 0.002)")
+    p.add_argument("--abandon", type=float, default=Odds.abandon, metavar="FRACTION",
+                   help=f"fraction of runs that never report their end (default {Odds.abandon})")
+    p.add_argument("--seed", type=int, help="random seed, for a reproducible stream")
+    p.add_argument("--wait", type=float, default=30.0, metavar="S", help="wait up to S seconds for the socket to appear (default 30)")
+    p.set_defaults(func=main)
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be greater than zero")
+    return number
+
+
+def stream(sim: Simulation, rng: random.Random, invalid: float) -> Iterator[tuple[bytes, bool]]:
+    """(line, is_invalid) pairs: the simulation's events, stamped now, with some malformed lines mixed in."""
+    for ev in sim:
+        if invalid and rng.random() < invalid:
+            yield rng.choice(INVALID_LINES), True
+        ev["timestamp"] = round(time.time(), 3)
+        yield json.dumps(ev, separators=(",", ":")).encode(), False
+
+
+@dataclass
+class Progress:
+    sent: int = 0
+    invalid: int = 0
+    stopping: bool = False  # set by SIGINT/SIGTERM; the loop stops between writes
+
+
+def pace(target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: float, progress: Progress) -> None:
+    """Write lines at `rate` per second for `duration` seconds (0: forever): exactly rate*duration
+    lines when the sender keeps up. A sender that cannot keep up writes as fast as it can (in
+    chunks of at most MAX_CHUNK lines) and stops GRACE seconds after `duration`."""
+    total = int(rate * duration) if duration else math.inf
+    start = time.monotonic()
+    while progress.sent < total and not progress.stopping:
+        elapsed = time.monotonic() - start
+        if duration and elapsed > duration + GRACE:
+            break
+        due = min(total, int(rate * elapsed) + 1) - progress.sent
+        if due > 0:
+            chunk = [next(lines) for _ in range(min(due, MAX_CHUNK))]
+            target.send([line for line, _ in chunk])
+            progress.sent += len(chunk)
+            progress.invalid += sum(1 for _, invalid in chunk if invalid)
+        if due <= MAX_CHUNK and progress.sent < total and not progress.stopping:
+            time.sleep(TICK)
+
+
+def main(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
+    sim = Simulation(seed, max(1, args.workflows), Odds(abandon=args.abandon))
+    lines = stream(sim, random.Random(seed + 1), args.invalid)
+    started = time.monotonic()
+    progress = Progress()
+    try:
+        target = HttpTarget(args.url, args.token) if args.url else UnixTarget(args.unix or ListenConfig.unix, args.wait)
+    except OSError as exc:
+        print(f"agent-sidecar demo: cannot connect: {exc}", file=sys.stderr)
+        return 1
+    print(f"agent-sidecar demo: {args.rate:g} lines/s, {args.workflows} concurrent workflows -> {target.name} (seed {seed})", file=sys.stderr)
+    # Ctrl-C (or `docker stop`) is how an endless demo ends: finish the current write, close
+    # cleanly, and report exactly what was sent.
+    def stop(*_: object) -> None:
+        progress.stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pace(target, lines, args.rate, args.duration, progress)
+        target.close()
+    except OSError as exc:
+        print(f"agent-sidecar demo: {target.name}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    runs = ", ".join(f"{n} {outcome}" for outcome, n in sim.outcomes.items())
+    print(
+        f"agent-sidecar demo: sent {progress.sent} lines ({progress.invalid} invalid) in {time.monotonic() - started:.1f}s; "
+        f"runs: {sim.started} started, {runs}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,116 @@
+"""The dependency-free contract agrees with the sidecar's msgspec decoder."""
+
+import json
+import math
+from datetime import datetime, timezone
+
+import msgspec
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from sidecar import contract
+from sidecar.protocol import EventDecoder
+from sidecar.types import Event
+
+NOW = 1_790_000_000.0
+
+_KIND_OF_TYPE = {
+    msgspec.inspect.StrType: contract.STR,
+    msgspec.inspect.IntType: contract.COUNT,
+    msgspec.inspect.BoolType: contract.BOOL,
+    msgspec.inspect.LiteralType: contract.SEVERITY,
+}
+
+
+def _kind(field: msgspec.inspect.Field) -> str:
+    types = [t for t in field.type.types if not isinstance(t, msgspec.inspect.NoneType)]
+    if any(isinstance(t, msgspec.inspect.DateTimeType) for t in types):
+        return contract.TIMESTAMP
+    (only,) = types
+    if isinstance(only, msgspec.inspect.FloatType):
+        assert only.ge == 0 and only.le == contract._MAX_FLOAT
+        return contract.AMOUNT
+    if isinstance(only, msgspec.inspect.IntType):
+        assert only.ge == 0
+    if isinstance(only, msgspec.inspect.LiteralType):
+        assert set(only.values) == set(contract.SEVERITIES)
+    return _KIND_OF_TYPE[type(only)]
+
+
+def test_contract_fields_are_exactly_the_event_structs_fields_and_kinds():
+    fields = msgspec.inspect.type_info(Event).fields
+    assert fields[0].name == "type" and fields[0].required
+    assert {f.name: _kind(f) for f in fields[1:]} == contract.FIELDS
+
+
+def test_protocol_and_types_still_export_the_contract_names():
+    from sidecar import protocol, types
+
+    assert protocol.MAX_TYPE_LENGTH == contract.MAX_TYPE_LENGTH
+    assert protocol.TYPE_PATTERN is contract.TYPE_PATTERN
+    assert protocol.valid_type is contract.valid_type and protocol.is_failure_type is contract.is_failure_type
+    assert types.SEVERITIES == contract.SEVERITIES
+
+
+def test_the_default_socket_is_the_configs_default():
+    from sidecar.config import ListenConfig
+
+    assert ListenConfig().unix == contract.DEFAULT_SOCKET
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("agent", 3, "`agent` must be a string"),
+        ("duration_ms", -1, "finite number >= 0"),
+        ("duration_ms", math.inf, "finite number >= 0"),
+        ("duration_ms", math.nan, "finite number >= 0"),
+        ("cost_usd", True, "finite number >= 0"),
+        ("input_tokens", 1.5, "integer >= 0"),
+        ("tokens", -2, "integer >= 0"),
+        ("success", 1, "true or false"),
+        ("severity", "fatal", "one of debug, info"),
+        ("timestamp", "yesterday", "RFC 3339"),
+        ("timestamp", "2026-01-01T00:00:00", "RFC 3339"),  # no zone
+        ("timestamp", -5, "epoch seconds >= 0"),
+    ],
+)
+def test_field_problem_names_the_field_and_the_rule(name, value, needle):
+    assert needle in contract.field_problem(name, value)
+
+
+def test_unknown_fields_and_nulls_pass():
+    assert contract.problem("tool.called", {"payload": {"x": [1]}, "agent": None}) is None
+
+
+def test_timestamps_in_every_accepted_form_become_epoch_seconds():
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert contract.timestamp_seconds(when) == when.timestamp()
+    assert contract.timestamp_seconds("2026-01-01T00:00:00Z") == when.timestamp()
+    assert contract.timestamp_seconds(5) == 5.0
+    assert contract.timestamp_seconds(datetime(2026, 1, 1)) is None
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from(list(contract.SEVERITIES) + ["2026-01-01T00:00:00+02:00", "2026-01-01T00:00:00"]),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event_type=st.one_of(st.sampled_from(["llm.call", "agent.failed", "Bad", "a..b", "x" * 129]), st.text(max_size=6)),
+    fields=st.dictionaries(st.sampled_from(sorted(contract.FIELDS) + ["payload"]), _values, max_size=4),
+)
+def test_the_client_rules_accept_exactly_what_the_sidecar_accepts(event_type, fields):
+    ts = fields.get("timestamp")
+    assume(not (isinstance(ts, (int, float)) and ts > NOW + 300))  # the sidecar's clock decides that one
+    line = json.dumps({"type": event_type, **fields}).encode()
+    events, _, rejected = EventDecoder().decode([line], NOW)
+    assert (contract.problem(event_type, fields) is None) == bool(events), (line, rejected)
