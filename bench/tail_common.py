@@ -22,7 +22,9 @@ def start_sidecar(tmpdir: str, config: str = "") -> subprocess.Popen:
     log = open(os.path.join(tmpdir, "sidecar.log"), "w+b")
     # PROFILE=out.prof runs the sidecar under cProfile (written at its graceful exit).
     profile = ["-m", "cProfile", "-o", os.environ["PROFILE"]] if os.environ.get("PROFILE") else []
-    args = [sys.executable, *profile, "-m", "sidecar", "run", "--http", "127.0.0.1:0", "--unix", os.path.join(tmpdir, "s.sock"), "--config", path]
+    # UVLOOP=1 runs it on uvloop (what main's sidecar is moving to), for comparison.
+    entry = ["-c", "import sys, uvloop; uvloop.install(); from sidecar.cli import main; sys.exit(main())"] if os.environ.get("UVLOOP") else ["-m", "sidecar"]
+    args = [sys.executable, *profile, *entry, "run", "--http", "127.0.0.1:0", "--unix", os.path.join(tmpdir, "s.sock"), "--config", path]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -80,6 +80,7 @@ class TailConfig:
     max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)")
     token: str | None = _f(None, "optional_str", "token for /v1/tail instead of auth.token")
     allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own")
+    ping_interval: float = _f(20.0, "duration", "WebSocket keepalive: ping this often, close if no pong within as long")
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,8 @@ def build_server(
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # a small frame must not inflate 1000x in memory
             ws_max_size=WS_MAX_MESSAGE,
+            ws_ping_interval=config.tail.ping_interval,
+            ws_ping_timeout=config.tail.ping_interval,
         ),
         app.state.sidecar,
     )

@@ -13,7 +13,12 @@ share a group; a group with exact values for `agent` (or else `run_id`, `type`,
 `workflow`, `model`) is filed under those values, so an event costs a dict lookup
 per indexed field plus the groups that really match. Groups with only globs (or no
 filter) sit on a short fallback list. Each matching group collects the batch's
-events once; each of its clients then takes them with one `deque.extend`.
+events once; each of its clients then takes them with one `deque.extend`, and
+clients of a group that keep up send one shared encoded message.
+
+Senders share the event loop with ingest: a loop turn allows at most
+SENDS_PER_TURN messages / SEND_BYTES_PER_TURN bytes, the rest wait (in order) for
+the next turn, so the ingest readers get the loop between them.
 """
 
 from __future__ import annotations

@@ -84,3 +84,12 @@ def test_sigterm_with_a_client_that_never_reads_exits_within_shutdown_grace(spaw
         assert proc.stop(timeout=LIVENESS) == 0
     assert "received=4000 accepted=4000 rejected=0 dropped=0 processed=4000" in proc.output
     assert "1 live-tail client(s) read nothing" in proc.output
+
+
+def test_a_client_that_does_not_answer_pings_is_closed_by_keepalive(spawn):
+    proc = spawn(config="tail:\n  ping_interval: 200ms\n")
+    sock, protocol = raw_client(proc.url)
+    with sock:
+        close = close_frame_of(sock, protocol)  # it never sends the pong
+    assert close is not None and close.code == 1011 and close.reason == "keepalive ping timeout"
+    assert proc.stop(timeout=LIVENESS) == 0
