@@ -64,7 +64,7 @@ function statsQuery(extra = {}) {
   return p;
 }
 
-async function getJSON(path) {
+async function getJSON(path) { // `path` is relative to the page, like the WebSocket URL
   const used = state.token;
   const res = await fetch(path, { headers: authHeaders(), cache: "no-store" });
   if (res.status === 401) {
@@ -157,8 +157,11 @@ function tailURL() {
   for (const k of FILTER_KEYS) if (state.filter[k]) p.set(k, state.filter[k]);
   p.set("interval_ms", String(TAIL_INTERVAL_MS));
   if (state.token) p.set("token", state.token);
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/v1/tail?${p}`;
+  // Relative to the page, so it also works behind a proxy that serves the sidecar under a path.
+  const url = new URL("v1/tail", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.search = p.toString();
+  return url.href;
 }
 
 function connect() {
@@ -478,7 +481,7 @@ async function refreshOptions() {
   const largest = state.windows[state.windows.length - 1];
   for (const key of STATS_FILTER_KEYS) {
     try {
-      const data = await getJSON(`/v1/stats?${new URLSearchParams({ window: largest, by: key, limit: "200" })}`);
+      const data = await getJSON(`v1/stats?${new URLSearchParams({ window: largest, by: key, limit: "200" })}`);
       fillSelect(form.elements[key], (data.groups || []).map((g) => g.key), state.filter[key]);
     } catch { /* shown by the stats panel */ }
   }
@@ -486,7 +489,7 @@ async function refreshOptions() {
 
 async function loadWindows() {
   try {
-    const data = await getJSON("/v1/stats");
+    const data = await getJSON("v1/stats");
     const names = Object.keys(data.windows || {});
     if (names.length) state.windows = names;
   } catch { /* keep the defaults */ }
@@ -503,8 +506,8 @@ async function refreshStats() {
   state.statsBusy = true;
   try {
     const [stats, byAgent] = await Promise.all([
-      getJSON(`/v1/stats?${statsQuery({ window: state.window })}`),
-      getJSON(`/v1/stats?${statsQuery({ window: state.window, by: "agent", limit: "20" })}`),
+      getJSON(`v1/stats?${statsQuery({ window: state.window })}`),
+      getJSON(`v1/stats?${statsQuery({ window: state.window, by: "agent", limit: "20" })}`),
     ]);
     showStats(stats);
     showAgents(byAgent.groups || []);
