@@ -5,8 +5,8 @@
 //
 // The list keeps at most web.max_rows events (or fewer with ?rows=), so memory stays
 // flat however long the tab stays open. It is virtualised: only the rows on screen
-// exist in the DOM, and they are refreshed at most once per animation frame, so a
-// flood of events costs the same few dozen row updates per frame as a trickle.
+// exist in the DOM, refreshed at most 10 times a second, so a flood of events costs
+// the same few dozen row updates as a trickle.
 
 const FILTER_KEYS = ["type", "agent", "workflow", "severity"];
 const STATS_FILTER_KEYS = ["type", "agent", "workflow"]; // /v1/stats has no severity filter
