@@ -1,6 +1,6 @@
 """CPU time the window sink adds per event, in-process, beside the metrics sink's.
 
-    PYTHONPATH=. python bench/window_consume.py     # N=300000 BATCH=800
+    PYTHONPATH=. python bench/window_consume.py     # N=300000 BATCH=800 [INDEX=agent]
 
 Decodes N copies of the ceiling probe's event (timestamps now, spread over 1 s) with the
 sidecar's own EventDecoder into batches of BATCH (about what one 256 KiB socket read
@@ -38,7 +38,9 @@ def main() -> None:
         events, raws, _ = decoder.decode(lines, clock.now)
         batches.append(Batch(events, raws, clock.now, "bench"))
     config = Config()
-    for name, sink in (("metrics", MetricsSink(config.metrics, config.lifecycle, None)), ("window", WindowSink(config.windows, None, clock))):
+    index_by = tuple(filter(None, os.environ.get("INDEX", "").split(",")))  # INDEX=agent: windows.index_by
+    window = WindowSink(config.replace(**{"windows.index_by": list(index_by)}).windows, None, clock)
+    for name, sink in (("metrics", MetricsSink(config.metrics, config.lifecycle, None)), ("window", window)):
         c0 = time.thread_time()
         for i, batch in enumerate(batches):
             sink.consume(batch)

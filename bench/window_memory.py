@@ -1,6 +1,6 @@
 """Bytes per sample with 1,000,000 samples in the 1h window: RSS delta and tracemalloc.
 
-    PYTHONPATH=. python bench/window_memory.py        # N=1000000
+    PYTHONPATH=. python bench/window_memory.py        # N=1000000 [INDEX=agent] [HUGEPAGES=0]
 
 Every event carries a duration, tokens, cost, an agent and a run id (the worst case:
 every column is used). Events are spread over the last hour, so the 1h window holds
@@ -26,6 +26,7 @@ from sidecar.sinks.window import WindowSink  # noqa: E402
 from sidecar.testing import FakeClock  # noqa: E402
 
 N = int(os.environ.get("N", "1000000"))
+INDEX_BY = tuple(filter(None, os.environ.get("INDEX", "").split(",")))  # INDEX=agent: windows.index_by
 if os.environ.get("HUGEPAGES") == "0":  # diagnostic: numpy asks for transparent huge pages on big arrays
     import numpy as np
 
@@ -47,17 +48,20 @@ def main() -> None:
     del warm
     gc.collect()
     before = rss()
-    sink = WindowSink(WindowsConfig(), None, clock)
+    sink = WindowSink(WindowsConfig(index_by=INDEX_BY), None, clock)
     fill(sink, clock, N)
     for w in sink.windows:
         w.values.fold()
+        for entries in w.index.values():
+            for entry in entries.values():
+                entry.values.fold()
     gc.collect()
     after = rss()
     per_window = {w.name: len(w.values) for w in sink.windows}
     print(f"samples per window: {per_window}")
     print(f"RSS delta {(after - before) / 2**20:.1f} MiB = {(after - before) / N:.1f} bytes/sample")
     tracemalloc.start()
-    sink2 = WindowSink(WindowsConfig(), None, FakeClock(clock.now))
+    sink2 = WindowSink(WindowsConfig(index_by=INDEX_BY), None, FakeClock(clock.now))
     fill(sink2, FakeClock(clock.now), N, seed=3)
     for w in sink2.windows:
         w.values.fold()

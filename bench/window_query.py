@@ -69,7 +69,9 @@ def report(label: str, times: tuple[list[float], list[float]]) -> None:
 
 def main() -> None:
     clock = FakeClock(time.time())
-    sink = WindowSink(WindowsConfig(), None, clock)
+    # INDEX=agent: windows.index_by [agent], so agent= reads a per-agent sorted multiset.
+    index_by = tuple(filter(None, os.environ.get("INDEX", "").split(",")))
+    sink = WindowSink(WindowsConfig(index_by=index_by), None, clock)
     t0 = time.perf_counter()
     fill(sink, clock, N)
     print(f"filled {N:,} events in {time.perf_counter() - t0:.1f}s; 1h window holds {sink.stats('1h')['events']:,}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -288,10 +289,21 @@ class Counters:
         return float(self.table[:, self._INDEX[field]].sum())
 
 
-class _Window:
-    __slots__ = ("seconds", "name", "cutoff", "counters", "values", "runs", "distinct_runs")
+class _Index:
+    """One value of an indexed field (windows.index_by) in one window: its sorted durations
+    and events per run id, so a filter on that value needs no pass over the rows."""
 
-    def __init__(self, seconds: float):
+    __slots__ = ("values", "runs")
+
+    def __init__(self) -> None:
+        self.values = SortedValues()
+        self.runs: dict[int, int] = {}
+
+
+class _Window:
+    __slots__ = ("seconds", "name", "cutoff", "counters", "values", "runs", "distinct_runs", "index")
+
+    def __init__(self, seconds: float, index_by: tuple[str, ...] = ()):
         self.seconds = seconds
         self.name = format_duration(seconds)
         self.cutoff = -math.inf  # events with ts >= cutoff are in the window
@@ -299,6 +311,7 @@ class _Window:
         self.values = SortedValues()
         self.runs = np.zeros(1024, dtype=np.int32)  # events per interned run id in this window
         self.distinct_runs = 0
+        self.index: dict[str, dict[int, _Index]] = {d: {} for d in index_by}
 
     def count_runs(self, runs: np.ndarray, sign: int) -> None:
         runs = runs[runs >= 0]
@@ -338,7 +351,7 @@ class WindowSink:
     def __init__(self, config: WindowsConfig, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time):
         self.config = config
         self.clock = clock
-        self.windows = [_Window(s) for s in sorted(config.durations)]
+        self.windows = [_Window(s, tuple(config.index_by)) for s in sorted(config.durations)]
         self.largest = self.windows[-1]
         self.keys = Keys()
         self.run_ids: dict[str | None, int] = {None: -1}
@@ -415,6 +428,9 @@ class WindowSink:
         self._check_level()
         for w in self.windows:
             w.values.maybe_fold(1 if fold else 4)
+            for entries in w.index.values():
+                for entry in entries.values():
+                    entry.values.maybe_fold(1 if fold else 4)
 
     def _rows(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         return {c: a[lo:hi] for c, a in self.cols.items()}
@@ -438,11 +454,47 @@ class WindowSink:
     def _apply(self, w: _Window, rows: dict[str, np.ndarray], sign: int) -> None:
         w.counters.update(sign, rows, len(self.keys))
         w.count_runs(rows["run"], sign)
-        values = rows["dur"][_sampled(rows["ts"], rows["dur"], self.level)]
+        sampled = _sampled(rows["ts"], rows["dur"], self.level)
+        values = rows["dur"][sampled]
         if sign > 0:
             w.values.add(values)
         else:
             w.values.remove(values)
+        if w.index:
+            self._apply_index(w, rows, sampled, sign, runs=True)
+
+    def _apply_index(self, w: _Window, rows: dict[str, np.ndarray], sampled: np.ndarray, sign: int, runs: bool) -> None:
+        """Split rows by each indexed field's value (one radix sort) and update each value's entry."""
+        for dim, entries in w.index.items():
+            group = np.take(self.keys.of[dim], rows["key"]).astype(np.uint16)
+            order = np.argsort(group, kind="stable")
+            group = group[order]
+            starts = np.flatnonzero(np.diff(group)) + 1
+            starts_l = [0, *starts.tolist()]
+            ends_l = [*starts.tolist(), len(group)]
+            dur, keep, run = rows["dur"][order], sampled[order], rows["run"][order]
+            for g, lo, hi in zip(group[starts_l].tolist() if len(group) else [], starts_l, ends_l):
+                entry = entries.get(g)
+                if entry is None:
+                    entry = entries[g] = _Index()
+                values = dur[lo:hi][keep[lo:hi]]
+                if sign > 0:
+                    entry.values.add(values)
+                else:
+                    entry.values.remove(values)
+                if runs:
+                    counts = entry.runs
+                    ids = run[lo:hi]
+                    ids = ids[ids >= 0]
+                    pairs = Counter(ids.tolist()).items() if len(ids) <= 512 else zip(*(a.tolist() for a in np.unique(ids, return_counts=True)))
+                    for rid, n in pairs:
+                        left = counts.get(rid, 0) + sign * n
+                        if left:
+                            counts[rid] = left
+                        else:
+                            del counts[rid]
+                if sign < 0 and not len(entry.values) and not entry.runs:
+                    del entries[g]  # the value left the window: do not keep an empty entry
 
     def _columns(self) -> dict[str, np.ndarray]:
         """The pending events as typed columns; interns keys and run ids; counts late events."""
@@ -597,8 +649,14 @@ class WindowSink:
         dur = self.cols["dur"][self.head : self.tail]
         for w in self.windows:
             start = int(np.searchsorted(ts, w.cutoff, "left"))
-            values = dur[start:][_sampled(ts[start:], dur[start:], self.level)]
-            w.values = SortedValues(values)
+            sampled = _sampled(ts[start:], dur[start:], self.level)
+            w.values = SortedValues(dur[start:][sampled])
+            if w.index:
+                for entries in w.index.values():
+                    for entry in entries.values():
+                        entry.values = SortedValues()
+                rows = self._rows(self.head + start, self.tail)
+                self._apply_index(w, rows, sampled, 1, runs=False)
 
     # -- queries --------------------------------------------------------------
 
@@ -643,10 +701,18 @@ class WindowSink:
         ts = self.cols["ts"][self.head : self.tail]
         start = self.head + int(np.searchsorted(ts, w.cutoff, "left"))
         rows = self._rows(start, self.tail)
-        if kmask is None and by is None:
-            n = len(w.values)
-            values = w.values.select(_ranks(n)) if n else None
-            doc = self._doc(w.counters, None, values, n, w.distinct_runs, w.seconds)
+        indexed = by is None and len(filters) == 1 and next(iter(filters)) in w.index
+        if (kmask is None and by is None) or indexed:
+            if indexed:
+                (dim, value), = filters.items()
+                g = self.keys.index[dim].get(value)
+                entry = w.index[dim].get(g) if g is not None else None
+                source, runs = (entry.values, len(entry.runs)) if entry else (SortedValues(), 0)
+            else:
+                source, runs = w.values, w.distinct_runs
+            n = len(source)
+            values = source.select(_ranks(n)) if n else None
+            doc = self._doc(w.counters, kmask, values, n, runs, w.seconds)
             if not exact:
                 doc["sample_size"] = n
             return head | doc

@@ -153,7 +153,7 @@ def small_structures(monkeypatch):
 @given(steps=steps)
 def test_every_field_of_every_window_and_breakdown_matches_the_oracle(small_structures, steps):
     clock = FakeClock()
-    sink = WindowSink(WindowsConfig(durations=DURATIONS, cumulative_samples=10_000), None, clock)
+    sink = WindowSink(WindowsConfig(durations=DURATIONS, cumulative_samples=10_000, index_by=("agent", "type")), None, clock)
     seen: list[Event] = []
     late = 0
     for kind, arg in steps:
@@ -173,6 +173,8 @@ def test_every_field_of_every_window_and_breakdown_matches_the_oracle(small_stru
             assert_same(full["windows"][name], oracle_doc(window, w), f"{name}")
             assert full["windows"][name]["exact"] is True
             assert_same(sink.stats(name, {"agent": "planner"}), oracle_doc(in_window(seen, now, w, agent="planner"), w), f"{name}/planner")
+            assert_same(sink.stats(name, {"type": "tool.call"}), oracle_doc(in_window(seen, now, w, type="tool.call"), w), f"{name}/tool")
+            assert_same(sink.stats(name, {"workflow": "review"}), oracle_doc(in_window(seen, now, w, workflow="review"), w), f"{name}/review")
             got = sink.stats(name, {"model": "gpt-4o"}, by="type", limit=2)
             want = in_window(seen, now, w, model="gpt-4o")
             assert_same(got, oracle_doc(want, w) | {"by": "type"}, f"{name}/gpt-4o")
@@ -270,7 +272,7 @@ def test_collector_exports_exact_quantile_gauges_in_seconds():
 
 def test_past_max_samples_counts_stay_exact_and_quantiles_say_they_are_sampled():
     clock = FakeClock()
-    sink = WindowSink(WindowsConfig(max_samples=1000), None, clock)
+    sink = WindowSink(WindowsConfig(max_samples=1000, index_by=("agent",)), None, clock)
     rng = np.random.default_rng(1)
     values = rng.random(10_000) * 1000
     sink.consume(batch([make_event(clock.now - i * 0.01, "llm.call", "a", None, None, None, float(v), None, None, None, None, None) for i, v in enumerate(values)], clock.now))
@@ -281,6 +283,10 @@ def test_past_max_samples_counts_stay_exact_and_quantiles_say_they_are_sampled()
     assert 0 < doc["sample_size"] <= 1000
     assert abs(doc["duration_ms"]["p50"] - 500) < 100  # a uniform sample, not the exact value
     assert sink.stats()["windows"]["1m"]["exact"] is False
+    by_index = sink.stats("1h", {"agent": "a"})
+    assert by_index["exact"] is False and by_index["sample_size"] == doc["sample_size"]
+    assert by_index["duration_ms"]["p50"] == doc["duration_ms"]["p50"]  # all events are agent a
+    assert sink.stats("1h", {"agent": "nobody"})["duration_ms"]["p50"] is None
     clock.advance(3600.001)  # everything leaves: back to exact
     assert sink.stats("1h")["exact"] is True
 
