@@ -63,8 +63,8 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
     """Every sink, in the order the pipeline feeds them. A new sink is one line here."""
     return [
         MetricsSink(config.metrics, config.lifecycle, registry),
-        TailHub(config.tail, registry),
         WindowSink(config.windows, registry, clock),
+        TailHub(config.tail, registry),
     ]
 
 

@@ -9,7 +9,7 @@ from sidecar import __version__
 from sidecar.commands import check_config, demo, run, send, stats, tail
 
 # Each command module has `register(subparsers)`, which sets `func(args) -> exit code`.
-COMMANDS = (run, check_config, send, tail, demo, stats)
+COMMANDS = (run, check_config, send, tail, stats, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
