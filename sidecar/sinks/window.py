@@ -365,7 +365,7 @@ class WindowSink:
         self.cols = {c: np.empty(INITIAL_CAPACITY, dtype=t) for c, t in COLUMNS.items()}
         self.head = 0
         self.tail = 0
-        self._pending: list[tuple[list[Event], float]] = []  # (events, late cutoff when consumed)
+        self._pending: list[dict[str, np.ndarray]] = []  # column chunks of consumed, unfiled events
         self._pending_n = 0
         self.total = Counters()
         size = config.cumulative_samples
@@ -381,11 +381,12 @@ class WindowSink:
     # -- the hot path -------------------------------------------------------
 
     def consume(self, batch: Batch) -> None:
-        # The hot path only keeps the batch; `flush` extracts columns with comprehensions
-        # (several times cheaper than appending field by field) and files them in bulk.
+        # Columns are extracted with one comprehension per field (several times cheaper than
+        # appending field by field) right away, while the batch is still in the CPU cache: done
+        # at flush time, 16k cold events cost a cache miss per field. Filing is done in bulk.
         late_cut = self.clock() - self.largest.seconds
         with self._lock:
-            self._pending.append((batch.events, late_cut))
+            self._pending.append(self._columns(batch.events, late_cut))
             self._pending_n += len(batch.events)
             if self._pending_n >= FLUSH_EVENTS:
                 self._flush(self.clock(), fold=True)
@@ -496,13 +497,16 @@ class WindowSink:
                 if sign < 0 and not len(entry.values) and not entry.runs:
                     del entries[g]  # the value left the window: do not keep an empty entry
 
-    def _columns(self) -> dict[str, np.ndarray]:
-        """The pending events as typed columns; interns keys and run ids; counts late events."""
+    def _pending_rows(self) -> dict[str, np.ndarray]:
         pending, self._pending, self._pending_n = self._pending, [], 0
-        evs = pending[0][0] if len(pending) == 1 else [e for events, _ in pending for e in events]
+        if len(pending) == 1:
+            return pending[0]
+        return {c: np.concatenate([chunk[c] for chunk in pending]) for c in pending[0]}
+
+    def _columns(self, evs: list[Event], late_cut: float) -> dict[str, np.ndarray]:
+        """A batch as typed columns; interns keys and run ids; counts late events."""
         ts = np.array([e.timestamp for e in evs], dtype=np.float64)
-        cuts = np.repeat([cut for _, cut in pending], [len(events) for events, _ in pending])
-        self.late += int(np.count_nonzero(ts < cuts))
+        self.late += int(np.count_nonzero(ts < late_cut))
         combos = self.keys.ids
         keys = [combos.get((e.type, e.agent, e.workflow, e.model, e.severity, e.success)) for e in evs]
         if None in keys:
@@ -541,7 +545,7 @@ class WindowSink:
         }
 
     def _merge(self) -> None:
-        rows = self._columns()
+        rows = self._pending_rows()
         self.total.update(1, rows, len(self.keys))
         self._sample_cumulative(rows["dur"], rows["key"])
         ts = rows["ts"]
