@@ -1,7 +1,7 @@
 """A real headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 Playwright only drives the system browser here: its own browser downloads are never
-used (`playwright install` is not needed). One browser serves the whole session;
+used (`playwright install` is not needed). One browser serves each test module;
 each test gets a fresh context (its own storage, like a new window).
 """
 
@@ -25,8 +25,10 @@ CHROMIUM_ARGS = [
 ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "artifacts")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope, not session: Playwright's sync API runs its own event loop in this thread
+    # while it is started, and pytest-asyncio tests collected after it need the thread free.
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (drives /usr/bin/chromium)")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
