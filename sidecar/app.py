@@ -27,6 +27,7 @@ from sidecar import __version__
 from sidecar.config import Config
 from sidecar.ingest.http import check_bearer, events_route, unauthorized
 from sidecar.ingest.unix import UnixListener
+from sidecar.page import page_routes
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
@@ -97,6 +98,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
         Route("/metrics", _metrics),
         Route("/healthz", _healthz),
         Route("/readyz", _readyz),
+        *page_routes(config.web),
         tail_route(sidecar.sinks["tail"], config.tail, config.auth.token),
     ]
 

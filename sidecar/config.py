@@ -95,6 +95,12 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = _f(True, "bool", "serve the built-in live page at GET /")
+    max_rows: int = _f(1000, "positive_int", "events the page's list keeps at most (a page may ask for fewer with ?rows=)")
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -104,6 +110,7 @@ class Config:
     windows: WindowsConfig = field(default_factory=WindowsConfig)
     tail: TailConfig = field(default_factory=TailConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take")
 
     def replace(self, **changes: Any) -> Config:
