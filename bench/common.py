@@ -85,7 +85,7 @@ def start_sidecar(tmpdir: str, *extra: str, config: str | None = None) -> subpro
 
 def scrape_value(url: str, name: str) -> float:
     """Sum of every sample called `name` in the sidecar's /metrics."""
-    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
     return sum(float(m[1]) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 

@@ -7,10 +7,8 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CEILING = os.environ.get("CEILING", "/work/shared/bench/ceiling.py")
+from common import REPO, ceiling_limit, cpu_seconds, machine, rss_mib, scrape_value  # noqa: F401 (re-exported)
 
 
 def start_sidecar(tmpdir: str, config: str = "") -> subprocess.Popen:
@@ -38,42 +36,6 @@ def start_sidecar(tmpdir: str, config: str = "") -> subprocess.Popen:
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("sidecar did not start:\n" + open(log.name).read())
-
-
-def scrape_value(url: str, name: str) -> float:
-    """Sum of every sample called `name` in the sidecar's /metrics."""
-    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
-    return sum(float(m[1]) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
-def ceiling_limit() -> float:
-    """events/s of `ceiling.py limit` on this machine, now."""
-    out = subprocess.run([sys.executable, CEILING, "limit"], capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"= ([\d,]+) events/s", out)[1].replace(",", ""))
-
-
-def machine() -> str:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} CPUs, {model}, Python {sys.version.split()[0]}"
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def serve_clients(url: str, queries: list[str], on_message, ready, stop) -> None:
