@@ -127,6 +127,14 @@ def running_sidecar(
                 sock.close()
 
 
+def final_totals(output: str) -> dict[str, int]:
+    """The counts of the `stopped: received=N accepted=N ...` line a sidecar logs on exit."""
+    import re
+
+    line = re.search(r"stopped: (.*)", output)[1]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
 class SidecarProcess:
     """A real `agent-sidecar run` process on an ephemeral port, talked to only from outside."""
 

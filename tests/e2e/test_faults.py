@@ -13,12 +13,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from sidecar.testing import event, ndjson, wait_until
-
-
-def totals(output: str) -> dict[str, int]:
-    line = re.search(r"stopped: (.*)", output)[1]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+from sidecar.testing import event, final_totals, ndjson, wait_until
 
 
 def metric(url: str, name: str, labels: str = "") -> float:
@@ -69,7 +64,7 @@ def test_kill_9_mid_stream_then_restart_the_writer_sees_the_failure_and_later_ev
     labels = '{agent="after",severity="info",type="llm.call",workflow=""}'
     wait_until(lambda: metric(second.url, "agent_events_total", labels) == 100, "100 events after the restart")
     assert second.stop() == 0
-    t = totals(second.output)
+    t = final_totals(second.output)
     assert t["processed"] == t["accepted"] == t["received"] == 100
 
 
@@ -101,7 +96,7 @@ def test_sigterm_under_unix_and_http_load_processes_every_accepted_event(spawn):
     for t in threads:
         t.join(15)
     assert rc == 0
-    t = totals(proc.output)
+    t = final_totals(proc.output)
     assert t["processed"] == t["accepted"]  # everything accepted before the signal was processed
     assert t["received"] == t["accepted"] + t["rejected"] + t["dropped"]
     assert t["accepted"] >= sum(http_accepted)  # every 202 the clients got is in the totals
@@ -151,5 +146,5 @@ def test_sigterm_under_load_closes_tail_clients_with_1001_and_processes_everythi
 
     assert asyncio.run(run()) == [1001, 1001, 1001]
     assert proc.stop(timeout=10 + 5) == 0
-    t = totals(proc.output)
+    t = final_totals(proc.output)
     assert t["accepted"] > 0 and t["processed"] == t["accepted"] == t["received"]

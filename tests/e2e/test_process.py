@@ -1,7 +1,6 @@
 """The real `agent-sidecar run` process, driven only from outside."""
 
 import os
-import re
 import signal
 import socket
 import threading
@@ -10,14 +9,9 @@ import time
 import httpx
 import pytest
 
-from sidecar.testing import SidecarProcess, event, ndjson
+from sidecar.testing import SidecarProcess, event, final_totals, ndjson
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def totals(output: str) -> dict[str, int]:
-    line = re.search(r"stopped: (.*)", output)[1]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
 def test_sigterm_under_load_processes_everything_accepted_and_exits_0(spawn):
@@ -48,7 +42,7 @@ def test_sigterm_under_load_processes_everything_accepted_and_exits_0(spawn):
         t.join()
     assert rc == 0
     assert time.monotonic() - started < 10  # shutdown_grace
-    t = totals(proc.output)
+    t = final_totals(proc.output)
     assert t["accepted"] >= 20_000
     assert t["processed"] == t["accepted"] == t["received"]
     assert t["rejected"] == t["dropped"] == 0
