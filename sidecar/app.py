@@ -25,7 +25,8 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
-from sidecar.ingest.http import check_bearer, events_route, unauthorized
+from sidecar.auth import check_bearer, unauthorized
+from sidecar.ingest.http import events_route
 from sidecar.ingest.unix import UnixListener
 from sidecar.page import page_routes
 from sidecar.pipeline import Pipeline

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sidecar.ingest.http import check_bearer, unauthorized
+from sidecar.auth import check_bearer, unauthorized
 from sidecar.sinks.window import DIMENSIONS, WindowSink
 
 PARAMETERS = ("window", "by", "limit", *DIMENSIONS)

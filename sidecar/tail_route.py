@@ -6,7 +6,6 @@ turns one WebSocket connection into one hub client and feeds it the client's mes
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from urllib.parse import urlsplit
@@ -15,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from sidecar.auth import check_bearer
 from sidecar.config import TailConfig
 from sidecar.sinks.tail import FilterError, TailHub, parse_filter, parse_interval
 
@@ -39,15 +39,6 @@ class RedactTokens(logging.Filter):
 REDACT_TOKENS = RedactTokens()
 
 
-def token_ok(ws: WebSocket, token: str | None) -> bool:
-    """No token configured, or `Authorization: Bearer T`, or `?token=T` (constant-time compare)."""
-    if not token:
-        return True
-    header = ws.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ws.query_params.get("token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
-
-
 def origin_ok(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
     """Non-browser clients send no Origin. Browsers may connect from the sidecar's own origin or
     from `tail.allowed_origins` ("*" allows any). Starlette's CORS middleware skips WebSockets."""
@@ -65,7 +56,7 @@ def tail_route(hub: TailHub, config: TailConfig, auth_token: str | None) -> WebS
     logging.getLogger("uvicorn.error").addFilter(REDACT_TOKENS)  # the same instance: added once
 
     async def tail(ws: WebSocket) -> None:
-        if not token_ok(ws, token):
+        if not check_bearer(ws, token, query_param=True):
             await ws.send_denial_response(JSONResponse({"error": "missing or wrong token"}, status_code=401))
             return
         if not origin_ok(ws, config.allowed_origins):

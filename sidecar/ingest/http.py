@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import zlib
 from collections.abc import Callable
 
@@ -11,6 +10,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sidecar.auth import check_bearer, unauthorized
 from sidecar.config import IngestConfig
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
@@ -71,18 +71,6 @@ class _Gunzip:
     def finish(self) -> None:
         if self._open:
             raise BadEncoding("gzip body is truncated")
-
-
-def check_bearer(request: Request, token: str | None) -> bool:
-    """True when no token is configured or the request carries it (constant-time compare)."""
-    if not token:
-        return True
-    given = request.headers.get("authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
-
-def unauthorized() -> Response:
-    return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
