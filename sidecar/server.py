@@ -51,6 +51,9 @@ def loop_factory():
 MAX_HEADER_BYTES = 64 * 1024
 
 
+LINGER_SECONDS = 2.0  # how long a refused connection's remaining bytes are read and dropped
+
+
 def guarded_http_protocol(header_timeout: float, on_refused: Callable[[], None]) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a deadline and a size cap for each request's headers.
 
@@ -63,6 +66,7 @@ def guarded_http_protocol(header_timeout: float, on_refused: Callable[[], None])
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _header_bytes = 0
+        _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -73,14 +77,19 @@ def guarded_http_protocol(header_timeout: float, on_refused: Callable[[], None])
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # discard until the lingering close: unread bytes at close() would reset the 431
             super().data_received(data)
             if self._deadline is not None:  # still waiting for the end of the headers
                 self._header_bytes += len(data)
                 if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
                     self._disarm()
                     on_refused()
+                    self._refused = True
                     self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
-                    self.transport.close()
+                    if self.transport.can_write_eof():
+                        self.transport.write_eof()
+                    self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
