@@ -3,7 +3,7 @@
     python bench/fuzz.py [--inputs 1000000] [--seed 0]
 
 Generates truncated, mutated and spliced valid events, random bytes, deep nesting,
-huge numbers, invalid UTF-8, BOMs, CRLF and NUL bytes (see `sidecar/fuzz.py`) and
+huge numbers, invalid UTF-8, BOMs, CRLF and NUL bytes (see `tests/fuzzing.py`) and
 checks every invariant on each. Prints inputs/s and every crash (an escaped
 exception or a broken invariant); crashing inputs are written to
 bench/fuzz-crashes/ for reproduction. Exit status 1 when anything crashed.
@@ -22,7 +22,8 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
 
-from sidecar import fuzz  # noqa: E402
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import fuzzing as fuzz  # noqa: E402
 
 
 def main() -> int:

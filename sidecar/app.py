@@ -1,6 +1,7 @@
 """The Starlette app factory and the lifespan that owns every task.
 
-    listeners (unix, http) -> EventDecoder -> Pipeline -> sinks (metrics, ...)
+    listeners (unix, http) -> EventDecoder -> Pipeline -> sinks (metrics, window, tail)
+    routes that read the sinks: sidecar/api/ (one module per path)
 
 `build_app(config)` wires the parts; nothing here is global, so tests build as
 many independent sidecars as they like, each with its own registry and clock.
@@ -16,32 +17,42 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from sidecar import __version__
+from sidecar.api.health import health_routes
+from sidecar.api.metrics import metrics_route
+from sidecar.api.page import page_routes
+from sidecar.api.stats import stats_route
+from sidecar.api.tail import tail_route
 from sidecar.config import Config
-from sidecar.auth import check_bearer, unauthorized
 from sidecar.ingest.http import events_route
 from sidecar.ingest.unix import UnixListener
-from sidecar.page import page_routes
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.tail import TailHub
 from sidecar.sinks.window import WindowSink
-from sidecar.stats import stats_route
-from sidecar.tail_route import tail_route
 from sidecar.types import Sink
 
 log = logging.getLogger("agent_sidecar")
 
 MAINTAIN_INTERVAL = 1.0
+
+
+@dataclass
+class Sinks:
+    """Every sink, typed, so routes get the concrete object they read."""
+
+    metrics: MetricsSink
+    window: WindowSink
+    tail: TailHub
+
+    def in_order(self) -> list[Sink]:
+        """The order the pipeline feeds them. A new sink is one field here and one line below."""
+        return [self.metrics, self.window, self.tail]
 
 
 @dataclass
@@ -54,19 +65,22 @@ class Sidecar:
     metrics: SelfMetrics
     decoder: EventDecoder
     pipeline: Pipeline
-    sinks: dict[str, Sink]
+    sinks: Sinks
     listeners: list[UnixListener] = field(default_factory=list)
     http_url: str | None = None
     ready: bool = False
 
+    def listener_names(self) -> list[str]:
+        names = [self.http_url] if self.http_url else []
+        return names + [f"unix:{lst.path}" for lst in self.listeners]
 
-def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[], float]) -> list[Sink]:
-    """Every sink, in the order the pipeline feeds them. A new sink is one line here."""
-    return [
-        MetricsSink(config.metrics, config.lifecycle, registry),
-        WindowSink(config.windows, registry, clock),
-        TailHub(config.tail, registry),
-    ]
+
+def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[], float]) -> Sinks:
+    return Sinks(
+        metrics=MetricsSink(config.metrics, config.lifecycle, registry),
+        window=WindowSink(config.windows, registry, clock),
+        tail=TailHub(config.tail, registry),
+    )
 
 
 def build_app(
@@ -79,9 +93,9 @@ def build_app(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = SelfMetrics(registry)
     sinks = build_sinks(config, registry, clock)
-    pipeline = Pipeline(sinks, metrics, config.ingest.queue_size)
+    pipeline = Pipeline(sinks.in_order(), metrics, config.ingest.queue_size)
     decoder = EventDecoder(config.ingest.max_clock_skew)
-    sidecar = Sidecar(config, clock, registry, metrics, decoder, pipeline, {s.name: s for s in sinks}, http_url=http_url)
+    sidecar = Sidecar(config, clock, registry, metrics, decoder, pipeline, sinks, http_url=http_url)
     if config.listen.unix:
         sidecar.listeners.append(
             UnixListener(config.listen.unix, config.listen.unix_mode, config.ingest, decoder, pipeline, metrics, clock)
@@ -93,38 +107,15 @@ def build_app(
 
 def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     config = sidecar.config
+    token = config.auth.token
     return [
-        events_route(config.ingest, config.auth.token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
-        stats_route(sidecar.sinks["window"], config.auth.token),
-        Route("/metrics", _metrics),
-        Route("/healthz", _healthz),
-        Route("/readyz", _readyz),
+        events_route(config.ingest, token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        stats_route(sidecar.sinks.window, token),
+        metrics_route(sidecar.registry, sidecar.metrics, token),
+        *health_routes(lambda: sidecar.ready, sidecar.listener_names),
         *page_routes(config.web),
-        tail_route(sidecar.sinks["tail"], config.tail, config.auth.token),
+        tail_route(sidecar.sinks.tail, config.tail, token),
     ]
-
-
-async def _metrics(request: Request) -> Response:
-    sidecar: Sidecar = request.app.state.sidecar
-    if not check_bearer(request, sidecar.config.auth.token):
-        return unauthorized()
-    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    started = time.perf_counter()
-    # Rendering runs in a worker thread so a large registry never stalls ingest;
-    # collectors copy their state under a lock held only between batches.
-    body = await run_in_threadpool(encoder, sidecar.registry)
-    sidecar.metrics.scrape_duration.observe(time.perf_counter() - started)
-    return Response(body, media_type=content_type)
-
-
-async def _healthz(request: Request) -> Response:
-    return PlainTextResponse("ok\n")
-
-
-async def _readyz(request: Request) -> Response:
-    sidecar: Sidecar = request.app.state.sidecar
-    body = {"ready": sidecar.ready, "listeners": [f"unix:{lst.path}" for lst in sidecar.listeners]}
-    return JSONResponse(body, status_code=200 if sidecar.ready else 503)
 
 
 async def _maintain(sidecar: Sidecar) -> None:
@@ -144,9 +135,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     sidecar.metrics.watch_loop(asyncio.get_running_loop())
     pipeline_task = asyncio.create_task(sidecar.pipeline.run(), name="pipeline")
     maintain_task = asyncio.create_task(_maintain(sidecar), name="maintain")
-    for sink in sidecar.sinks.values():
-        if hasattr(sink, "start"):
-            await sink.start()
+    for sink in sidecar.pipeline.sinks:
+        await sink.start()
     try:
         for listener in sidecar.listeners:
             await listener.start()
@@ -166,9 +156,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             except TimeoutError:
                 log.error("pipeline did not drain within shutdown_grace (%gs)", grace)
         maintain_task.cancel()
-        for sink in sidecar.sinks.values():
-            if hasattr(sink, "close"):
-                await sink.close()
+        for sink in sidecar.pipeline.sinks:
+            await sink.close()
         totals = sidecar.metrics.totals()
         log.info(
             "agent-sidecar stopped: received=%d accepted=%d rejected=%d dropped=%d processed=%d",

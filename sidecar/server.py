@@ -128,17 +128,15 @@ def configure_logging(level: str) -> None:
 
 class SidecarServer(uvicorn.Server):
     """uvicorn waits for open connections *before* the app's lifespan shutdown runs, so long-lived
-    WebSockets would hold shutdown up (uvicorn #1140). Sinks with `begin_shutdown()` (the tail hub:
-    close its clients with 1001) get to act the moment shutdown starts."""
+    WebSockets would hold shutdown up (uvicorn #1140). The tail hub closes its clients with 1001
+    the moment shutdown starts."""
 
     def __init__(self, config: uvicorn.Config, sidecar: Sidecar):
         super().__init__(config)
         self.sidecar = sidecar
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for sink in self.sidecar.sinks.values():
-            if hasattr(sink, "begin_shutdown"):
-                await sink.begin_shutdown()
+        await self.sidecar.sinks.tail.begin_shutdown()
         await super().shutdown(sockets)
 
 

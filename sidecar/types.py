@@ -71,11 +71,19 @@ class Batch:
 
 
 class Sink(Protocol):
-    """Something the pipeline feeds. Only the pipeline task calls `consume`."""
+    """Something the pipeline feeds. Only the pipeline task calls `consume`.
+
+    The app's lifespan calls `start` before the first batch and `close` after the
+    pipeline has drained, so a sink can own tasks or files for exactly that span.
+    """
 
     name: str
+
+    async def start(self) -> None: ...
 
     def consume(self, batch: Batch) -> None: ...
 
     def maintain(self, now: float) -> None:
         """Periodic housekeeping (expiry, abandon sweeps); called about once a second."""
+
+    async def close(self) -> None: ...

@@ -13,10 +13,10 @@ def samples(text, parser=parse_text):
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in parser(text) for s in f.samples}
 
 
-def test_healthz_and_readyz(sidecar):
+def test_healthz_and_readyz_name_every_listener(sidecar):
     assert httpx.get(sidecar.url + "/healthz").text == "ok\n"
     r = httpx.get(sidecar.url + "/readyz")
-    assert r.status_code == 200 and r.json() == {"ready": True, "listeners": [f"unix:{sidecar.unix}"]}
+    assert r.status_code == 200 and r.json() == {"ready": True, "listeners": [sidecar.url, f"unix:{sidecar.unix}"]}
 
 
 def test_scrape_has_exact_counts_and_passes_promtool(sidecar):

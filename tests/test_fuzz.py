@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar import fuzz
+import fuzzing as fuzz
 from sidecar.ingest.http import BOM, split_body
 from sidecar.protocol import REASONS, EventDecoder
 from sidecar.testing import running_sidecar

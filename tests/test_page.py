@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from sidecar.page import WEB_DIR
+from sidecar.api.page import WEB_DIR
 from sidecar.testing import running_sidecar
 
 

@@ -228,7 +228,7 @@ async def test_browser_origins_other_than_our_own_or_allowed_are_refused():
 
 
 async def test_a_client_arriving_during_shutdown_is_closed_with_1001(sidecar):
-    sidecar.call(lambda: setattr(sidecar.sidecar.sinks["tail"], "closing", True))
+    sidecar.call(lambda: setattr(sidecar.sidecar.sinks.tail, "closing", True))
     async with connect(ws_url(sidecar)) as ws:
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), LIVENESS)

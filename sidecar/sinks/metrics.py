@@ -209,6 +209,12 @@ class MetricsSink:
 
     # -- housekeeping ---------------------------------------------------------
 
+    async def start(self) -> None:
+        pass  # all state is built in __init__; nothing runs between batches
+
+    async def close(self) -> None:
+        pass
+
     def maintain(self, now: float) -> None:
         with self._lock:
             cutoff = now - self.lifecycle.abandon_after

@@ -502,6 +502,9 @@ class TailHub:
         if dropped:
             self.dropped_total.inc(dropped)
 
+    async def start(self) -> None:
+        pass  # a sender task starts with each client, not with the hub
+
     def maintain(self, now: float) -> None:
         pass  # keepalive is the WebSocket server's (ping/pong); nothing expires here
 

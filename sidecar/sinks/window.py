@@ -410,6 +410,12 @@ class WindowSink:
 
     # -- moving pending events into the store ------------------------------
 
+    async def start(self) -> None:
+        pass  # the store lives in memory and is built in __init__
+
+    async def close(self) -> None:
+        pass
+
     def maintain(self, now: float) -> None:
         with self._lock:
             self._flush(now, fold=True)

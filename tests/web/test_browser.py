@@ -141,7 +141,7 @@ def test_pause_holds_events_on_the_server_and_resume_delivers_them(sidecar, open
     expect(page.locator("#pause")).to_have_attribute("aria-pressed", "true")
     sidecar.send_unix(ndjson(*(event("llm.call", agent=f"a{i}") for i in range(5))))
     sidecar.wait_processed(5)
-    hub = sidecar.sidecar.sinks["tail"]
+    hub = sidecar.sidecar.sinks.tail
     assert sidecar.call(lambda: [len(c.queue) for c in hub.clients]) == [5]  # held for the page
     assert rows(page).count() == 0
     page.click("#pause")

@@ -19,7 +19,7 @@ from starlette.types import Scope
 
 from sidecar.config import WebConfig
 
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).parent.parent / "web"
 
 # Everything comes from the sidecar itself; the tail is a same-origin WebSocket.
 SECURITY_HEADERS = {
