@@ -6,6 +6,19 @@ import pytest
 from sidecar.testing import RunningSidecar, SidecarProcess, running_sidecar
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    """In CI every real tool (promtool, Prometheus, Chromium, ...) is installed by .ci/run, so a skip
+    means a missing install step or a broken fixture: report it as a failure, not a quiet 's'."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {reason}"
 
 
 @pytest.fixture

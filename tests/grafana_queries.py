@@ -5,7 +5,6 @@ Shared by the structural dashboard tests and the end-to-end Prometheus test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from collections.abc import Iterator
@@ -19,19 +18,6 @@ PROMETHEUS = REPO / "prometheus"
 # `$name`, `${name}` and `${name:format}`; Grafana's own start with `__`.
 VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 BUILTINS = {"__rate_interval", "__interval", "__interval_ms", "__range", "__range_s", "__range_ms", "__all"}
-
-# Metrics that come from issues built in parallel: a panel using them can only return data once the
-# module that provides them is merged; until then (and only then) the e2e test skips that query.
-PROVIDED_BY = {"agent_window_": "sidecar.sinks.window", "sidecar_window_": "sidecar.sinks.window", "sidecar_tail_": "sidecar.sinks.tail"}
-
-
-def missing_module(expr: str) -> str | None:
-    """The module a query needs that this checkout lacks, or None."""
-    for prefix, module in PROVIDED_BY.items():
-        if prefix in expr and importlib.util.find_spec(module) is None:
-            return module
-    return None
-
 
 def load_dashboards() -> dict[str, dict]:
     return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}

@@ -3,7 +3,6 @@ engine runs here): the stack must wire exactly the files and names the other tes
 
 from __future__ import annotations
 
-import importlib.util
 import posixpath
 import re
 
@@ -12,7 +11,6 @@ import yaml
 
 from grafana_queries import DASHBOARDS, PROMETHEUS, REPO, load_dashboards
 from sidecar.config import config_from_dict
-from sidecar.exceptions import ConfigError
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -71,16 +69,7 @@ def test_dockerfile_is_a_plain_python_image_running_the_cli_as_a_non_root_user()
 
 
 def test_sidecar_config_is_valid_and_listens_where_prometheus_and_the_demo_look():
-    data = _sidecar_config()
-    try:
-        config = config_from_dict(data)
-    except ConfigError as exc:
-        # windows.prometheus_by comes with the exact-window issue; strict once sidecar.sinks.window exists.
-        if importlib.util.find_spec("sidecar.sinks.window") is not None:
-            raise
-        assert all(p.startswith("windows.prometheus_by") for p in exc.problems), exc.problems
-        data["windows"].pop("prometheus_by")
-        config = config_from_dict(data)
+    config = config_from_dict(_sidecar_config())
     host, port = config.listen.http.rsplit(":", 1)
     assert host == "0.0.0.0"  # reachable from the prometheus container
     scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())

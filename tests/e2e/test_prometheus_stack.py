@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grafana_queries import PROMETHEUS, REPO, Query, load_dashboards, missing_module, parse_label_values, queries, substitute
+from grafana_queries import PROMETHEUS, REPO, Query, load_dashboards, parse_label_values, queries, substitute
 from sidecar.testing import SidecarProcess
 
 PROMETHEUS_BIN = shutil.which("prometheus")
@@ -37,9 +37,8 @@ BUILTINS = {"__rate_interval": "5s", "__interval": "1s", "__range": "1h"}
 
 SIDECAR_CONFIG = {
     "lifecycle": {"abandon_after": "2s"},  # so the demo's abandoned runs are counted within the test
+    "windows": {"prometheus_by": ["agent"]},  # per-agent exact quantiles
 }
-if missing_module("agent_window_") is None:
-    SIDECAR_CONFIG["windows"] = {"prometheus_by": ["agent"]}  # per-agent exact quantiles (issue 4)
 
 
 def _free_port() -> int:
@@ -155,9 +154,6 @@ def stack(tmp_path_factory):
 
 @pytest.mark.parametrize("query", QUERIES, ids=lambda q: q.id)
 def test_panel_query_returns_data(query: Query, request):
-    module = missing_module(query.expr)
-    if module:
-        pytest.skip(f"uses a metric from {module}, which this checkout does not have yet (issue 4/5)")
     stack: Stack = request.getfixturevalue("stack")
     expr = substitute(query.expr, stack.resolve(query.dashboard))
     stack.wait(f"data for {query.id}: {expr}", lambda: _has_data(stack.query(expr)))
