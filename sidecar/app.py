@@ -124,7 +124,7 @@ async def _maintain(sidecar: Sidecar) -> None:
         sidecar.pipeline.maintain(sidecar.clock())
 
 
-async def _drain(pipeline: Pipeline, task: asyncio.Task) -> None:
+async def _drain(pipeline: Pipeline, task: asyncio.Task[None]) -> None:
     await pipeline.close()
     await task
 
