@@ -10,10 +10,24 @@ dependencies (msgspec, starlette, prometheus_client, ...).
     with emitter.workflow("code_review") as run:
         with run.agent("planner", model="gpt-4o") as inv:
             inv.record_tokens(input=512, output=128)
+
+Plain NDJSON, synchronously (what `agent-sidecar send` does): `send_unix(path, data)` or
+`post_ndjson(url, data)`; failures raise a `SidecarError` that names the target and what to try.
 """
 
 from sidecar.client.emitter import ENV_SOCKET, ENV_TOKEN, ENV_URL, Emitter, InvalidEvent
 from sidecar.client.lifecycle import Invocation, Run, current_invocation, current_run
+from sidecar.client.senders import (
+    HttpSender,
+    Overloaded,
+    Refused,
+    SidecarError,
+    Unconfirmed,
+    UnixSender,
+    Unreachable,
+    post_ndjson,
+    send_unix,
+)
 from sidecar.contract import DEFAULT_SOCKET
 
 __all__ = [
@@ -22,9 +36,18 @@ __all__ = [
     "ENV_TOKEN",
     "ENV_URL",
     "Emitter",
+    "HttpSender",
     "InvalidEvent",
     "Invocation",
+    "Overloaded",
+    "Refused",
     "Run",
+    "SidecarError",
+    "Unconfirmed",
+    "UnixSender",
+    "Unreachable",
     "current_invocation",
     "current_run",
+    "post_ndjson",
+    "send_unix",
 ]
