@@ -16,12 +16,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from sidecar.app import Sidecar
+from sidecar.client.senders import send_unix
 from sidecar.config import Config
 from sidecar.server import build_server, loop_factory, url_of
 
@@ -66,13 +67,40 @@ class RunningSidecar:
     sidecar: Sidecar
     loop: asyncio.AbstractEventLoop
 
+    _resumed: asyncio.Task[None] | None = field(default=None, init=False)
+
     def send_unix(self, data: bytes) -> None:
         """Write bytes to the ingest socket and wait until the sidecar has read them all."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(self.unix)
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(1)
+        send_unix(self.unix, data)
+
+    def stall_pipeline(self) -> None:
+        """Stop the pipeline task: its queue fills, Unix clients wait, HTTP answers 503 (queue_full)."""
+
+        async def stall() -> None:
+            for task in asyncio.all_tasks():
+                if task.get_name() == "pipeline":
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stall(), self.loop).result(10)
+
+    def resume_pipeline(self) -> None:
+        """Run the pipeline again after `stall_pipeline`; `running_sidecar` drains it at exit."""
+
+        async def resume() -> None:
+            self._resumed = asyncio.create_task(self.sidecar.pipeline.run())
+
+        asyncio.run_coroutine_threadsafe(resume(), self.loop).result(10)
+
+    def _drain_resumed(self) -> None:
+        task = self._resumed
+        if task is None:
+            return
+
+        async def drain() -> None:  # the lifespan only drains the task it started itself
+            await self.sidecar.pipeline.close()
+            await task
+
+        asyncio.run_coroutine_threadsafe(drain(), self.loop).result(10)
 
     def wait_processed(self, n: int, timeout: float = 10.0) -> None:
         """Block until the pipeline has processed at least `n` events in total."""
@@ -117,9 +145,11 @@ def running_sidecar(
         app = server.config.loaded_app
         while hasattr(app, "app"):  # unwrap uvicorn's middleware
             app = app.app
+        running = RunningSidecar(config, url_of(sock) if sock else "", config.listen.unix, registry, app.state.sidecar, loop)
         try:
-            yield RunningSidecar(config, url_of(sock) if sock else "", config.listen.unix, registry, app.state.sidecar, loop)
+            yield running
         finally:
+            running._drain_resumed()
             server.should_exit = True
             thread.join(config.shutdown_grace + 5)
             loop.close()

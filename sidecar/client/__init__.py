@@ -12,16 +12,16 @@ dependencies (msgspec, starlette, prometheus_client, ...).
             inv.record_tokens(input=512, output=128)
 
 Plain NDJSON, synchronously (what `agent-sidecar send` does): `send_unix(path, data)` or
-`post_ndjson(url, data)`; failures raise a `SidecarError` that names the target and what to try.
+`post_ndjson(url, data)`; failures raise a `ClientError` that names the target and what to try.
 """
 
 from sidecar.client.emitter import ENV_SOCKET, ENV_TOKEN, ENV_URL, Emitter, InvalidEvent
 from sidecar.client.lifecycle import Invocation, Run, current_invocation, current_run
 from sidecar.client.senders import (
+    ClientError,
     HttpSender,
     Overloaded,
     Refused,
-    SidecarError,
     Unconfirmed,
     UnixSender,
     Unreachable,
@@ -31,6 +31,7 @@ from sidecar.client.senders import (
 from sidecar.contract import DEFAULT_SOCKET
 
 __all__ = [
+    "ClientError",
     "DEFAULT_SOCKET",
     "ENV_SOCKET",
     "ENV_TOKEN",
@@ -42,7 +43,6 @@ __all__ = [
     "Overloaded",
     "Refused",
     "Run",
-    "SidecarError",
     "Unconfirmed",
     "UnixSender",
     "Unreachable",

@@ -1,7 +1,7 @@
 """The two ways bytes reach a sidecar, written once: NDJSON over its Unix socket, and POST /v1/events.
 
 Standard library only. The SDK's transports, `agent-sidecar send` and `demo`, the test helpers
-and the benchmarks all send through these. Failures are typed `SidecarError`s whose message
+and the benchmarks all send through these. Failures are typed `ClientError`s whose message
 names the socket or URL, says what went wrong and what to try; nothing here exits the process.
 
 Unix socket: a stream of NDJSON lines. `finish()` half-closes and waits for the sidecar to close
@@ -28,7 +28,7 @@ Notify = Callable[[str], None]
 RUN_HINT = "is `agent-sidecar run` running and listening there?"
 
 
-class SidecarError(Exception):
+class ClientError(Exception):
     """Sending to a sidecar failed; `target` is the socket path or URL, `hint` what to try."""
 
     def __init__(self, message: str, *, target: str, hint: str = ""):
@@ -39,21 +39,24 @@ class SidecarError(Exception):
 
     def add_hint(self, more: str) -> None:
         """Add advice the caller knows better (a CLI adds its flag names)."""
-        self.hint = f"{self.hint}; {more}" if self.hint else more
+        if not self.hint:
+            self.hint = more
+        else:
+            self.hint += f" {more}" if self.hint.endswith(("?", ".")) else f"; {more}"
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
-class Unreachable(SidecarError):
+class Unreachable(ClientError):
     """No connection could be made, so nothing was delivered; sending again is safe."""
 
 
-class Unconfirmed(SidecarError):
+class Unconfirmed(ClientError):
     """The connection broke after bytes left: an unknown part of them arrived."""
 
 
-class Refused(SidecarError):
+class Refused(ClientError):
     """The sidecar answered and will not take this request (bad token, too large, ...)."""
 
     def __init__(self, message: str, *, target: str, hint: str = "", status: int = 0):
@@ -61,12 +64,12 @@ class Refused(SidecarError):
         self.status = status
 
 
-class Overloaded(SidecarError):
+class Overloaded(ClientError):
     """The sidecar kept answering 503 (its queue is full) through every retry."""
 
 
-def _why(exc: OSError) -> str:
-    """`no such file` rather than `[Errno 2] No such file or directory: '/x'`."""
+def os_reason(exc: OSError) -> str:
+    """`no such file` rather than `[Errno 2] No such file or directory: '/x'` (the caller names the thing)."""
     if isinstance(exc, socket.timeout):
         return "timed out"
     if exc.errno is not None:
@@ -75,6 +78,7 @@ def _why(exc: OSError) -> str:
             errno.ECONNREFUSED: "connection refused",
             errno.EACCES: "permission denied",
             errno.ENOTSOCK: "not a socket",
+            errno.EISDIR: "is a directory",
         }.get(exc.errno, exc.strerror or str(exc)).lower()
     return str(exc) or type(exc).__name__
 
@@ -85,12 +89,12 @@ def _unix_unreachable(path: str, exc: OSError) -> Unreachable:
         hint = "a socket file is there but no sidecar accepts on it: is `agent-sidecar run` running?"
     elif exc.errno == errno.EACCES:
         hint = "run as a user that may write to it, or set listen.unix_mode"
-    return Unreachable(f"cannot connect to {path}: {_why(exc)}", target=path, hint=hint)
+    return Unreachable(f"cannot connect to {path}: {os_reason(exc)}", target=path, hint=hint)
 
 
 def _unconfirmed(target: str, exc: OSError) -> Unconfirmed:
     return Unconfirmed(
-        f"connection to {target} broke mid-stream: {_why(exc)}",
+        f"connection to {target} broke mid-stream: {os_reason(exc)}",
         target=target,
         hint="the sidecar stopped or restarted; some lines may not have arrived",
     )
@@ -280,11 +284,11 @@ class HttpSender:
             # Refused, or closed before any answer: uvicorn answers every request it has read,
             # even while shutting down, so nothing was taken.
             self.close()
-            why = _why(exc) if isinstance(exc, OSError) else "closed without an answer"
+            why = os_reason(exc) if isinstance(exc, OSError) else "closed without an answer"
             raise Unreachable(f"cannot POST to {self.endpoint}: {why}", target=self.url, hint=RUN_HINT) from None
         except (OSError, http.client.HTTPException) as exc:  # e.g. a timeout while it works: unknown
             self.close()
-            why = _why(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            why = os_reason(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             raise Unconfirmed(
                 f"POST to {self.endpoint} failed mid-request: {why}", target=self.url, hint="the batch may or may not have been taken"
             ) from None

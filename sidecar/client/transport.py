@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sidecar.client.senders import HttpSender, SidecarError, UnixSender, Unreachable
+from sidecar.client.senders import ClientError, HttpSender, UnixSender, Unreachable
 
 OK, RETRY, UNCONFIRMED, REFUSED = "ok", "retry", "unconfirmed", "refused"
 SEND_BUFFER = 4 << 20
@@ -61,7 +61,7 @@ class UnixTransport:
                 sender.abort()
         try:
             sender.send(data)
-        except SidecarError as exc:
+        except ClientError as exc:
             return self._broken(n, exc)
         self.in_doubt += n
         return Result(OK)
@@ -72,13 +72,13 @@ class UnixTransport:
             return Result(OK)
         try:
             sender.finish()
-        except SidecarError as exc:
+        except ClientError as exc:
             return self._broken(0, exc)
         confirmed = self.in_doubt
         self._reset()
         return Result(OK, confirmed=confirmed)
 
-    def _broken(self, n: int, exc: SidecarError) -> Result:
+    def _broken(self, n: int, exc: ClientError) -> Result:
         lost = self.in_doubt + n
         self._reset()
         return Result(UNCONFIRMED, unconfirmed=lost, detail=str(exc))
@@ -122,7 +122,7 @@ class HttpTransport:
             answer = self._http.post(data)
         except Unreachable as exc:
             return Result(RETRY, detail=str(exc))
-        except SidecarError as exc:
+        except ClientError as exc:
             return Result(UNCONFIRMED, unconfirmed=n, detail=str(exc))
         if answer.status in (200, 202) or (answer.status == 400 and "accepted" in answer.doc):  # 400: every item was invalid
             rejected = answer.doc.get("rejected", 0)

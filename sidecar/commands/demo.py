@@ -20,13 +20,13 @@ import json
 import math
 import random
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sidecar.commands.send import post_batch
+from sidecar.client.senders import ClientError, HttpSender, Notify, UnixSender
 from sidecar.config import ListenConfig
 
 TICK = 0.05  # seconds between writes
@@ -228,47 +228,44 @@ INVALID_LINES = (
 # -- transports ------------------------------------------------------------------
 
 
-class UnixTarget:
-    """One long-lived connection to the ingest socket (waits for it to appear)."""
+class Target(Protocol):
+    def send(self, lines: list[bytes]) -> None: ...
 
-    def __init__(self, path: str, wait: float):
+
+class UnixTarget:
+    """One long-lived connection to the ingest socket (waits up to `wait` s for it to appear)."""
+
+    def __init__(self, path: str, wait: float, notify: Notify | None = None):
         self.name = f"unix:{path}"
-        deadline = time.monotonic() + wait
-        while True:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self.sock.connect(path)
-                return
-            except (FileNotFoundError, ConnectionRefusedError):
-                self.sock.close()
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.2)
+        self.sender = UnixSender.wait_for(path, wait, notify=notify)
 
     def send(self, lines: list[bytes]) -> None:
-        self.sock.sendall(b"\n".join(lines) + b"\n")
+        self.sender.send(b"\n".join(lines) + b"\n")
 
     def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.recv(1)  # the sidecar closes its end once it has read everything
-        finally:
-            self.sock.close()
+        self.sender.finish()  # returns once the sidecar has read every line
+
+    def abandon(self) -> None:
+        self.sender.close()
 
 
 class HttpTarget:
-    """POSTs each tick's lines as one NDJSON batch (an overloaded sidecar's 503 ends the demo)."""
+    """POSTs each tick's lines as one NDJSON batch; a 503 is retried `retries` times, then `Overloaded`."""
 
-    def __init__(self, url: str, token: str | None):
+    def __init__(self, url: str, token: str | None, retries: int, notify: Notify | None = None):
         self.name = url
-        self.url = url
-        self.token = token
+        self.sender = HttpSender(url, token)
+        self.retries = retries
+        self.notify = notify
 
     def send(self, lines: list[bytes]) -> None:
-        post_batch(self.url, lines, self.token)  # per-line rejections are the sidecar's to count
+        # per-line rejections are the sidecar's to count
+        self.sender.send(b"\n".join(lines), retries=self.retries, notify=self.notify)
 
     def close(self) -> None:
-        pass
+        self.sender.close()
+
+    abandon = close
 
 
 # -- the command ------------------------------------------------------------------
@@ -294,6 +291,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"fraction of runs that never report their end (default {Odds.abandon})")
     p.add_argument("--seed", type=int, help="random seed, for a reproducible stream")
     p.add_argument("--wait", type=float, default=30.0, metavar="S", help="wait up to S seconds for the socket to appear (default 30)")
+    p.add_argument("--retries", type=int, default=30, metavar="N",
+                   help="with --url: retry a batch the overloaded sidecar refuses (503) N times, then stop (default 30)")
     p.set_defaults(func=main)
 
 
@@ -320,7 +319,7 @@ class Progress:
     stopping: bool = False  # set by SIGINT/SIGTERM; the loop stops between writes
 
 
-def pace(target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: float, progress: Progress) -> None:
+def pace(target: Target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: float, progress: Progress) -> None:
     """Write lines at `rate` per second for `duration` seconds (0: forever): exactly rate*duration
     lines when the sender keeps up. A sender that cannot keep up writes as fast as it can (in
     chunks of at most MAX_CHUNK lines) and stops GRACE seconds after `duration`."""
@@ -340,18 +339,24 @@ def pace(target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: flo
             time.sleep(TICK)
 
 
+def _say(message: str) -> None:
+    print(f"agent-sidecar demo: {message}", file=sys.stderr, flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
+    """Stream until --duration, Ctrl-C or a send error; the summary line is printed in every case,
+    then an error goes up to cli.main, which names it and exits 1."""
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     sim = Simulation(seed, max(1, args.workflows), Odds(abandon=args.abandon))
     lines = stream(sim, random.Random(seed + 1), args.invalid)
     started = time.monotonic()
     progress = Progress()
-    try:
-        target = HttpTarget(args.url, args.token) if args.url else UnixTarget(args.unix or ListenConfig.unix, args.wait)
-    except OSError as exc:
-        print(f"agent-sidecar demo: cannot connect: {exc}", file=sys.stderr)
-        return 1
-    print(f"agent-sidecar demo: {args.rate:g} lines/s, {args.workflows} concurrent workflows -> {target.name} (seed {seed})", file=sys.stderr)
+    target: UnixTarget | HttpTarget
+    if args.url:
+        target = HttpTarget(args.url, args.token, args.retries, _say)
+    else:
+        target = UnixTarget(args.unix or ListenConfig.unix, args.wait, _say)
+    _say(f"{args.rate:g} lines/s, {args.workflows} concurrent workflows -> {target.name} (seed {seed})")
     # Ctrl-C (or `docker stop`) is how an endless demo ends: finish the current write, close
     # cleanly, and report exactly what was sent.
     def stop(*_: object) -> None:
@@ -361,16 +366,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         pace(target, lines, args.rate, args.duration, progress)
         target.close()
-    except OSError as exc:
-        print(f"agent-sidecar demo: {target.name}: {exc}", file=sys.stderr)
-        return 1
+    except ClientError:
+        target.abandon()
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    runs = ", ".join(f"{n} {outcome}" for outcome, n in sim.outcomes.items())
-    print(
-        f"agent-sidecar demo: sent {progress.sent} lines ({progress.invalid} invalid) in {time.monotonic() - started:.1f}s; "
-        f"runs: {sim.started} started, {runs}",
-        file=sys.stderr,
-    )
+        runs = ", ".join(f"{n} {outcome}" for outcome, n in sim.outcomes.items())
+        _say(
+            f"sent {progress.sent} lines ({progress.invalid} invalid) in {time.monotonic() - started:.1f}s; "
+            f"runs: {sim.started} started, {runs}"
+        )
     return 0
