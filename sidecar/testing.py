@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,21 +162,35 @@ def running_sidecar(
 
 def final_totals(output: str) -> dict[str, int]:
     """The counts of the `stopped: received=N accepted=N ...` line a sidecar logs on exit."""
-    import re
+    found = re.search(r"stopped: (.*)", output)
+    if found is None:
+        raise ValueError("no `stopped:` line in the sidecar's output")
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", found[1])}
 
-    line = re.search(r"stopped: (.*)", output)[1]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+SIDECAR_COMMAND = (sys.executable, "-m", "sidecar")
 
 
 class SidecarProcess:
-    """A real `agent-sidecar run` process on an ephemeral port, talked to only from outside."""
+    """A real `agent-sidecar run` process, talked to only from outside; the one way tests and
+    benchmarks start one. Returns once it has logged "ready" (then `url` and `unix` say where).
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
-        import subprocess
-        import sys
+    `args` go after `run`; `env` is added to this process's environment; `command` replaces
+    `python -m sidecar` (e.g. to run it under cProfile). Its output is read by a thread (a pipe
+    nobody reads would fill up and stall the sidecar) and kept in `lines`. It also answers the
+    `subprocess.Popen` calls benchmarks make (`pid`, `poll`, `wait`, `send_signal`, `terminate`, `kill`).
+    """
 
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        command: Sequence[str] = SIDECAR_COMMAND,
+        ready_timeout: float = 30.0,
+    ):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "run", *args],
+            [*command, "run", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -181,45 +198,71 @@ class SidecarProcess:
         self.lines: list[str] = []
         self.url = ""
         self.unix = ""
-        deadline = time.monotonic() + 20
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                break
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(ready_timeout) or not (self.url or self.unix):
+            self.proc.kill()
+            self.proc.wait()
+            self._reader.join(5)
+            raise RuntimeError(f"sidecar did not become ready within {ready_timeout:g}s:\n" + self.output)
+
+    @classmethod
+    def in_dir(
+        cls, tmpdir: str, *args: str, config: str | None = None, env: dict[str, str] | None = None, command: Sequence[str] = SIDECAR_COMMAND
+    ) -> SidecarProcess:
+        """On an ephemeral port and `tmpdir`/s.sock, with `config` (YAML text) written to `tmpdir`/config.yaml."""
+        argv = ["--http", "127.0.0.1:0", "--unix", os.path.join(tmpdir, "s.sock"), *args]
+        if config is not None:
+            path = os.path.join(tmpdir, "config.yaml")
+            with open(path, "w") as f:
+                f.write(config)
+            argv += ["--config", path]
+        return cls(argv, env, command=command)
+
+    def _drain(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        for raw in stdout:
+            line = raw.decode(errors="replace")
             self.lines.append(line)
-            if " ready " in line:
+            if not self._ready.is_set() and " ready " in line:
                 for word in line.split():
                     if word.startswith("http="):
                         self.url = word[5:]
                     elif word.startswith("unix="):
                         self.unix = word[5:]
-                break
-        if not (self.url or self.unix):
-            self.proc.kill()
-            rest = self.proc.stdout.read().decode()
-            self.proc.wait()
-            self.proc.stdout.close()
-            raise RuntimeError("sidecar did not become ready:\n" + "".join(self.lines) + rest)
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.decode())
+                self._ready.set()
+        stdout.close()
+        self._ready.set()  # it exited before it was ready: __init__ stops waiting
 
     @property
     def output(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self.proc.wait(timeout)
+        self._reader.join(5)  # every line it wrote is in `lines`
+        return rc
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
     def stop(self, sig: int | None = None, timeout: float = 20) -> int:
         """Signal the process (SIGTERM by default) and return its exit code."""
-        import signal
-
         if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
-        rc = self.proc.wait(timeout)
-        self._reader.join(5)
-        self.proc.stdout.close()
-        return rc
+        return self.wait(timeout)
