@@ -169,9 +169,14 @@ def test_each_kind_of_invalid_line_is_rejected_with_its_reason():
     assert [r.reason for r in rejected] == ["missing_type", "invalid_field", "invalid_json"]
 
 
-def test_demo_without_a_sidecar_says_it_cannot_connect(tmp_path, capsys):
-    assert cli.main(["demo", "--unix", str(tmp_path / "none.sock"), "--wait", "0", "--duration", "1"]) == 1
-    assert "cannot connect" in capsys.readouterr().err
+def test_demo_without_a_sidecar_says_once_that_it_waits_then_names_the_socket(tmp_path, capsys):
+    sock = tmp_path / "none.sock"
+    assert cli.main(["demo", "--unix", str(sock), "--wait", "0.5", "--duration", "1"]) == 1
+    assert capsys.readouterr().err == (
+        f"agent-sidecar demo: cannot connect to {sock}: no such file (is `agent-sidecar run` running and listening there?); "
+        "retrying every 0.2s for up to 0.5s\n"
+        f"agent-sidecar demo: cannot connect to {sock}: no such file (is `agent-sidecar run` running and listening there? set --unix PATH)\n"
+    )
 
 
 def test_demo_rejects_a_rate_that_is_not_positive(capsys):
