@@ -33,6 +33,8 @@ TICK = 0.05  # seconds between writes
 MAX_CHUNK = 5000  # lines per write when behind schedule
 GRACE = 1.0  # seconds past --duration a sender that is behind may take
 
+Event = dict[str, Any]
+
 # USD per million tokens (input, output); list prices at the time of writing.
 MODELS = {
     "gpt-4o": (2.50, 10.00),
@@ -94,14 +96,14 @@ class Simulation:
         self.started = 0
         self.outcomes = {"completed": 0, "failed": 0, "abandoned": 0}
         self._seq = 0
-        self._heap: list[tuple[float, int, dict, Iterator[tuple[float, dict]]]] = []
+        self._heap: list[tuple[float, int, Event, Iterator[tuple[float, Event]]]] = []
         for _ in range(workflows):
             self._start(self.rng.uniform(0, 2))  # stagger the first runs
 
     def _id(self, bits: int = 64) -> str:
         return f"{self.rng.getrandbits(bits):0{bits // 4}x}"
 
-    def _push(self, run: Iterator[tuple[float, dict]]) -> None:
+    def _push(self, run: Iterator[tuple[float, Event]]) -> None:
         for at, ev in run:
             self._seq += 1
             heapq.heappush(self._heap, (at, self._seq, ev, run))
@@ -112,10 +114,10 @@ class Simulation:
         self.started += 1
         self._push(self._run(at))
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Event]:
         return self
 
-    def __next__(self) -> dict:
+    def __next__(self) -> Event:
         at, _, ev, run = heapq.heappop(self._heap)
         self.now = at
         self._push(run)
@@ -123,7 +125,7 @@ class Simulation:
 
     # -- one workflow run ------------------------------------------------------
 
-    def _run(self, t: float) -> Iterator[tuple[float, dict]]:
+    def _run(self, t: float) -> Iterator[tuple[float, Event]]:
         rng, odds = self.rng, self.odds
         workflow = rng.choices(list(WORKFLOWS), [w for _, w in WORKFLOWS.values()])[0]
         pipeline = list(WORKFLOWS[workflow][0])
@@ -169,7 +171,7 @@ class Simulation:
         yield t, {"type": "workflow.completed", **run, "duration_ms": _ms(t - start)}
         self.outcomes["completed"] += 1
 
-    def _agent_calls(self, agent: str, invocation: dict, t: float) -> Iterator[tuple[float, dict]]:
+    def _agent_calls(self, agent: str, invocation: Event, t: float) -> Iterator[tuple[float, Event]]:
         """LLM calls (with retries) and tool calls of one invocation; stops after a failed call."""
         rng, odds = self.rng, self.odds
         profile = AGENTS[agent]
@@ -271,7 +273,7 @@ class HttpTarget:
 # -- the command ------------------------------------------------------------------
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="send a realistic stream of concurrent agent workflows",
@@ -329,7 +331,7 @@ def pace(target: Target, lines: Iterator[tuple[bytes, bool]], rate: float, durat
         elapsed = time.monotonic() - start
         if duration and elapsed > duration + GRACE:
             break
-        due = min(total, int(rate * elapsed) + 1) - progress.sent
+        due = int(min(total, int(rate * elapsed) + 1)) - progress.sent
         if due > 0:
             chunk = [next(lines) for _ in range(min(due, MAX_CHUNK))]
             target.send([line for line, _ in chunk])

@@ -34,7 +34,7 @@ _COLOURS = {"debug": "\033[2m", "info": "", "warning": "\033[33m", "error": "\03
 _RESET = "\033[0m"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("tail", help="follow live events", description="Stream live events from a running sidecar (WS /v1/tail).")
     p.add_argument("--url", default=DEFAULT_URL, help=f"sidecar URL, ws:// or http:// (default {DEFAULT_URL})")
     p.add_argument("--token", default=os.environ.get("AGENT_SIDECAR_TOKEN"), help="tail token (default $AGENT_SIDECAR_TOKEN)")
