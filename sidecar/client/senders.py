@@ -100,6 +100,15 @@ def _unconfirmed(target: str, exc: OSError) -> Unconfirmed:
     )
 
 
+def _unblock(sock: socket.socket | None) -> None:
+    """Wake a thread blocked on `sock` (shutdown, not close: the descriptor stays its owner's)."""
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def announce_retry(notify: Notify | None, what: str, every: str) -> Notify | None:
     """Tell `notify` once that we are retrying and how; returns None so later calls stay quiet."""
     if notify is not None:
@@ -174,11 +183,7 @@ class UnixSender:
     def abort(self) -> None:
         """From another thread: unblock a send stuck on a stalled sidecar."""
         with self._lock:
-            if self._sock is not None:
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _unblock(self._sock)
 
     def close(self) -> None:
         with self._lock:
@@ -338,11 +343,8 @@ class HttpSender:
         with self._lock:
             self._aborted = True
             conn = self._conn
-        if conn is not None and conn.sock is not None:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if conn is not None:
+            _unblock(conn.sock)
 
     def close(self) -> None:
         with self._lock:
