@@ -1,4 +1,7 @@
-"""Shared pieces of the benchmarks: a realistic event mix, a sidecar process, the ceiling probe."""
+"""Shared pieces of the benchmarks: a realistic event mix, a sidecar process, sending to it, the ceiling probe.
+
+The sidecar process and the senders are the ones in `sidecar.testing` and `sidecar.client`, imported
+lazily so a benchmark's client processes pay for no server import they do not use."""
 
 from __future__ import annotations
 
@@ -10,6 +13,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sidecar.testing import SidecarProcess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CEILING = os.environ.get("CEILING", os.path.join(REPO, "..", "shared", "bench", "ceiling.py"))
@@ -63,24 +71,24 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, {model}, Python {sys.version.split()[0]}"
 
 
-def start_sidecar(tmpdir: str, *extra: str, config: str | None = None) -> subprocess.Popen:
-    """A real `agent-sidecar run`; returns the process with `.url` and `.unix` set."""
-    args = [sys.executable, "-m", "sidecar", "run", "--http", "127.0.0.1:0", "--unix", os.path.join(tmpdir, "s.sock"), *extra]
-    if config:
-        path = os.path.join(tmpdir, "config.yaml")
-        with open(path, "w") as f:
-            f.write(config)
-        args += ["--config", path]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO})
-    for line in proc.stderr:
-        line = line.decode()
-        if " ready " in line:
-            proc.url = re.search(r"http=(\S+)", line)[1]
-            proc.unix = re.search(r"unix=(\S+)", line)[1]
-            break
-    else:
-        raise RuntimeError("sidecar did not start")
-    return proc
+def start_sidecar(tmpdir: str, *extra: str, config: str | None = None, command: Sequence[str] | None = None) -> SidecarProcess:
+    """A real `agent-sidecar run` of this checkout, ready; `.url`, `.unix`, `.pid`, `.wait()`, ...
+    (see sidecar.testing.SidecarProcess). `command` replaces `python -m sidecar`."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from sidecar.testing import SIDECAR_COMMAND, SidecarProcess
+
+    return SidecarProcess.in_dir(tmpdir, *extra, config=config, env={"PYTHONPATH": REPO}, command=command or SIDECAR_COMMAND)
+
+
+def send_ndjson(path: str, data: bytes | Iterable[bytes]) -> int:
+    """Send NDJSON bytes over one connection to the sidecar's socket and wait until it has read
+    them all (sidecar.client.send_unix); returns the bytes sent."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from sidecar.client.senders import send_unix
+
+    return send_unix(path, data, timeout=None)
 
 
 def scrape_value(url: str, name: str) -> float:

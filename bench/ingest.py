@@ -10,19 +10,16 @@ sidecar reports every event processed by all sinks (sidecar_events_processed_tot
 from __future__ import annotations
 
 import argparse
-import http.client
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ceiling_limit, cpu_seconds, machine, realistic_lines, rss_mib, scrape_value, start_sidecar  # noqa: E402
+from common import ceiling_limit, cpu_seconds, machine, realistic_lines, rss_mib, scrape_value, send_ndjson, start_sidecar  # noqa: E402
 
 
 def unix_client(path: str, n: int, loaded, ready) -> None:
@@ -30,28 +27,21 @@ def unix_client(path: str, n: int, loaded, ready) -> None:
     chunks = [b"".join(lines[i : i + 1000]) for i in range(0, n, 1000)]
     loaded.set()
     ready.wait()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(path)
-        for c in chunks:
-            s.sendall(c)
+    send_ndjson(path, chunks)
 
 
 def http_client(url: str, n: int, loaded, ready, threads: int = 4) -> None:
     lines = realistic_lines(n)
     bodies = [b"".join(lines[i : i + 1000]) for i in range(0, n, 1000)]
-    host = urllib.parse.urlsplit(url)
+    from sidecar.client.senders import HttpSender
+
     loaded.set()
     ready.wait()
 
     def worker(part):
-        conn = http.client.HTTPConnection(host.hostname, host.port)
+        conn = HttpSender(url)
         for body in part:
-            while True:
-                conn.request("POST", "/v1/events", body, {"Content-Type": "application/x-ndjson"})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 503:
-                    break
+            while conn.post(body).status == 503:  # retry at once, not after Retry-After: this finds the ceiling
                 time.sleep(0.01)
 
     ts = [threading.Thread(target=worker, args=(bodies[i::threads],)) for i in range(threads)]

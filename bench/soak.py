@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import REPO, ceiling_limit, machine, rss_mib, start_sidecar  # noqa: E402
 
 sys.path.insert(0, REPO)
+from sidecar.client.senders import HttpSender, UnixSender  # noqa: E402
 from sidecar.config import parse_duration  # noqa: E402
 
 TYPES = ["llm.call", "tool.call", "agent.invoked", "agent.completed", "agent.failed", "workflow.started", "workflow.completed"]
@@ -79,12 +80,10 @@ def lines_for(generation: int, k: int = 0) -> bytes:
 
 def load(unix: str, url: str, rate: float, churn: float, stop, sent_unix, sent_http, http_share: float = 0.1) -> None:
     """Send `rate` events/s until `stop` is set (runs in its own process)."""
-    host = urllib.parse.urlsplit(url)
     started = time.monotonic()
     generation, chunks = 0, chunks_for(0)
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(unix)
-    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+    sock = UnixSender(unix, timeout=None)
+    conn = HttpSender(url, timeout=30)
     done_unix = done_http = 0
     every_http = max(1, round(1 / http_share)) if http_share else 0
     n = 0
@@ -101,14 +100,11 @@ def load(unix: str, url: str, rate: float, churn: float, stop, sent_unix, sent_h
             n += 1
             chunk = chunks[n % len(chunks)]
             if every_http and n % every_http == 0:
-                conn.request("POST", "/v1/events", chunk, {"content-type": "application/x-ndjson"})
-                r = conn.getresponse()
-                r.read()
-                if r.status == 202:
+                if conn.post(chunk).status == 202:
                     done_http += CHUNK
                     sent_http.value = done_http
             else:
-                sock.sendall(chunk)
+                sock.send(chunk)
                 done_unix += CHUNK
                 sent_unix.value = done_unix
     sock.close()
@@ -119,10 +115,9 @@ def blast(unix: str, seconds: float, sent) -> None:
     """As fast as one client can write, for `seconds` (to measure the maximum rate)."""
     chunk = lines_for(999_999) * 10
     end = time.monotonic() + seconds
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(unix)
+    with UnixSender(unix, timeout=None) as s:
         while time.monotonic() < end:
-            s.sendall(chunk)
+            s.send(chunk)
             sent.value += 10 * CHUNK
 
 
@@ -257,9 +252,6 @@ def run(
     ceiling = ceiling_limit() if rate is None else None  # the max rate is reported beside it
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         proc = start_sidecar(tmp, config=config)
-        log_lines: list[str] = []
-        reader = threading.Thread(target=lambda: log_lines.extend(line.decode() for line in proc.stderr), daemon=True)
-        reader.start()
         report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "duration_s": duration}
         try:
             _, v0, _ = scrape(proc.url)
@@ -329,9 +321,8 @@ def run(
                 "sidecar_events_dropped_total", "sidecar_events_processed_total")}
         finally:
             proc.send_signal(signal.SIGTERM)
-            report["exit_code"] = proc.wait(30)
-            reader.join(5)
-        report["final_line"] = next((line.strip() for line in log_lines if "stopped:" in line), "")
+            report["exit_code"] = proc.wait(30)  # returns once every line it logged is in proc.lines
+        report["final_line"] = next((line.strip() for line in proc.lines if "stopped:" in line), "")
         report["samples"] = samples
     return summarise(report, warmup)
 

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
-import time
+from typing import TYPE_CHECKING
 
-from common import REPO, ceiling_limit, cpu_seconds, machine, rss_mib, scrape_value  # noqa: F401 (re-exported)
+import common
+from common import REPO, ceiling_limit, cpu_seconds, machine, rss_mib, scrape_value, send_ndjson  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    from sidecar.testing import SidecarProcess
 
 
-def start_sidecar(tmpdir: str, config: str = "") -> subprocess.Popen:
-    """A real `agent-sidecar run` of this checkout; returns the process with `.url` and `.unix` set.
-    Its log goes to a file (a pipe nobody reads would fill up and stall it)."""
-    path = os.path.join(tmpdir, "config.yaml")
-    with open(path, "w") as f:
-        f.write(config or "{}\n")
-    log = open(os.path.join(tmpdir, "sidecar.log"), "w+b")
-    # PROFILE=out.prof runs the sidecar under cProfile (written at its graceful exit).
+def start_sidecar(tmpdir: str, config: str = "") -> SidecarProcess:
+    """A real `agent-sidecar run` of this checkout, ready (see common.start_sidecar), with `config` YAML.
+    PROFILE=out.prof runs it under cProfile (written at its graceful exit); UVLOOP=1 on uvloop."""
     profile = ["-m", "cProfile", "-o", os.environ["PROFILE"]] if os.environ.get("PROFILE") else []
-    # UVLOOP=1 runs it on uvloop (what main's sidecar is moving to), for comparison.
     entry = ["-c", "import sys, uvloop; uvloop.install(); from sidecar.cli import main; sys.exit(main())"] if os.environ.get("UVLOOP") else ["-m", "sidecar"]
-    args = [sys.executable, *profile, *entry, "run", "--http", "127.0.0.1:0", "--unix", os.path.join(tmpdir, "s.sock"), "--config", path]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with open(log.name, "rb") as f:
-            m = re.search(rb" ready http=(\S+) unix=(\S+)", f.read())
-        if m:
-            proc.url, proc.unix = m[1].decode(), m[2].decode()
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("sidecar did not start:\n" + open(log.name).read())
+    return common.start_sidecar(tmpdir, config=config or "{}\n", command=[sys.executable, *profile, *entry])
 
 
 def serve_clients(url: str, queries: list[str], on_message, ready, stop) -> None:

@@ -1,4 +1,7 @@
-"""`agent-sidecar`: parse arguments and hand off to one command module. Nothing else."""
+"""`agent-sidecar`: parse arguments and hand off to one command module; map errors to exit codes.
+
+Commands and library code raise; only here does an error become a message and an exit code.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import sys
 
 from sidecar import __version__
+from sidecar.client.senders import ClientError, Refused, Unreachable, os_reason
 from sidecar.commands import check_config, demo, run, send, stats, tail
 
 # Each command module has `register(subparsers)`, which sets `func(args) -> exit code`.
@@ -25,12 +29,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explain(exc: ClientError) -> str:
+    """The error's message with the flag that would fix it."""
+    flag = "--url URL" if "://" in exc.target else "--unix PATH"
+    if isinstance(exc, Unreachable):
+        exc.add_hint(f"set {flag}")
+    elif isinstance(exc, Refused) and exc.status == 401:
+        exc.add_hint("pass --token")
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `agent-sidecar tail | head`
         sys.stderr.close()
         return 0
+    except ClientError as exc:
+        print(f"agent-sidecar {args.command}: {explain(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file the user named (send FILE)
+        if exc.filename is None:
+            print(f"agent-sidecar {args.command}: {exc}", file=sys.stderr)
+        else:
+            print(f"agent-sidecar {args.command}: cannot open {exc.filename}: {os_reason(exc)} (check the path)", file=sys.stderr)
+        return 1

@@ -76,17 +76,75 @@ def test_send_over_http_from_stdin_reports_rejections(tmp_path):
     assert "invalid_json" in out.stderr.decode()
 
 
-def test_send_reports_a_missing_socket(tmp_path, capsys):
-    assert main(["send", "--unix", str(tmp_path / "nope.sock"), os.devnull]) == 1
-    assert "agent-sidecar send:" in capsys.readouterr().err
+def test_send_to_a_missing_socket_names_it_and_says_what_to_try(tmp_path, capsys):
+    sock = tmp_path / "nope.sock"
+    assert main(["send", "--unix", str(sock), os.devnull]) == 1
+    assert capsys.readouterr().err == (
+        f"agent-sidecar send: cannot connect to {sock}: no such file "
+        "(is `agent-sidecar run` running and listening there? set --unix PATH)\n"
+    )
 
 
-def test_send_over_http_fails_loudly_without_the_token(tmp_path):
+def test_send_to_a_socket_file_nobody_listens_on_says_so(tmp_path, capsys):
+    import socket
+
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))  # bound, never listening: what a crashed sidecar leaves behind
+        assert main(["send", "--unix", str(path), os.devnull]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot connect to {path}: connection refused" in err and "no sidecar accepts on it" in err
+
+
+def test_send_to_an_unreachable_url_names_the_url(capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = "http://127.0.0.1:%d" % s.getsockname()[1]
+    assert main(["send", "--url", url, os.devnull]) == 0  # nothing to send: no connection needed
+    path = os.path.join(REPO, "README.md")  # any file with a line in it
+    assert main(["send", "--url", url, path]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] + "\n" == (
+        f"agent-sidecar send: cannot POST to {url}/v1/events: connection refused "
+        "(is `agent-sidecar run` running and listening there? set --url URL)\n"
+    )
+
+
+def test_send_of_a_missing_file_names_the_file(tmp_path, capsys):
+    assert main(["send", "--unix", str(tmp_path / "s.sock"), str(tmp_path / "events.ndjson")]) == 1
+    assert capsys.readouterr().err == f"agent-sidecar send: cannot open {tmp_path / 'events.ndjson'}: no such file (check the path)\n"
+
+
+def test_send_over_http_without_the_token_says_which_flag_is_missing(tmp_path, capsys):
     path = tmp_path / "events.ndjson"
     path.write_bytes(ndjson(event()))
     with running_sidecar(**{"auth.token": "t0k"}) as s:
-        with pytest.raises(SystemExit, match="HTTP 401"):
-            main(["send", "--url", s.url, str(path)])
+        assert main(["send", "--url", s.url, str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"agent-sidecar send: {s.url}/v1/events answered HTTP 401")
+    assert err.endswith("(pass the sidecar's auth.token as the bearer token; pass --token)\n")
+
+
+def test_stats_against_an_unreachable_sidecar_names_the_url(capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = "http://127.0.0.1:%d" % s.getsockname()[1]
+    assert main(["stats", "--url", url]) == 1
+    assert capsys.readouterr().err == (
+        f"agent-sidecar stats: cannot reach {url}/v1/stats: connection refused "
+        "(is `agent-sidecar run` running there? set --url URL)\n"
+    )
+
+
+def test_stats_without_the_token_names_the_url_and_the_flag(capsys):
+    with running_sidecar(**{"auth.token": "t0k"}) as s:
+        assert main(["stats", "--url", s.url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"agent-sidecar stats: {s.url}/v1/stats answered HTTP 401: ")
+    assert err.endswith("(pass --token)\n")
 
 
 def test_help_lists_the_commands(capsys):
@@ -97,33 +155,20 @@ def test_help_lists_the_commands(capsys):
         assert verb in out
 
 
-def test_send_over_http_retries_while_the_sidecar_is_overloaded():
-    import asyncio
+def test_send_over_http_retries_while_the_sidecar_is_overloaded_and_says_so_once():
     import threading
 
-    from sidecar.commands.send import post_batch
+    from sidecar.client import HttpSender, Overloaded
 
     with running_sidecar(**{"ingest.queue_size": 1}) as s:
-
-        async def stall():
-            for task in asyncio.all_tasks():
-                if task.get_name() == "pipeline":
-                    task.cancel()
-
-        resumed = []
-
-        async def resume():
-            resumed.append(asyncio.create_task(s.sidecar.pipeline.run()))
-
-        async def finish():  # the lifespan only drains the task it started itself
-            await s.sidecar.pipeline.close()
-            await resumed[0]
-
-        asyncio.run_coroutine_threadsafe(stall(), s.loop).result(5)
-        assert post_batch(s.url, [ndjson(event()).strip()], None)["accepted"] == 1  # fills the queue
-        with pytest.raises(SystemExit, match="stayed overloaded"):
-            post_batch(s.url, [ndjson(event()).strip()], None, retries=1)
-        threading.Timer(0.5, lambda: asyncio.run_coroutine_threadsafe(resume(), s.loop)).start()
-        assert post_batch(s.url, [ndjson(event()).strip()], None)["accepted"] == 1  # after one Retry-After
+        s.stall_pipeline()
+        sender = HttpSender(s.url)
+        said = []
+        assert sender.send(ndjson(event()).strip())["accepted"] == 1  # fills the queue
+        with pytest.raises(Overloaded, match=r"stayed overloaded \(HTTP 503\) through 1 retries \(send slower"):
+            sender.send(ndjson(event()).strip(), retries=1, notify=said.append)
+        assert said == [f"{s.url}/v1/events is overloaded (HTTP 503, queue full); retrying after Retry-After (1s), up to 1 times"]
+        threading.Timer(0.5, s.resume_pipeline).start()
+        assert sender.send(ndjson(event()).strip())["accepted"] == 1  # after one Retry-After
+        sender.close()
         s.wait_processed(2)
-        asyncio.run_coroutine_threadsafe(finish(), s.loop).result(5)

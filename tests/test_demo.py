@@ -16,6 +16,7 @@ import pytest
 from sidecar import cli
 from sidecar.commands.demo import AGENTS, INVALID_LINES, MODELS, WORKFLOWS, Odds, Simulation
 from sidecar.protocol import EventDecoder
+from sidecar.testing import running_sidecar
 
 
 def take(sim: Simulation, n: int) -> list[dict]:
@@ -168,9 +169,14 @@ def test_each_kind_of_invalid_line_is_rejected_with_its_reason():
     assert [r.reason for r in rejected] == ["missing_type", "invalid_field", "invalid_json"]
 
 
-def test_demo_without_a_sidecar_says_it_cannot_connect(tmp_path, capsys):
-    assert cli.main(["demo", "--unix", str(tmp_path / "none.sock"), "--wait", "0", "--duration", "1"]) == 1
-    assert "cannot connect" in capsys.readouterr().err
+def test_demo_without_a_sidecar_says_once_that_it_waits_then_names_the_socket(tmp_path, capsys):
+    sock = tmp_path / "none.sock"
+    assert cli.main(["demo", "--unix", str(sock), "--wait", "0.5", "--duration", "1"]) == 1
+    assert capsys.readouterr().err == (
+        f"agent-sidecar demo: cannot connect to {sock}: no such file (is `agent-sidecar run` running and listening there?); "
+        "retrying every 0.2s for up to 0.5s\n"
+        f"agent-sidecar demo: cannot connect to {sock}: no such file (is `agent-sidecar run` running and listening there? set --unix PATH)\n"
+    )
 
 
 def test_demo_rejects_a_rate_that_is_not_positive(capsys):
@@ -210,3 +216,24 @@ def test_a_sender_that_cannot_keep_up_writes_bounded_chunks_and_stops_after_the_
     demo.pace(Target(), lines, rate=1e9, duration=0.01, progress=progress)  # asks for 10 million lines
     assert 0 < progress.sent < 10_000_000
     assert max(writes) == 100 and sum(writes) == progress.sent
+
+
+def test_a_demo_that_meets_a_503_storm_still_prints_its_summary_and_names_the_error():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with running_sidecar(**{"ingest.queue_size": 1}) as s:
+        s.stall_pipeline()  # the first batch fills the queue of one; every later POST gets 503
+        demo = subprocess.run(
+            [sys.executable, "-m", "sidecar", "demo", "--url", s.url, "--rate", "100", "--duration", "5",
+             "--retries", "1", "--seed", "2", "--invalid", "0"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": repo},
+        )
+    assert demo.returncode == 1, demo.stderr
+    lines = demo.stderr.splitlines()
+    assert lines[1] == f"agent-sidecar demo: {s.url}/v1/events is overloaded (HTTP 503, queue full); retrying after Retry-After (1s), up to 1 times"
+    sent, invalid = _summary(demo.stderr)
+    assert sent > 0 and invalid == 0  # the batch the sidecar took
+    assert lines[-1] == (
+        f"agent-sidecar demo: {s.url}/v1/events stayed overloaded (HTTP 503) through 1 retries "
+        "(send slower, or raise ingest.queue_size)"
+    )
+    assert s.value("sidecar_events_accepted_total", {"transport": "http"}) == sent

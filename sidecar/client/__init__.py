@@ -10,21 +10,44 @@ dependencies (msgspec, starlette, prometheus_client, ...).
     with emitter.workflow("code_review") as run:
         with run.agent("planner", model="gpt-4o") as inv:
             inv.record_tokens(input=512, output=128)
+
+Plain NDJSON, synchronously (what `agent-sidecar send` does): `send_unix(path, data)` or
+`post_ndjson(url, data)`; failures raise a `ClientError` that names the target and what to try.
 """
 
 from sidecar.client.emitter import ENV_SOCKET, ENV_TOKEN, ENV_URL, Emitter, InvalidEvent
 from sidecar.client.lifecycle import Invocation, Run, current_invocation, current_run
+from sidecar.client.senders import (
+    ClientError,
+    HttpSender,
+    Overloaded,
+    Refused,
+    Unconfirmed,
+    UnixSender,
+    Unreachable,
+    post_ndjson,
+    send_unix,
+)
 from sidecar.contract import DEFAULT_SOCKET
 
 __all__ = [
+    "ClientError",
     "DEFAULT_SOCKET",
     "ENV_SOCKET",
     "ENV_TOKEN",
     "ENV_URL",
     "Emitter",
+    "HttpSender",
     "InvalidEvent",
     "Invocation",
+    "Overloaded",
+    "Refused",
     "Run",
+    "Unconfirmed",
+    "UnixSender",
+    "Unreachable",
     "current_invocation",
     "current_run",
+    "post_ndjson",
+    "send_unix",
 ]

@@ -70,7 +70,7 @@ class _Severity:
 _MAX_FLOAT = 1.7976931348623157e308
 # The class each known field's value has on the fast path; anything else takes the slow path
 # (None, an int amount, a datetime timestamp, a severity), which accepts or explains.
-_EXPECT = {
+_EXPECT: dict[str, type[Any]] = {
     name: {STR: str, AMOUNT: float, COUNT: int, BOOL: bool, SEVERITY: _Severity, TIMESTAMP: float}[kind]
     for name, kind in FIELDS.items()
 }
@@ -124,7 +124,12 @@ class Emitter:
         reason = problem("x", fields)
         if reason:
             raise InvalidEvent(reason)
-        self._transport = UnixTransport(unix, timeout) if unix else HttpTransport(url, token, timeout)
+        self._transport: UnixTransport | HttpTransport
+        if unix:
+            self._transport = UnixTransport(unix, timeout)
+        else:
+            assert url is not None  # the defaults above always choose one of the two
+            self._transport = HttpTransport(url, token, timeout)
         self.target = self._transport.where
         self.max_buffer = max_buffer
         self.batch_size = batch_size
@@ -146,7 +151,7 @@ class Emitter:
         _live.add(self)
 
     def _init_threading(self) -> None:
-        self._buf: collections.deque[dict] = collections.deque()
+        self._buf: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = threading.Event()
         self._wake_at = max(1, self.batch_size // 2)
         self._idle = threading.Condition(threading.Lock())
@@ -220,7 +225,7 @@ class Emitter:
             self._types.add(event_type)
         return True
 
-    def _invalid(self, event_type: Any, fields: dict) -> bool:
+    def _invalid(self, event_type: Any, fields: dict[str, Any]) -> bool:
         reason = problem(event_type, fields) or "invalid event"
         if self.strict:
             raise InvalidEvent(reason)

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from sidecar.contract import field_problem
 
@@ -52,8 +52,9 @@ def otel_ids() -> tuple[str, str] | None:
         try:
             from opentelemetry import trace
         except ImportError:
-            trace = False
-        _otel = trace
+            _otel = False
+        else:
+            _otel = trace
     if _otel is False:
         return None
     try:
@@ -73,7 +74,7 @@ class _Scope:
     """One started-then-ended piece of work. Subclasses name the events and the fields."""
 
     STARTED = COMPLETED = FAILED = ""
-    _var: contextvars.ContextVar
+    _var: contextvars.ContextVar[Any]
 
     def __init__(self, emitter: Any, name: str, fields: dict[str, Any]):
         self.emitter = emitter
@@ -83,7 +84,7 @@ class _Scope:
         self.span_id: str | None = fields.get("span_id")
         self.duration_ms: float | None = None
         self._started = 0.0
-        self._token: contextvars.Token | None = None
+        self._token: contextvars.Token[Any] | None = None
 
     def _ids(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -104,13 +105,13 @@ class _Scope:
             event["span_id"] = self.span_id
         return event
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._token = self._var.set(self)
         self._started = time.perf_counter()
         self.emitter.emit(self.STARTED, **self._event())
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         self.duration_ms = (time.perf_counter() - self._started) * 1000.0
         if self._token is not None:
             try:
@@ -128,10 +129,10 @@ class _Scope:
             self.emitter.emit(self.FAILED, **event)
         return False  # the exception, if any, is the app's
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         return self.__exit__(exc_type, exc, tb)
 
     def _outcome(self) -> dict[str, Any]:

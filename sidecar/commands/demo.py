@@ -20,18 +20,20 @@ import json
 import math
 import random
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sidecar.commands.send import post_batch
+from sidecar.client.senders import ClientError, HttpSender, Notify, UnixSender
 from sidecar.config import ListenConfig
 
 TICK = 0.05  # seconds between writes
 MAX_CHUNK = 5000  # lines per write when behind schedule
 GRACE = 1.0  # seconds past --duration a sender that is behind may take
+
+Event = dict[str, Any]
 
 # USD per million tokens (input, output); list prices at the time of writing.
 MODELS = {
@@ -94,14 +96,14 @@ class Simulation:
         self.started = 0
         self.outcomes = {"completed": 0, "failed": 0, "abandoned": 0}
         self._seq = 0
-        self._heap: list[tuple[float, int, dict, Iterator[tuple[float, dict]]]] = []
+        self._heap: list[tuple[float, int, Event, Iterator[tuple[float, Event]]]] = []
         for _ in range(workflows):
             self._start(self.rng.uniform(0, 2))  # stagger the first runs
 
     def _id(self, bits: int = 64) -> str:
         return f"{self.rng.getrandbits(bits):0{bits // 4}x}"
 
-    def _push(self, run: Iterator[tuple[float, dict]]) -> None:
+    def _push(self, run: Iterator[tuple[float, Event]]) -> None:
         for at, ev in run:
             self._seq += 1
             heapq.heappush(self._heap, (at, self._seq, ev, run))
@@ -112,10 +114,10 @@ class Simulation:
         self.started += 1
         self._push(self._run(at))
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Event]:
         return self
 
-    def __next__(self) -> dict:
+    def __next__(self) -> Event:
         at, _, ev, run = heapq.heappop(self._heap)
         self.now = at
         self._push(run)
@@ -123,7 +125,7 @@ class Simulation:
 
     # -- one workflow run ------------------------------------------------------
 
-    def _run(self, t: float) -> Iterator[tuple[float, dict]]:
+    def _run(self, t: float) -> Iterator[tuple[float, Event]]:
         rng, odds = self.rng, self.odds
         workflow = rng.choices(list(WORKFLOWS), [w for _, w in WORKFLOWS.values()])[0]
         pipeline = list(WORKFLOWS[workflow][0])
@@ -169,7 +171,7 @@ class Simulation:
         yield t, {"type": "workflow.completed", **run, "duration_ms": _ms(t - start)}
         self.outcomes["completed"] += 1
 
-    def _agent_calls(self, agent: str, invocation: dict, t: float) -> Iterator[tuple[float, dict]]:
+    def _agent_calls(self, agent: str, invocation: Event, t: float) -> Iterator[tuple[float, Event]]:
         """LLM calls (with retries) and tool calls of one invocation; stops after a failed call."""
         rng, odds = self.rng, self.odds
         profile = AGENTS[agent]
@@ -228,53 +230,50 @@ INVALID_LINES = (
 # -- transports ------------------------------------------------------------------
 
 
-class UnixTarget:
-    """One long-lived connection to the ingest socket (waits for it to appear)."""
+class Target(Protocol):
+    def send(self, lines: list[bytes]) -> None: ...
 
-    def __init__(self, path: str, wait: float):
+
+class UnixTarget:
+    """One long-lived connection to the ingest socket (waits up to `wait` s for it to appear)."""
+
+    def __init__(self, path: str, wait: float, notify: Notify | None = None):
         self.name = f"unix:{path}"
-        deadline = time.monotonic() + wait
-        while True:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self.sock.connect(path)
-                return
-            except (FileNotFoundError, ConnectionRefusedError):
-                self.sock.close()
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.2)
+        self.sender = UnixSender.wait_for(path, wait, notify=notify)
 
     def send(self, lines: list[bytes]) -> None:
-        self.sock.sendall(b"\n".join(lines) + b"\n")
+        self.sender.send(b"\n".join(lines) + b"\n")
 
     def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.recv(1)  # the sidecar closes its end once it has read everything
-        finally:
-            self.sock.close()
+        self.sender.finish()  # returns once the sidecar has read every line
+
+    def abandon(self) -> None:
+        self.sender.close()
 
 
 class HttpTarget:
-    """POSTs each tick's lines as one NDJSON batch (an overloaded sidecar's 503 ends the demo)."""
+    """POSTs each tick's lines as one NDJSON batch; a 503 is retried `retries` times, then `Overloaded`."""
 
-    def __init__(self, url: str, token: str | None):
+    def __init__(self, url: str, token: str | None, retries: int, notify: Notify | None = None):
         self.name = url
-        self.url = url
-        self.token = token
+        self.sender = HttpSender(url, token)
+        self.retries = retries
+        self.notify = notify
 
     def send(self, lines: list[bytes]) -> None:
-        post_batch(self.url, lines, self.token)  # per-line rejections are the sidecar's to count
+        # per-line rejections are the sidecar's to count
+        self.sender.send(b"\n".join(lines), retries=self.retries, notify=self.notify)
 
     def close(self) -> None:
-        pass
+        self.sender.close()
+
+    abandon = close
 
 
 # -- the command ------------------------------------------------------------------
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="send a realistic stream of concurrent agent workflows",
@@ -294,6 +293,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"fraction of runs that never report their end (default {Odds.abandon})")
     p.add_argument("--seed", type=int, help="random seed, for a reproducible stream")
     p.add_argument("--wait", type=float, default=30.0, metavar="S", help="wait up to S seconds for the socket to appear (default 30)")
+    p.add_argument("--retries", type=int, default=30, metavar="N",
+                   help="with --url: retry a batch the overloaded sidecar refuses (503) N times, then stop (default 30)")
     p.set_defaults(func=main)
 
 
@@ -320,7 +321,7 @@ class Progress:
     stopping: bool = False  # set by SIGINT/SIGTERM; the loop stops between writes
 
 
-def pace(target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: float, progress: Progress) -> None:
+def pace(target: Target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: float, progress: Progress) -> None:
     """Write lines at `rate` per second for `duration` seconds (0: forever): exactly rate*duration
     lines when the sender keeps up. A sender that cannot keep up writes as fast as it can (in
     chunks of at most MAX_CHUNK lines) and stops GRACE seconds after `duration`."""
@@ -330,7 +331,7 @@ def pace(target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: flo
         elapsed = time.monotonic() - start
         if duration and elapsed > duration + GRACE:
             break
-        due = min(total, int(rate * elapsed) + 1) - progress.sent
+        due = int(min(total, int(rate * elapsed) + 1)) - progress.sent
         if due > 0:
             chunk = [next(lines) for _ in range(min(due, MAX_CHUNK))]
             target.send([line for line, _ in chunk])
@@ -340,18 +341,24 @@ def pace(target, lines: Iterator[tuple[bytes, bool]], rate: float, duration: flo
             time.sleep(TICK)
 
 
+def _say(message: str) -> None:
+    print(f"agent-sidecar demo: {message}", file=sys.stderr, flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
+    """Stream until --duration, Ctrl-C or a send error; the summary line is printed in every case,
+    then an error goes up to cli.main, which names it and exits 1."""
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     sim = Simulation(seed, max(1, args.workflows), Odds(abandon=args.abandon))
     lines = stream(sim, random.Random(seed + 1), args.invalid)
     started = time.monotonic()
     progress = Progress()
-    try:
-        target = HttpTarget(args.url, args.token) if args.url else UnixTarget(args.unix or ListenConfig.unix, args.wait)
-    except OSError as exc:
-        print(f"agent-sidecar demo: cannot connect: {exc}", file=sys.stderr)
-        return 1
-    print(f"agent-sidecar demo: {args.rate:g} lines/s, {args.workflows} concurrent workflows -> {target.name} (seed {seed})", file=sys.stderr)
+    target: UnixTarget | HttpTarget
+    if args.url:
+        target = HttpTarget(args.url, args.token, args.retries, _say)
+    else:
+        target = UnixTarget(args.unix or ListenConfig.unix, args.wait, _say)
+    _say(f"{args.rate:g} lines/s, {args.workflows} concurrent workflows -> {target.name} (seed {seed})")
     # Ctrl-C (or `docker stop`) is how an endless demo ends: finish the current write, close
     # cleanly, and report exactly what was sent.
     def stop(*_: object) -> None:
@@ -361,16 +368,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         pace(target, lines, args.rate, args.duration, progress)
         target.close()
-    except OSError as exc:
-        print(f"agent-sidecar demo: {target.name}: {exc}", file=sys.stderr)
-        return 1
+    except ClientError:
+        target.abandon()
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    runs = ", ".join(f"{n} {outcome}" for outcome, n in sim.outcomes.items())
-    print(
-        f"agent-sidecar demo: sent {progress.sent} lines ({progress.invalid} invalid) in {time.monotonic() - started:.1f}s; "
-        f"runs: {sim.started} started, {runs}",
-        file=sys.stderr,
-    )
+        runs = ", ".join(f"{n} {outcome}" for outcome, n in sim.outcomes.items())
+        _say(
+            f"sent {progress.sent} lines ({progress.invalid} invalid) in {time.monotonic() - started:.1f}s; "
+            f"runs: {sim.started} started, {runs}"
+        )
     return 0

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
-import socket
+import contextlib
 import sys
-import time
-import urllib.error
-import urllib.request
-from typing import BinaryIO
+from collections.abc import Iterable
+from typing import Any, BinaryIO
 
+from sidecar.client.senders import HttpSender, Notify, UnixSender
 from sidecar.config import ListenConfig
 
 BATCH_LINES = 1000
+CHUNK_BYTES = 64 * 1024
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("send", help="send NDJSON events from a file or stdin", description="Stream NDJSON events (one JSON object per line) to a sidecar.")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--unix", metavar="PATH", help=f"Unix socket (default {ListenConfig.unix})")
@@ -27,78 +26,59 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def send_unix(path: str, stream: BinaryIO) -> int:
+    """Stream every byte over one connection; returns the number of lines the sidecar read."""
     lines = 0
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(path)
-        for chunk in iter(lambda: stream.read(64 * 1024), b""):
+    with UnixSender(path) as sender:
+        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
             lines += chunk.count(b"\n")
-            sock.sendall(chunk)
-        sock.shutdown(socket.SHUT_WR)
-        sock.recv(1)  # wait until the sidecar has read everything and closed its end
-    print(f"sent {lines} line(s) to unix:{path}", file=sys.stderr)
-    return 0
+            sender.send(chunk)
+    return lines
 
 
-def post_batch(url: str, lines: list[bytes], token: str | None, retries: int = 30) -> dict:
-    """POST one NDJSON batch; an overloaded sidecar (503) is retried after its Retry-After."""
-    request = urllib.request.Request(
-        url.rstrip("/") + "/v1/events", data=b"\n".join(lines), method="POST", headers={"Content-Type": "application/x-ndjson"}
-    )
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    for _ in range(retries):
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as exc:
-            body = exc.read()
-            exc.close()
-            if exc.code == 503:
-                time.sleep(float(exc.headers.get("Retry-After") or 1))
-                continue
-            try:
-                result = json.loads(body)
-            except ValueError:
-                result = {}
-            if "accepted" in result and exc.code in (400, 413):  # per-item answers: report them
-                return result
-            raise SystemExit(f"agent-sidecar send: HTTP {exc.code}: {body[:200].decode(errors='replace')}") from None
-    raise SystemExit(f"agent-sidecar send: the sidecar stayed overloaded (503) through {retries} retries")
-
-
-def send_http(url: str, stream: BinaryIO, token: str | None) -> int:
-    accepted = rejected = 0
+def batches(stream: Iterable[bytes], size: int = BATCH_LINES) -> Iterable[list[bytes]]:
+    """Non-blank lines, without their line ends, `size` at a time."""
     batch: list[bytes] = []
-
-    def flush() -> None:
-        nonlocal accepted, rejected
-        result = post_batch(url, batch, token)
-        accepted += result.get("accepted", 0)
-        rejected += result.get("rejected", 0)
-        for err in result.get("errors", [])[:5]:
-            print(f"rejected: {err['error']}", file=sys.stderr)
-        batch.clear()
-
     for line in stream:
         if line.strip():
             batch.append(line.rstrip(b"\r\n"))
-            if len(batch) >= BATCH_LINES:
-                flush()
+            if len(batch) >= size:
+                yield batch
+                batch = []
     if batch:
-        flush()
-    print(f"accepted {accepted}, rejected {rejected}", file=sys.stderr)
-    return 0 if not rejected else 1
+        yield batch
+
+
+def send_http(url: str, stream: Iterable[bytes], token: str | None, notify: Notify | None = None) -> dict[str, Any]:
+    """POST the lines in batches; returns the totals `accepted`, `rejected` and the first `errors`."""
+    totals: dict[str, Any] = {"accepted": 0, "rejected": 0, "errors": []}
+    sender = HttpSender(url, token)
+    try:
+        for batch in batches(stream):
+            answer = sender.send(b"\n".join(batch), notify=notify)
+            notify = None  # said once per command, not once per batch
+            totals["accepted"] += answer.get("accepted", 0)
+            totals["rejected"] += answer.get("rejected", 0)
+            totals["errors"] += answer.get("errors", [])[: max(0, 5 - len(totals["errors"]))]
+    finally:
+        sender.close()
+    return totals
+
+
+def _say(message: str) -> None:
+    print(f"agent-sidecar send: {message}", file=sys.stderr, flush=True)
 
 
 def main(args: argparse.Namespace) -> int:
-    stream = open(args.file, "rb") if args.file else sys.stdin.buffer
-    try:
+    """Errors (`SidecarError`, `OSError` opening the file) go up to cli.main, which names them."""
+    with open(args.file, "rb") if args.file else contextlib.nullcontext(sys.stdin.buffer) as stream:
         if args.url:
-            return send_http(args.url, stream, args.token)
-        return send_unix(args.unix or ListenConfig.unix, stream)
-    except OSError as exc:
-        print(f"agent-sidecar send: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.file:
-            stream.close()
+            totals = send_http(args.url, stream, args.token, _say)
+            for err in totals["errors"]:
+                print(f"rejected: {err['error']}", file=sys.stderr)
+            print(f"accepted {totals['accepted']}, rejected {totals['rejected']}", file=sys.stderr)
+            return 0 if not totals["rejected"] else 1
+        path = args.unix or ListenConfig.unix
+        lines = send_unix(path, stream)
+        print(f"sent {lines} line(s) to unix:{path}", file=sys.stderr)
+        return 0
+

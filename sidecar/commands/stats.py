@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from sidecar.client.senders import os_reason
 from sidecar.commands import DEFAULT_URL
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -57,10 +58,12 @@ def fetch(url: str, token: str | None) -> dict[str, Any]:
             message = json.loads(body)["error"]
         except (ValueError, KeyError, TypeError):
             message = body[:200].decode(errors="replace")
-        raise StatsError(f"HTTP {exc.code}: {message}") from None
+        hint = " (pass --token)" if exc.code == 401 else ""
+        raise StatsError(f"{url} answered HTTP {exc.code}: {message}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise StatsError(f"cannot reach {url}: {reason}") from None
+        why = os_reason(reason) if isinstance(reason, OSError) else str(reason)
+        raise StatsError(f"cannot reach {url}: {why} (is `agent-sidecar run` running there? set --url URL)") from None
 
 
 def _num(value: Any, digits: int = 1) -> str:

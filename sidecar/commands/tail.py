@@ -6,14 +6,17 @@ import argparse
 import asyncio
 import os
 import sys
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import msgspec
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from sidecar.client.senders import os_reason
 from sidecar.commands import DEFAULT_URL
 
 
@@ -31,7 +34,7 @@ _COLOURS = {"debug": "\033[2m", "info": "", "warning": "\033[33m", "error": "\03
 _RESET = "\033[0m"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("tail", help="follow live events", description="Stream live events from a running sidecar (WS /v1/tail).")
     p.add_argument("--url", default=DEFAULT_URL, help=f"sidecar URL, ws:// or http:// (default {DEFAULT_URL})")
     p.add_argument("--token", default=os.environ.get("AGENT_SIDECAR_TOKEN"), help="tail token (default $AGENT_SIDECAR_TOKEN)")
@@ -99,35 +102,98 @@ def _local_time(ts: Any) -> str | None:
     return moment.strftime("%H:%M:%S.%f")[:-3]
 
 
-async def follow(url: str, token: str | None, as_json: bool, out: TextIO, err: TextIO) -> int:
-    """Print events until interrupted; reconnect with backoff when the sidecar goes away."""
+@dataclass
+class Backoff:
+    """Waits between reconnect attempts: `first` seconds, doubling up to `cap`; `reset()` once connected."""
+
+    first: float = 0.5
+    cap: float = 10.0
+    _next: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._next = self.first
+
+    def describe(self) -> str:
+        return f"retrying in {self.first:g}s, doubling up to every {self.cap:g}s, until Ctrl-C"
+
+    def take(self) -> float:
+        delay, self._next = self._next, min(self.cap, self._next * 2)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+STEADY = 2.0  # a connection that lasted this long earns an immediate reconnect
+
+
+async def follow(url: str, token: str | None, as_json: bool, out: TextIO, err: TextIO, backoff: Backoff | None = None) -> int:
+    """Print events until interrupted. When the sidecar cannot be reached or goes away, say so once
+    (with the backoff) and reconnect; an answer that will not change (401, 403, 400) exits 1."""
+    backoff = backoff or Backoff()
     colour = not as_json and out.isatty() and "NO_COLOR" not in os.environ
     headers = {"Authorization": f"Bearer {token}"} if token else None
+    told = False  # about this outage
+    while True:
+        began = time.monotonic()
+        try:
+            async with connect(url, additional_headers=headers, max_size=None, compression=None, open_timeout=10) as ws:
+                print(f"connected to {url}", file=err, flush=True)
+                told = False
+                await _print_messages(ws, as_json, colour, out, err)
+            reason = f": {ws.close_reason}" if ws.close_reason else ""
+            print(f"disconnected ({ws.close_code}{reason}); reconnecting", file=err, flush=True)
+            if time.monotonic() - began >= STEADY:
+                backoff.reset()
+                continue
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
+            if status not in (500, 502, 503, 504):
+                print(f"agent-sidecar tail: {url} answered HTTP {status} {body}{_status_hint(status)}", file=err, flush=True)
+                return 1
+            told = _tell_once(told, err, f"{url} answered HTTP {status} {body}", "the sidecar is in trouble", backoff)
+        except InvalidURI as exc:
+            print(f"agent-sidecar tail: {exc} (set --url to http://HOST:PORT or ws://HOST:PORT)", file=err, flush=True)
+            return 1
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            why = os_reason(exc) if isinstance(exc, OSError) else ("timed out" if isinstance(exc, TimeoutError) else str(exc))
+            told = _tell_once(told, err, f"cannot connect to {url}: {why}", "is `agent-sidecar run` running there? set --url", backoff)
+        await asyncio.sleep(backoff.take())
+
+
+def _tell_once(told: bool, err: TextIO, problem: str, hint: str, backoff: Backoff) -> bool:
+    if not told:
+        print(f"agent-sidecar tail: {problem} ({hint}); {backoff.describe()}", file=err, flush=True)
+    return True
+
+
+def _status_hint(status: int) -> str:
+    if status == 401:
+        return " (pass --token or set $AGENT_SIDECAR_TOKEN: tail.token, else auth.token)"
+    if status == 403:
+        return " (this origin is not in tail.allowed_origins)"
+    if status == 404:
+        return " (is --url the sidecar's base URL?)"
+    return ""
+
+
+async def _print_messages(ws: ClientConnection, as_json: bool, colour: bool, out: TextIO, err: TextIO) -> None:
     try:
-        async for ws in connect(url, additional_headers=headers, max_size=None, compression=None):
-            print(f"connected to {url}", file=err, flush=True)
-            try:
-                async for data in ws:
-                    msg = _decode_message(data)
-                    if msg.op == "error":
-                        print(f"sidecar: {msg.error}", file=err, flush=True)
-                    if msg.dropped:
-                        print(f"... {msg.dropped} event(s) dropped: this client fell behind", file=err, flush=True)
-                    if msg.events:
-                        if as_json:
-                            out.write("".join(bytes(raw).decode() + "\n" for raw in msg.events))
-                        else:
-                            out.write("".join(format_event(raw, colour) + "\n" for raw in msg.events))
-                        out.flush()
-            except ConnectionClosed:
-                pass
-            code = ws.close_code
-            print(f"disconnected ({code}); reconnecting", file=err, flush=True)
-    except InvalidStatus as exc:
-        body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
-        print(f"agent-sidecar tail: HTTP {exc.response.status_code} {body}", file=err)
-        return 1
-    return 0  # pragma: no cover - the loop above only ends by an exception
+        async for data in ws:
+            msg = _decode_message(data)
+            if msg.op == "error":
+                print(f"sidecar: {msg.error}", file=err, flush=True)
+            if msg.dropped:
+                print(f"... {msg.dropped} event(s) dropped: this client fell behind", file=err, flush=True)
+            if msg.events:
+                if as_json:
+                    out.write("".join(bytes(raw).decode() + "\n" for raw in msg.events))
+                else:
+                    out.write("".join(format_event(raw, colour) + "\n" for raw in msg.events))
+                out.flush()
+    except ConnectionClosed:
+        pass
 
 
 def main(args: argparse.Namespace) -> int:

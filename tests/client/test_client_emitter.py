@@ -143,7 +143,7 @@ def test_environment_chooses_the_target(monkeypatch):
     monkeypatch.setenv("AGENT_SIDECAR_URL", "http://127.0.0.1:9/")
     monkeypatch.setenv("AGENT_SIDECAR_TOKEN", "t")
     emitter = Emitter()
-    assert emitter.target == "http://127.0.0.1:9/" and emitter._transport._headers["Authorization"] == "Bearer t"
+    assert emitter.target == "http://127.0.0.1:9/" and emitter._transport._http._headers["Authorization"] == "Bearer t"
     monkeypatch.setenv("AGENT_SIDECAR_SOCKET", "/run/s.sock")
     assert Emitter().target == "unix:/run/s.sock"
     assert Emitter(url="http://h:1").target == "http://h:1"

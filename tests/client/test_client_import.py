@@ -24,7 +24,9 @@ class Guard:
 
 sys.meta_path.insert(0, Guard())
 from sidecar.client import Emitter
-import sidecar.client.emitter, sidecar.client.lifecycle, sidecar.client.transport, sidecar.contract
+import sidecar.client.emitter, sidecar.client.lifecycle, sidecar.client.senders, sidecar.client.transport, sidecar.contract
+from sidecar.client import send_unix
+send_unix({sock!r}, b'{{"type": "plain.sent"}}\\n')
 emitter = Emitter(unix={sock!r})
 emitter.emit("tool.called", agent="coder", duration_ms=1.5)
 with emitter.workflow("review") as run:
@@ -42,10 +44,10 @@ def test_the_sdk_imports_and_delivers_with_only_the_standard_library(capture):
     assert (closed, sent, loaded) == ("True", "5", "[]")
     events = capture.events()
     assert [e["type"] for e in events] == [
-        "tool.called", "workflow.started", "agent.invoked", "agent.completed", "workflow.completed"
+        "plain.sent", "tool.called", "workflow.started", "agent.invoked", "agent.completed", "workflow.completed"
     ]
     # without OpenTelemetry the run's trace id is generated, and its agent shares it
-    assert len(trace_id.strip()) == 32 and {e["trace_id"] for e in events[1:]} == {trace_id.strip()}
+    assert len(trace_id.strip()) == 32 and {e["trace_id"] for e in events[2:]} == {trace_id.strip()}
 
 
 def test_the_isolated_interpreter_really_lacks_the_server_dependencies():
@@ -58,5 +60,6 @@ def test_importing_the_client_in_this_process_pulls_in_no_server_module():
     code = "import sys; import sidecar.client; print(sorted(m for m in sys.modules if m.startswith('sidecar')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert json.loads(out.stdout.replace("'", '"')) == [
-        "sidecar", "sidecar.client", "sidecar.client.emitter", "sidecar.client.lifecycle", "sidecar.client.transport", "sidecar.contract"
+        "sidecar", "sidecar.client", "sidecar.client.emitter", "sidecar.client.lifecycle", "sidecar.client.senders",
+        "sidecar.client.transport", "sidecar.contract"
     ]

@@ -6,13 +6,14 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 
 from sidecar.cli import build_parser
-from sidecar.commands.tail import follow, format_event, tail_url
+from sidecar.commands.tail import Backoff, follow, format_event, tail_url
 from sidecar.testing import event, ndjson, running_sidecar
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,7 +81,9 @@ def test_wrong_token_is_reported_and_exits_1():
             capture_output=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=LIVENESS,
         )
     assert out.returncode == 1
-    assert "HTTP 401" in out.stderr.decode() and "missing or wrong token" in out.stderr.decode()
+    err = out.stderr.decode()
+    assert err.startswith(f"agent-sidecar tail: ws://{s.url[7:]}/v1/tail answered HTTP 401 ") and "missing or wrong token" in err
+    assert err.endswith("(pass --token or set $AGENT_SIDECAR_TOKEN: tail.token, else auth.token)\n")
 
 
 async def test_follow_reports_drops_and_reconnects_after_the_sidecar_goes_away():
@@ -92,11 +95,97 @@ async def test_follow_reports_drops_and_reconnects_after_the_sidecar_goes_away()
         await asyncio.to_thread(s.send_unix, ndjson(*[event(agent=f"a{i}") for i in range(10)]))  # one batch
         while out.getvalue().count("\n") < 3:
             await asyncio.sleep(0.01)
-    while "reconnecting" not in err.getvalue():
+    while "cannot connect" not in err.getvalue():  # the sidecar is gone: the next attempt fails
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert "... 7 event(s) dropped: this client fell behind" in err.getvalue()
     assert [line.split()[3] for line in out.getvalue().splitlines()] == ["a7", "a8", "a9"]
-    assert "disconnected (1001); reconnecting" in err.getvalue()
+    assert "disconnected (1001: sidecar shutting down); reconnecting" in err.getvalue()
+    assert f"agent-sidecar tail: cannot connect to {tail_url(s.url, args_of())}: connection refused" in err.getvalue()
+
+
+class CountingBackoff(Backoff):
+    """The real backoff, tiny, counting the waits it hands out."""
+
+    def __init__(self) -> None:
+        super().__init__(first=0.01, cap=0.04)
+        self.taken = 0
+
+    def take(self) -> float:
+        self.taken += 1
+        return super().take()
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+async def test_an_unreachable_sidecar_is_reported_once_with_the_backoff_while_tail_retries():
+    out, err = io.StringIO(), io.StringIO()
+    url = tail_url(_closed_port_url(), args_of())
+    backoff = CountingBackoff()
+    task = asyncio.create_task(follow(url, None, False, out, err, backoff))
+    while backoff.taken < 5:  # five failed attempts
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert err.getvalue() == (
+        f"agent-sidecar tail: cannot connect to {url}: connection refused "
+        "(is `agent-sidecar run` running there? set --url); retrying in 0.01s, doubling up to every 0.04s, until Ctrl-C\n"
+    )
+
+
+async def test_a_server_that_hangs_up_during_the_handshake_is_retried_and_reported_once():
+    accepted = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/tail"
+    err = io.StringIO()
+    task = asyncio.create_task(follow(url, None, False, io.StringIO(), err, CountingBackoff()))
+    while accepted < 3:  # the server saw three attempts
+        await asyncio.sleep(0.01)
+    task.cancel()
+    server.close()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert err.getvalue().count("\n") == 1 and err.getvalue().startswith(f"agent-sidecar tail: cannot connect to {url}: ")
+
+
+def test_cli_process_against_an_unreachable_sidecar_says_so_at_once_and_stops_on_ctrl_c():
+    url = _closed_port_url()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "tail", "--url", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO},
+    )
+    try:
+        line = proc.stderr.readline().decode()
+        assert line == (
+            f"agent-sidecar tail: cannot connect to ws://{url[7:]}/v1/tail: connection refused "
+            "(is `agent-sidecar run` running there? set --url); retrying in 0.5s, doubling up to every 10s, until Ctrl-C\n"
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(LIVENESS) == 130
+        assert proc.stdout.read() == b"" and b"Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_a_url_tail_cannot_use_is_named(capsys):
+    from sidecar.cli import main
+
+    assert main(["tail", "--url", "ftp://h:1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("agent-sidecar tail: ftp://h:1/v1/tail isn't a valid URI") and err.endswith("(set --url to http://HOST:PORT or ws://HOST:PORT)\n")
