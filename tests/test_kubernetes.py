@@ -427,3 +427,39 @@ def test_the_healthcheck_passes_against_the_images_sidecar_and_fails_without_it(
     finally:
         assert proc.stop() == 0
     assert subprocess.run(probe, capture_output=True).returncode != 0
+
+
+# -- the README's snippet ----------------------------------------------------------------------------
+
+
+def _readme_snippet() -> dict[str, Any]:
+    section = (REPO / "README.md").read_text().split("### Adding the sidecar to an existing Deployment", 1)[1]
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S)[1])
+
+
+def test_the_readme_snippet_for_an_existing_deployment_is_valid_and_matches_the_manifest():
+    snippet = _readme_snippet()
+    template = snippet["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    (your_agent,) = template["spec"]["containers"]
+    # Completed into a whole Deployment the way a user's would be: the schema check is the same.
+    whole = copy.deepcopy(snippet)
+    whole.update(apiVersion="apps/v1", kind="Deployment", metadata={"name": "your-agent"})
+    whole["spec"]["selector"] = {"matchLabels": labels}
+    whole["spec"]["template"]["spec"]["containers"][0]["image"] = "your-agent"
+    assert kubernetes_validate.validate(whole, SCHEMA_VERSION, strict=True) == SCHEMA_VERSION
+
+    (snippet_sidecar,) = template["spec"]["initContainers"]
+    for key in ("restartPolicy", "args", "ports", "resources", "volumeMounts"):
+        assert snippet_sidecar[key] == SIDECAR[key], key
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert snippet_sidecar[probe]["httpGet"] == SIDECAR[probe]["httpGet"], probe
+    # The pod-level settings of deployment.yaml move onto the sidecar's container in the snippet.
+    pod = POD["spec"]["securityContext"]
+    expected = {**SIDECAR["securityContext"], **{k: pod[k] for k in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile")}}
+    assert snippet_sidecar["securityContext"] == expected
+    assert template["spec"]["securityContext"] == {"fsGroup": pod["fsGroup"]}
+    assert {v["name"]: v for v in template["spec"]["volumes"]} == VOLUMES
+    assert your_agent["env"] == AGENT["env"]
+    assert your_agent["volumeMounts"] == AGENT["volumeMounts"]
+    assert PODMONITOR["spec"]["selector"]["matchLabels"].items() <= labels.items()
