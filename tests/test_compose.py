@@ -59,7 +59,7 @@ def test_dockerfile_is_a_plain_python_image_running_the_cli_as_a_non_root_user()
     text = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
     assert "pip install --no-cache-dir ." in text
-    assert re.search(r"^USER sidecar$", text, re.M)
+    assert re.search(r"^USER [1-9]\d*:[1-9]\d*$", text, re.M)  # numeric: test_kubernetes.py ties it to the pod's uid
     assert 'ENTRYPOINT ["agent-sidecar"]' in text
     # The socket volume's mount point exists in the image, owned by that user, so a fresh volume is writable.
     assert "install -d -o sidecar -g sidecar -m 0770 /run/agent-sidecar" in text
@@ -83,6 +83,8 @@ def test_sidecar_config_is_valid_and_listens_where_prometheus_and_the_demo_look(
     socket_dir = posixpath.dirname(config.listen.unix)
     assert _mounts("sidecar")[socket_dir] == _mounts("demo")[socket_dir] in COMPOSE["volumes"]
     assert SERVICES["demo"]["depends_on"]["sidecar"]["condition"] == "service_healthy"
+    # The image's HEALTHCHECK asks the sidecar's HTTP port, which the demo container does not serve.
+    assert SERVICES["demo"]["healthcheck"] == {"disable": True}
 
 
 def test_prometheus_keeps_exemplars_and_reads_the_tested_config_and_rules():
