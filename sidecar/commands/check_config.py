@@ -7,6 +7,7 @@ import sys
 
 from sidecar.config import describe_defaults, load_config
 from sidecar.exceptions import ConfigError
+from sidecar.preflight import host_problems, reachable_limit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +25,13 @@ def main(args: argparse.Namespace) -> int:
         print("agent-sidecar check-config: a PATH is required", file=sys.stderr)
         return 2
     try:
-        load_config(args.path)
+        config = load_config(args.path)
+        problems = host_problems(config, reachable_limit())  # what `run` would refuse here
     except ConfigError as exc:
+        problems = exc.problems
+    if problems:
         print(f"{args.path}: invalid", file=sys.stderr)
-        for problem in exc.problems:
+        for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
     print(f"{args.path}: ok")

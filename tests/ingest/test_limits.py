@@ -8,8 +8,8 @@ import stat
 
 import httpx
 
-from sidecar.ingest.unix import EVICT_IDLE_AFTER
-from sidecar.server import MAX_HEADER_BYTES
+from sidecar.config import Config
+from sidecar.ingest.http_guard import MAX_HEADER_BYTES
 from sidecar.testing import FakeClock, event, ndjson, running_sidecar, wait_until
 
 
@@ -79,7 +79,7 @@ def test_idle_and_half_open_clients_make_room_for_a_real_one_at_max_connections(
         for sock in idle:
             sock.connect(s.unix)  # and never send anything
         wait_until(lambda: s.value("sidecar_unix_connections") == 3, "three idle clients")
-        clock.advance(EVICT_IDLE_AFTER + 1)
+        clock.advance(Config().ingest.evict_after + 1)
         s.send_unix(ndjson(event(agent="real")))
         s.wait_processed(1)
         assert s.value("sidecar_unix_connections_idle_closed_total") == 1
@@ -142,4 +142,5 @@ def test_endless_headers_get_431_and_the_connection_closed(sidecar):
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 431 ")
-    assert sidecar.value("sidecar_http_header_timeouts_total") == 1
+    assert sidecar.value("sidecar_http_header_too_large_total") == 1
+    assert sidecar.value("sidecar_http_header_timeouts_total") == 0  # timeouts only, since issue 13
