@@ -356,30 +356,40 @@ def load_config(path: str | None) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     try:
-        data = parse_yaml(text)
+        data, problems = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
-    return config_from_dict(data)
+    try:
+        config = config_from_dict(data)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 MAX_YAML_NODES = 10_000  # far more than any config; an alias bomb expands to billions
 
 
-def parse_yaml(text: str) -> Any:
-    """yaml.safe_load, refusing what it would silently accept: a duplicate key (the last one
-    won, so a second `token:` could turn authentication off) and documents whose aliases
-    expand beyond MAX_YAML_NODES values (validating those exhausted memory)."""
+def parse_yaml(text: str) -> tuple[Any, list[str]]:
+    """yaml.safe_load, plus the problems it would silently accept: a duplicate key (the last
+    one won, so a second `token:` could turn authentication off). A document whose aliases
+    expand beyond MAX_YAML_NODES values is refused before it is built (validating one
+    exhausted memory)."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, []
         problems = _yaml_node_problems(node)
-        if problems:
+        if problems and problems[-1].endswith(_TOO_MANY):
             raise ConfigError(problems)
-        return loader.construct_document(node)
+        return loader.construct_document(node), problems
     finally:
         loader.dispose()
+
+
+_TOO_MANY = "values once YAML aliases are expanded; write the values out"
 
 
 def _yaml_node_problems(root: yaml.Node) -> list[str]:
@@ -390,7 +400,8 @@ def _yaml_node_problems(root: yaml.Node) -> list[str]:
         node, path = stack.pop()
         visited += 1
         if visited > MAX_YAML_NODES:
-            return problems + [f"{path or '<top>'}: more than {MAX_YAML_NODES} values once YAML aliases are expanded; write the values out"]
+            where = path.partition("[")[0] or "<top>"  # the key the aliases hang from, not a list index
+            return problems + [f"{where}: more than {MAX_YAML_NODES} {_TOO_MANY}"]
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key, value in node.value:
