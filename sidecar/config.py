@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs in the test extra (types-PyYAML would remove this)
 
 from sidecar.contract import DEFAULT_SOCKET
 from sidecar.exceptions import ConfigError
@@ -25,7 +25,12 @@ DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 def _f(default: Any, kind: str, doc: str, **extra: Any) -> Any:
     meta = {"kind": kind, "doc": doc, **extra}
     if isinstance(default, (list, tuple, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+        container: list[Any] | tuple[Any, ...] | dict[Any, Any] = default
+
+        def copy() -> Any:
+            return type(container)(container)
+
+        return field(default_factory=copy, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -128,7 +133,8 @@ class Config:
             for p in parents:
                 node = node[p]
             node[leaf] = value
-        return _build(Config, data, "")
+        config: Config = _build(Config, data, "")
+        return config
 
 
 MAX_DURATION = 366 * 86400.0  # longer is a typo, and infinity would make every timestamp acceptable
@@ -287,7 +293,8 @@ _PARSERS = {
 
 def _build(cls: type, data: Any, path: str, problems: list[str] | None = None) -> Any:
     own = problems is None
-    problems = [] if own else problems
+    if problems is None:
+        problems = []
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -305,7 +312,9 @@ def _build(cls: type, data: Any, path: str, problems: list[str] | None = None) -
         where = f"{path}.{name}" if path else name
         kind = f.metadata.get("kind")
         if kind is None:  # a nested section
-            values[name] = _build(f.default_factory, data[name], where, problems)
+            section = f.default_factory
+            assert isinstance(section, type)  # every nested section is a dataclass type
+            values[name] = _build(section, data[name], where, problems)
             continue
         try:
             if kind == "choice":
@@ -337,7 +346,7 @@ def _check(config: Config) -> list[str]:
 def config_from_dict(data: Any) -> Config:
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     problems: list[str] = []
-    config = _build(Config, data, "", problems)
+    config: Config = _build(Config, data, "", problems)
     problems += _check(config) if not problems else []
     if problems:
         raise ConfigError(problems)

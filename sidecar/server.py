@@ -60,7 +60,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def loop_factory():
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when installed (it roughly halves per-read and per-request overhead)."""
     try:
         import uvloop
@@ -90,6 +90,7 @@ class SidecarServer(uvicorn.Server):
         self.sidecar = sidecar
         self.sock = sock
         self._accepting: asyncio.Task[None] | None = None
+        self._attaching: set[asyncio.Task[None]] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])  # no uvicorn server: we accept ourselves
@@ -98,11 +99,19 @@ class SidecarServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         config = self.config
 
-        def connect(conn: socket.socket) -> None:
+        async def attach(conn: socket.socket) -> None:
             protocol = config.http_protocol_class(  # type: ignore[call-arg]
                 config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop
             )
-            loop.create_task(loop.connect_accepted_socket(lambda: protocol, conn))
+            try:
+                await loop.connect_accepted_socket(lambda: protocol, conn)
+            except OSError:
+                conn.close()  # the client left between accept() and now
+
+        def connect(conn: socket.socket) -> None:
+            task = loop.create_task(attach(conn))
+            self._attaching.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._attaching.discard)
 
         metrics = self.sidecar.metrics
         self._accepting = loop.create_task(

@@ -10,6 +10,7 @@ a token; the routes it calls check `auth.token` and the page asks for it.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +47,9 @@ class _StaticFiles(StaticFiles):
         super().__init__(directory=directory)
         self._page = page
 
-    def file_response(self, full_path: str | Path, stat_result, scope: Scope, status_code: int = 200) -> Response:  # type: ignore[no-untyped-def]
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
         if Path(full_path).resolve() == TEMPLATE.resolve():
             return self._page(Headers(scope=scope))
         response = super().file_response(full_path, stat_result, scope, status_code)

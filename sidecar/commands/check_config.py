@@ -10,7 +10,7 @@ from sidecar.exceptions import ConfigError
 from sidecar.preflight import host_problems, reachable_limit
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check-config", help="validate a config file", description="Validate a YAML config; exit 0 if valid, 1 with every problem otherwise.")
     p.add_argument("path", nargs="?", help="YAML config file")
     p.add_argument("--print-defaults", action="store_true", help="print the embedded default config as YAML")

@@ -16,7 +16,7 @@ from sidecar.server import configure_logging, loop_factory, serve
 log = logging.getLogger("agent_sidecar")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the sidecar", description="Run the sidecar (default config when --config is not given).")
     p.add_argument("--config", metavar="PATH", help="YAML config file")
     p.add_argument("--http", metavar="HOST:PORT", help="override listen.http (port 0 picks a free port); '' disables")

@@ -151,7 +151,9 @@ class UnixListener:
             self._watch_task.cancel()
         await self._stop_accepting()
         for writer in list(self._clients):
-            writer.transport.pause_reading()
+            transport = writer.transport
+            if isinstance(transport, asyncio.ReadTransport):
+                transport.pause_reading()
             writer.close()
         if self._handlers:
             await asyncio.wait(self._handlers)
