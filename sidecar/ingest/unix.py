@@ -71,8 +71,9 @@ class UnixListener:
     once a second that the socket file is still there (recreating it if someone deleted it) and
     closes clients that delivered nothing for `ingest.idle_timeout`. At `ingest.max_connections`
     the listener stops accepting: a new client waits in the kernel's backlog (its bytes are kept
-    and read once it is accepted; with the backlog full its connect() fails, before it writes),
-    and the client that delivered nothing longest, for `ingest.evict_after` or more, makes room.
+    and read once it is accepted; with the backlog full too, its connect() fails with EAGAIN or
+    blocks, before it has written anything), and the client that delivered nothing longest, for
+    `ingest.evict_after` or more, makes room.
     """
 
     def __init__(

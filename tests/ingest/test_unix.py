@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from sidecar.exceptions import SocketInUseError
-from sidecar.ingest.unix import claim_socket_path
-from sidecar.testing import wait_until, event, ndjson, running_sidecar
+from sidecar.ingest.unix import BACKLOG, claim_socket_path
+from sidecar.testing import FakeClock, event, ndjson, running_sidecar, wait_until
 
 
 def counts(s, transport="unix"):
@@ -133,3 +133,24 @@ def test_a_regular_file_at_the_socket_path_is_not_deleted(tmp_path):
     with pytest.raises(SocketInUseError, match="not a socket"):
         claim_socket_path(str(path))
     assert path.read_text() == "precious"
+
+
+def test_with_every_slot_and_the_backlog_full_a_new_client_is_refused_before_it_writes():
+    clock = FakeClock()  # frozen: the client holding the slot never becomes evictable
+    with running_sidecar(clock=clock, **{"ingest.max_connections": 1}) as s:
+        holder = socket.socket(socket.AF_UNIX)
+        holder.connect(s.unix)
+        holder.sendall(ndjson(event()))
+        s.wait_processed(1)
+        waiting = []
+        try:
+            with pytest.raises(BlockingIOError):  # EAGAIN from connect(): nothing was written
+                for _ in range(BACKLOG + 10):
+                    sock = socket.socket(socket.AF_UNIX)
+                    waiting.append(sock)
+                    sock.setblocking(False)
+                    sock.connect(s.unix)
+            assert len(waiting) > BACKLOG // 2  # the backlog held those before it
+        finally:
+            for sock in (*waiting, holder):
+                sock.close()
