@@ -22,6 +22,8 @@ RESERVED_FDS = 128
 def raise_soft_limit() -> tuple[int, int]:
     """Raise RLIMIT_NOFILE's soft limit to the hard one where allowed; (before, now)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:  # RLIM_INFINITY is -1: never "raise" it to a number
+        return soft, soft
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
         try:

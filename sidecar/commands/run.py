@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     if limit != before:
         log.info("file descriptors: soft limit raised from %d to %d (the hard limit)", before, limit)
     else:
-        log.info("file descriptors: limit %d", limit)
+        log.info("file descriptors: limit %s", "unlimited" if limit < 0 else limit)
     problems = host_problems(config, limit)
     if problems:
         print("agent-sidecar: cannot run with this configuration here:\n  " + "\n  ".join(problems), file=sys.stderr)
