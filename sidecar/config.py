@@ -8,12 +8,13 @@ path, and only returns a Config when the whole document is valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs in the test extra (types-PyYAML would remove this)
 
 from sidecar.contract import DEFAULT_SOCKET
 from sidecar.exceptions import ConfigError
@@ -24,7 +25,12 @@ DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 def _f(default: Any, kind: str, doc: str, **extra: Any) -> Any:
     meta = {"kind": kind, "doc": doc, **extra}
     if isinstance(default, (list, tuple, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+        container: list[Any] | tuple[Any, ...] | dict[Any, Any] = default
+
+        def copy() -> Any:
+            return type(container)(container)
+
+        return field(default_factory=copy, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -37,7 +43,7 @@ class ListenConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    token: str | None = _f(None, "optional_str", "bearer token required on HTTP ingest and queries")
+    token: str | None = _f(None, "token", "bearer token required on HTTP ingest and queries (null: no authentication)")
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,15 @@ class IngestConfig:
     max_body_bytes: int = _f(10 * 1024 * 1024, "size", "largest accepted HTTP body (after decompression)")
     max_clock_skew: float = _f(300.0, "duration", "events stamped further in the future are rejected")
     queue_size: int = _f(1024, "positive_int", "batches waiting for the pipeline before backpressure / 503")
-    max_connections: int = _f(1024, "positive_int", "concurrent Unix socket clients")
+    max_connections: int = _f(512, "positive_int", "concurrent Unix socket clients (beyond: new ones wait in the backlog)")
+    max_http_connections: int = _f(
+        384, "positive_int", "concurrent HTTP connections, tail WebSockets included (beyond: 503); with max_connections it must fit `ulimit -n`"
+    )
     read_size: int = _f(256 * 1024, "size", "bytes read from a socket client at once")
-    idle_timeout: float = _f(300.0, "duration", "a Unix client silent this long is closed (the SDK reconnects)")
+    idle_timeout: float = _f(300.0, "duration", "a Unix client that delivered no complete event this long is closed (the SDK reconnects)")
+    evict_after: float = _f(10.0, "duration", "at max_connections, a Unix client that delivered no complete event this long makes room for a new one")
     header_timeout: float = _f(10.0, "duration", "an HTTP request's headers must arrive within this (slowloris)")
+    body_timeout: float = _f(30.0, "duration", "an HTTP request's body must arrive within this of its headers (else 408)")
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class TailConfig:
     max_batch: int = _f(500, "positive_int", "events per WebSocket message")
     client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop")
     max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)")
-    token: str | None = _f(None, "optional_str", "token for /v1/tail instead of auth.token")
+    token: str | None = _f(None, "token", "token for /v1/tail instead of auth.token")
     allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own")
     ping_interval: float = _f(20.0, "duration", "WebSocket keepalive: ping this often, close if no pong within as long")
 
@@ -122,9 +133,11 @@ class Config:
             for p in parents:
                 node = node[p]
             node[leaf] = value
-        return _build(Config, data, "")
+        config: Config = _build(Config, data, "")
+        return config
 
 
+MAX_DURATION = 366 * 86400.0  # longer is a typo, and infinity would make every timestamp acceptable
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZES = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
@@ -140,8 +153,12 @@ def parse_duration(value: Any) -> float:
         if not m:
             raise ValueError(f"must be a duration like 30s, 5m or 1h, not {value!r}")
         seconds = float(m[1]) * _UNITS[m[2]]
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, not {value!r}")
     if seconds <= 0:
         raise ValueError("must be greater than zero")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 366d, not {value!r}")
     return seconds
 
 
@@ -220,11 +237,19 @@ def _parse_bool(value: Any) -> bool:
     return value
 
 
-def _parse_optional_str(value: Any) -> str | None:
-    if value is None or value == "":
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry, byte for byte
+
+
+def _parse_token(value: Any) -> str | None:
+    # An empty token used to mean "no authentication" without a word: off is spelled null.
+    if value is None:
         return None
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if not value.strip():
+        raise ValueError("is empty, which would turn authentication off: set a token, or null (or remove the key) for none")
+    if not _TOKEN.fullmatch(value):
+        raise ValueError("must be printable ASCII without spaces (an HTTP header cannot carry anything else)")
     return value
 
 
@@ -244,7 +269,7 @@ def _parse_durations(value: Any) -> tuple[float, ...]:
 def _parse_buckets(value: Any) -> tuple[float, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError("must be a non-empty list of numbers (seconds)")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value):
         raise ValueError("bucket bounds must be positive numbers of seconds")
     if list(value) != sorted(set(value)):
         raise ValueError("bucket bounds must be strictly increasing")
@@ -255,7 +280,7 @@ _PARSERS = {
     "hostport": _parse_hostport,
     "path": _parse_path,
     "mode": _parse_mode,
-    "optional_str": _parse_optional_str,
+    "token": _parse_token,
     "size": parse_size,
     "duration": parse_duration,
     "positive_int": _parse_positive_int,
@@ -268,7 +293,8 @@ _PARSERS = {
 
 def _build(cls: type, data: Any, path: str, problems: list[str] | None = None) -> Any:
     own = problems is None
-    problems = [] if own else problems
+    if problems is None:
+        problems = []
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -286,7 +312,9 @@ def _build(cls: type, data: Any, path: str, problems: list[str] | None = None) -
         where = f"{path}.{name}" if path else name
         kind = f.metadata.get("kind")
         if kind is None:  # a nested section
-            values[name] = _build(f.default_factory, data[name], where, problems)
+            section = f.default_factory
+            assert isinstance(section, type)  # every nested section is a dataclass type
+            values[name] = _build(section, data[name], where, problems)
             continue
         try:
             if kind == "choice":
@@ -318,7 +346,7 @@ def _check(config: Config) -> list[str]:
 def config_from_dict(data: Any) -> Config:
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     problems: list[str] = []
-    config = _build(Config, data, "", problems)
+    config: Config = _build(Config, data, "", problems)
     problems += _check(config) if not problems else []
     if problems:
         raise ConfigError(problems)
@@ -331,12 +359,70 @@ def load_config(path: str | None) -> Config:
         return Config()
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            text = f.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        data, problems = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
-    return config_from_dict(data)
+    try:
+        config = config_from_dict(data)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+MAX_YAML_NODES = 10_000  # far more than any config; an alias bomb expands to billions
+
+
+def parse_yaml(text: str) -> tuple[Any, list[str]]:
+    """yaml.safe_load, plus the problems it would silently accept: a duplicate key (the last
+    one won, so a second `token:` could turn authentication off). A document whose aliases
+    expand beyond MAX_YAML_NODES values is refused before it is built (validating one
+    exhausted memory)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        problems = _yaml_node_problems(node)
+        if problems and problems[-1].endswith(_TOO_MANY):
+            raise ConfigError(problems)
+        return loader.construct_document(node), problems
+    finally:
+        loader.dispose()
+
+
+_TOO_MANY = "values once YAML aliases are expanded; write the values out"
+
+
+def _yaml_node_problems(root: yaml.Node) -> list[str]:
+    problems: list[str] = []
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    visited = 0
+    while stack:
+        node, path = stack.pop()
+        visited += 1
+        if visited > MAX_YAML_NODES:
+            where = path.partition("[")[0] or "<top>"  # the key the aliases hang from, not a list index
+            return problems + [f"{where}: more than {MAX_YAML_NODES} {_TOO_MANY}"]
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                where = f"{path}.{name}" if path else name
+                if name in seen:
+                    problems.append(f"{where}: duplicate key (line {key.start_mark.line + 1}); YAML would silently keep only the last")
+                seen.add(name)
+                stack.append((value, where))
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+    return problems
 
 
 def describe_defaults() -> str:

@@ -37,19 +37,42 @@ class SelfMetrics:
         )
         self.connections = Gauge("sidecar_unix_connections", "Open Unix socket ingest connections.", registry=registry)
         self.connections_refused = Counter(
-            "sidecar_unix_connections_refused", "Unix socket connections closed at once because ingest.max_connections was reached.", registry=registry
+            "sidecar_unix_connections_refused",
+            "New Unix clients that found every slot (ingest.max_connections) held by clients that deliver, and waited in the listen backlog.",
+            registry=registry,
         )
         self.idle_closed = Counter(
             "sidecar_unix_connections_idle_closed",
-            "Unix socket clients closed for silence: ingest.idle_timeout passed, or the idlest made room at ingest.max_connections.",
+            "Unix socket clients closed for delivering no complete event: for ingest.idle_timeout, or for ingest.evict_after when a new client needed the slot.",
             registry=registry,
         )
         self.socket_recreated = Counter(
             "sidecar_unix_socket_recreated", "Times the Unix socket file was found deleted and was recreated.", registry=registry
         )
+        self.accept_errors = Counter(
+            "sidecar_accept_errors",
+            "accept() calls that failed for lack of resources (EMFILE: out of file descriptors); the client waits in the backlog and is retried.",
+            ["listener", "error"],
+            registry=registry,
+        )
         self.http_header_timeouts = Counter(
             "sidecar_http_header_timeouts",
-            "HTTP connections closed because a request's headers took longer than ingest.header_timeout or exceeded 64 KiB.",
+            "HTTP connections closed because a request's headers took longer than ingest.header_timeout.",
+            registry=registry,
+        )
+        self.http_header_too_large = Counter(
+            "sidecar_http_header_too_large",
+            "HTTP requests refused with 431 because their headers exceeded 64 KiB.",
+            registry=registry,
+        )
+        self.http_body_timeouts = Counter(
+            "sidecar_http_body_timeouts",
+            "HTTP requests whose body was not complete within ingest.body_timeout of its headers (answered 408).",
+            registry=registry,
+        )
+        self.http_connections_refused = Counter(
+            "sidecar_http_connections_refused",
+            "HTTP connections refused with 503 because ingest.max_http_connections were open.",
             registry=registry,
         )
         self.tasks = Gauge("sidecar_asyncio_tasks", "asyncio tasks alive in the sidecar's event loop (a leak shows here).", registry=registry)

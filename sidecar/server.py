@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import socket
 import time
@@ -10,11 +12,12 @@ from collections.abc import Callable
 
 import uvicorn
 from prometheus_client import CollectorRegistry
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sidecar.app import Sidecar, build_app
 from sidecar.config import Config
-from sidecar.ingest.unix import claim_socket_path
+from sidecar.exceptions import SidecarError
+from sidecar.ingest.accept import accept_forever
+from sidecar.ingest.http_guard import HttpGuard, guarded_http_protocol
 
 WS_MAX_MESSAGE = 64 * 1024
 
@@ -27,11 +30,29 @@ def bind_http(address: str) -> socket.socket:
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without
     # it a keep-alive response written in two parts waits ~40 ms for the delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise SidecarError(f"cannot listen for HTTP on {address}: {_bind_advice(exc)}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _bind_advice(exc: OSError) -> str:
+    """What went wrong binding an HTTP address, and what to try."""
+    elsewhere = "choose another with --http HOST:PORT or listen.http (port 0 picks a free one)"
+    if exc.errno == errno.EADDRINUSE:
+        return f"the port is already in use (is another sidecar running?); stop that process, or {elsewhere}"
+    if exc.errno == errno.EACCES:
+        return f"permission denied (ports below 1024 need privileges); {elsewhere}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"the host is not an address of this machine; use 127.0.0.1 or 0.0.0.0, or {elsewhere}"
+    if isinstance(exc, socket.gaierror):
+        return f"the host is not an IP address ({exc.strerror}); use 127.0.0.1 or 0.0.0.0"
+    return f"{exc.strerror or exc}; {elsewhere}"
 
 
 def url_of(sock: socket.socket) -> str:
@@ -39,83 +60,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def loop_factory():
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when installed (it roughly halves per-read and per-request overhead)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
         return None
     return uvloop.new_event_loop
-
-
-MAX_HEADER_BYTES = 64 * 1024
-
-
-LINGER_SECONDS = 2.0  # how long a refused connection's remaining bytes are read and dropped
-
-
-def guarded_http_protocol(header_timeout: float, on_refused: Callable[[], None]) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a deadline and a size cap for each request's headers.
-
-    uvicorn's keep-alive timer stops at a connection's first byte, so a client that sends
-    headers one byte at a time (slowloris) would hold its connection forever, and nothing
-    caps the header bytes it may send. Here headers must be complete within
-    `header_timeout` seconds of the connection (or of the request's first byte) and within
-    MAX_HEADER_BYTES, or the connection is closed (431 for the size)."""
-
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _deadline: asyncio.TimerHandle | None = None
-        _header_bytes = 0
-        _refused = False
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            if self._refused:
-                return  # discard until the lingering close: unread bytes at close() would reset the 431
-            super().data_received(data)
-            if self._deadline is not None:  # still waiting for the end of the headers
-                self._header_bytes += len(data)
-                if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                    self._disarm()
-                    on_refused()
-                    self._refused = True
-                    self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
-                    if self.transport.can_write_eof():
-                        self.transport.write_eof()
-                    self.loop.call_later(LINGER_SECONDS, self.transport.close)
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._deadline is None:
-                self._arm()
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
-
-        def _arm(self) -> None:
-            self._header_bytes = 0
-            self._deadline = self.loop.call_later(header_timeout, self._expire)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expire(self) -> None:
-            self._deadline = None
-            if not self.transport.is_closing():
-                on_refused()
-                self.transport.close()
-
-    return GuardedHttpToolsProtocol
 
 
 def configure_logging(level: str) -> None:
@@ -127,15 +78,52 @@ def configure_logging(level: str) -> None:
 
 
 class SidecarServer(uvicorn.Server):
-    """uvicorn waits for open connections *before* the app's lifespan shutdown runs, so long-lived
+    """uvicorn, accepting HTTP connections with our own loop (sidecar/ingest/accept.py) so that
+    accept() failing for lack of file descriptors is counted instead of hidden by the event loop.
+
+    uvicorn waits for open connections *before* the app's lifespan shutdown runs, so long-lived
     WebSockets would hold shutdown up (uvicorn #1140). The tail hub closes its clients with 1001
     the moment shutdown starts."""
 
-    def __init__(self, config: uvicorn.Config, sidecar: Sidecar):
+    def __init__(self, config: uvicorn.Config, sidecar: Sidecar, sock: socket.socket | None):
         super().__init__(config)
         self.sidecar = sidecar
+        self.sock = sock
+        self._accepting: asyncio.Task[None] | None = None
+        self._attaching: set[asyncio.Task[None]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # no uvicorn server: we accept ourselves
+        if self.sock is None or self.should_exit:
+            return
+        loop = asyncio.get_running_loop()
+        config = self.config
+
+        async def attach(conn: socket.socket) -> None:
+            protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop
+            )
+            try:
+                await loop.connect_accepted_socket(lambda: protocol, conn)
+            except OSError:
+                conn.close()  # the client left between accept() and now
+
+        def connect(conn: socket.socket) -> None:
+            task = loop.create_task(attach(conn))
+            self._attaching.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._attaching.discard)
+
+        metrics = self.sidecar.metrics
+        self._accepting = loop.create_task(
+            accept_forever(self.sock, "http", connect, lambda code: metrics.accept_errors.labels("http", code).inc()),
+            name="http-accept",
+        )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
         await self.sidecar.sinks.tail.begin_shutdown()
         await super().shutdown(sockets)
 
@@ -143,16 +131,32 @@ class SidecarServer(uvicorn.Server):
 def build_server(
     config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
 ) -> tuple[uvicorn.Server, socket.socket | None]:
-    """A uvicorn server for one sidecar, plus its bound HTTP socket (None if HTTP is off)."""
-    if config.listen.unix:
-        claim_socket_path(config.listen.unix)  # fail fast, before uvicorn, with a clear message
+    """A uvicorn server for one sidecar, plus its bound HTTP socket (None if HTTP is off).
+    Both listening sockets are bound here, so every error surfaces before uvicorn starts."""
     sock = bind_http(config.listen.http) if config.listen.http else None
     app = build_app(config, registry=registry, clock=clock, http_url=url_of(sock) if sock else None)
-    metrics = app.state.sidecar.metrics
+    sidecar: Sidecar = app.state.sidecar
+    try:
+        for listener in sidecar.listeners:
+            listener.bind()
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+    metrics = sidecar.metrics
+    guard = HttpGuard(
+        header_timeout=config.ingest.header_timeout,
+        body_timeout=config.ingest.body_timeout,
+        max_connections=config.ingest.max_http_connections,
+        on_header_timeout=metrics.http_header_timeouts.inc,
+        on_header_too_large=metrics.http_header_too_large.inc,
+        on_body_timeout=metrics.http_body_timeouts.inc,
+        on_connection_refused=metrics.http_connections_refused.inc,
+    )
     server = SidecarServer(
         uvicorn.Config(
             app,
-            http=guarded_http_protocol(config.ingest.header_timeout, metrics.http_header_timeouts.inc),
+            http=guarded_http_protocol(guard),
             lifespan="on",
             log_config=None,
             access_log=False,
@@ -164,7 +168,8 @@ def build_server(
             ws_ping_interval=config.tail.ping_interval,
             ws_ping_timeout=config.tail.ping_interval,
         ),
-        app.state.sidecar,
+        sidecar,
+        sock,
     )
     return server, sock
 

@@ -73,3 +73,16 @@ async def test_the_tail_requires_the_token_when_configured(guarded):
 def test_liveness_routes_stay_open_without_the_token(guarded):
     assert httpx.get(guarded.url + "/healthz").status_code == 200
     assert httpx.get(guarded.url + "/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [("POST", "/v1/events", json.dumps(event())), ("GET", "/v1/stats", None), ("GET", "/metrics", None)],
+)
+def test_a_query_token_is_refused_on_http_routes_which_take_the_header_only(guarded, method, path, body):
+    """The README: `?token=` is for the WebSocket (browsers cannot set its headers) and only there;
+    a token in a URL ends up in proxies' and shells' logs."""
+    r = httpx.request(method, guarded.url + path + f"?token={TOKEN}", content=body)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    ok = httpx.request(method, guarded.url + path, content=body, headers={"authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code < 300

@@ -128,7 +128,7 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["0s", "5 minutes", True, "", -1])
+@pytest.mark.parametrize("bad", ["0s", "5 minutes", True, "", -1, float("inf"), float("nan"), 1e300])
 def test_bad_durations(bad):
     with pytest.raises(ValueError):
         parse_duration(bad)
@@ -153,3 +153,62 @@ def test_replace_validates_the_change():
     assert Config().replace(**{"listen.http": "127.0.0.1:0"}).listen.http == "127.0.0.1:0"
     with pytest.raises(ConfigError, match="listen.unix: must be an absolute path"):
         Config().replace(**{"listen.unix": "x.sock"})
+
+
+# Issue 14, defect 9: config that silently weakened the sidecar is refused, with its YAML path.
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('auth:\n  token: ""\n', "auth.token: is empty, which would turn authentication off"),
+        ("auth:\n  token: '   '\n", "auth.token: is empty"),
+        ('tail:\n  token: ""\n', "tail.token: is empty"),
+        ("auth:\n  token: s3cret\nauth:\n  token: null\n", "auth: duplicate key (line 3)"),
+        ("auth:\n  token: s3cret\n  token: other\n", "auth.token: duplicate key (line 3)"),
+        ("auth:\n  token: pässwörd\n", "auth.token: must be printable ASCII"),
+        ("auth:\n  token: two words\n", "auth.token: must be printable ASCII"),
+        ("ingest:\n  max_clock_skew: .inf\n", "ingest.max_clock_skew: must be a finite duration"),
+        ("ingest:\n  header_timeout: .nan\n", "ingest.header_timeout: must be a finite duration"),
+        ("shutdown_grace: -.inf\n", "shutdown_grace: must be a finite duration"),
+        ("lifecycle:\n  abandon_after: 1.0e+300\n", "lifecycle.abandon_after: must be at most 366d"),
+        ("windows:\n  durations: [1m, .inf]\n", "windows.durations: must be a finite duration"),
+        ("metrics:\n  duration_buckets: [1, .inf]\n", "metrics.duration_buckets: bucket bounds must be positive"),
+    ],
+)
+def test_config_that_would_silently_weaken_the_sidecar_is_refused_with_its_path(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(path))
+    assert any(p.startswith(message) for p in exc.value.problems), exc.value.problems
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """The billion laughs: 9**levels strings from a few hundred bytes of YAML."""
+    lines = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\nlisten:\n  http: *l{levels - 1}\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(path))
+    assert any("more than 10000 values once YAML aliases are expanded" in p for p in exc.value.problems)
+
+
+def test_duplicate_keys_are_listed_with_every_other_problem(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text('auth:\n  token: s3cret\n  token: ""\ningest:\n  max_clock_skew: .inf\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(path))
+    found = exc.value.problems
+    for prefix in ("auth.token: duplicate key", "auth.token: is empty", "ingest.max_clock_skew: must be a finite duration"):
+        assert any(p.startswith(prefix) for p in found), (prefix, found)
+
+
+def test_small_aliases_and_a_null_token_stay_valid(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("auth:\n  token: null\nwindows:\n  durations: &d [1m, 5m]\n  index_by: []\n")
+    assert load_config(str(path)).windows.durations == (60.0, 300.0)

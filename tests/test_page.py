@@ -35,7 +35,7 @@ def test_root_serves_the_page_with_the_configured_row_cap_and_a_strict_csp():
 
 @pytest.mark.parametrize(
     "path, media_type",
-    [("/web/app.js", "javascript"), ("/web/app.css", "text/css"), ("/web/index.html", "text/html")],
+    [("/web/app.js", "javascript"), ("/web/app.css", "text/css")],
 )
 def test_assets_are_served_from_the_package_with_revalidation(sidecar, path, media_type):
     r = httpx.get(sidecar.url + path)
@@ -45,6 +45,18 @@ def test_assets_are_served_from_the_package_with_revalidation(sidecar, path, med
     assert r.content == (WEB_DIR / path.removeprefix("/web/")).read_bytes()
     again = httpx.get(sidecar.url + path, headers={"If-None-Match": r.headers["etag"]})
     assert again.status_code == 304
+
+
+@pytest.mark.parametrize("path", ["/web/index.html", "/web//index.html", "/web/./index.html", "/web/x/../index.html"])
+def test_the_template_path_serves_the_filled_page_never_the_raw_template(spawn, path):
+    proc = spawn(config="web:\n  max_rows: 250\n")
+    status, body = raw_get(proc.url, path)
+    assert status == 200
+    assert b"{{" not in body and b'<meta name="sidecar-max-rows" content="250">' in body
+    assert body == httpx.get(proc.url + "/").content
+    r = httpx.get(proc.url + "/web/index.html")
+    assert r.headers["cache-control"] == "no-cache" and r.headers["etag"] == httpx.get(proc.url + "/").headers["etag"]
+    assert httpx.get(proc.url + "/", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
 
 
 def test_the_page_loads_nothing_from_outside_the_sidecar():

@@ -9,8 +9,12 @@ a token; the routes it calls check `auth.token` and the page asks for it.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -35,24 +39,44 @@ SECURITY_HEADERS = {
 
 
 class _StaticFiles(StaticFiles):
-    """Starlette's StaticFiles (which refuses paths outside its directory), plus our headers."""
+    """Starlette's StaticFiles (which refuses paths outside its directory), plus our headers;
+    the page template, under any spelling of its path (`/web/index.html`, `/web//index.html`,
+    `/web/./index.html`), is answered with the filled page, never the raw `{{max_rows}}`."""
 
-    def file_response(self, full_path: str | Path, stat_result, scope: Scope, status_code: int = 200) -> Response:  # type: ignore[no-untyped-def]
+    def __init__(self, page: Callable[[Headers], Response], directory: Path):
+        super().__init__(directory=directory)
+        self._page = page
+
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        if Path(full_path).resolve() == TEMPLATE.resolve():
+            return self._page(Headers(scope=scope))
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.update(SECURITY_HEADERS)
         return response
+
+
+TEMPLATE = WEB_DIR / "index.html"
 
 
 def page_routes(config: WebConfig) -> list[BaseRoute]:
     """`GET /` (the page, with `web.max_rows` filled in) and `GET /web/*` (its assets)."""
     if not config.enabled:
         return []
-    html = (WEB_DIR / "index.html").read_text(encoding="utf-8").replace("{{max_rows}}", str(config.max_rows))
+    html = TEMPLATE.read_text(encoding="utf-8").replace("{{max_rows}}", str(config.max_rows))
+    etag = '"' + hashlib.sha256(html.encode()).hexdigest()[:32] + '"'
+    headers = {**SECURITY_HEADERS, "ETag": etag}
+
+    def filled(request_headers: Headers) -> Response:
+        if etag in request_headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return HTMLResponse(html, headers=headers)
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(html, headers=SECURITY_HEADERS)
+        return filled(request.headers)
 
     return [
         Route("/", page, methods=["GET"]),
-        Mount("/web", app=_StaticFiles(directory=WEB_DIR), name="web"),
+        Mount("/web", app=_StaticFiles(filled, WEB_DIR), name="web"),
     ]

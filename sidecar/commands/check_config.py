@@ -7,9 +7,10 @@ import sys
 
 from sidecar.config import describe_defaults, load_config
 from sidecar.exceptions import ConfigError
+from sidecar.preflight import host_problems, reachable_limit
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check-config", help="validate a config file", description="Validate a YAML config; exit 0 if valid, 1 with every problem otherwise.")
     p.add_argument("path", nargs="?", help="YAML config file")
     p.add_argument("--print-defaults", action="store_true", help="print the embedded default config as YAML")
@@ -24,10 +25,13 @@ def main(args: argparse.Namespace) -> int:
         print("agent-sidecar check-config: a PATH is required", file=sys.stderr)
         return 2
     try:
-        load_config(args.path)
+        config = load_config(args.path)
+        problems = host_problems(config, reachable_limit())  # what `run` would refuse here
     except ConfigError as exc:
+        problems = exc.problems
+    if problems:
         print(f"{args.path}: invalid", file=sys.stderr)
-        for problem in exc.problems:
+        for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
     print(f"{args.path}: ok")

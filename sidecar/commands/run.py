@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 
 from sidecar.config import Config, load_config
 from sidecar.exceptions import ConfigError, SidecarError
+from sidecar.preflight import host_problems, raise_soft_limit
 from sidecar.server import configure_logging, loop_factory, serve
 
+log = logging.getLogger("agent_sidecar")
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the sidecar", description="Run the sidecar (default config when --config is not given).")
     p.add_argument("--config", metavar="PATH", help="YAML config file")
     p.add_argument("--http", metavar="HOST:PORT", help="override listen.http (port 0 picks a free port); '' disables")
@@ -37,6 +41,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"agent-sidecar: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level)
+    before, limit = raise_soft_limit()
+    if limit != before:
+        log.info("file descriptors: soft limit raised from %d to %d (the hard limit)", before, limit)
+    else:
+        log.info("file descriptors: limit %s", "unlimited" if limit < 0 else limit)
+    problems = host_problems(config, limit)
+    if problems:
+        print("agent-sidecar: cannot run with this configuration here:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     # uvicorn handles SIGINT/SIGTERM while serving, then re-raises the signal into the handler
     # that was there before; a no-op one makes a graceful shutdown exit 0, as the contract says.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -44,7 +57,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             started = runner.run(serve(config))
-    except (SidecarError, OSError) as exc:
+    except SidecarError as exc:
         print(f"agent-sidecar: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # one we did not foresee: still say what it was about
+        what = f" ({exc.filename})" if exc.filename else ""
+        print(f"agent-sidecar: cannot start{what}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0 if started else 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
@@ -117,22 +117,30 @@ def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[li
                 return [], [], [Rejection(0, "invalid_json", f"body is not a valid JSON array: {exc}")]
             except RecursionError:
                 return [], [], [Rejection(0, "invalid_json", "body is not a valid JSON array: nested too deeply")]
-            return items, list(range(len(items))), []
+            return _within_limit(items, range(len(items)), max_event_bytes, "item")
         try:
             _raw_one(stripped)
-            return [stripped], [0], []  # one (possibly pretty-printed) object
+            return _within_limit([stripped], [0], max_event_bytes, "event")  # one (possibly pretty-printed) object
         except (msgspec.DecodeError, RecursionError):
             pass  # several lines: NDJSON without the content type (each line is judged alone)
-    items, positions, rejected = [], [], []
-    for lineno, line in enumerate(body.split(b"\n")):
-        if not line or line.isspace():
-            continue
-        if len(line) > max_event_bytes:
-            rejected.append(Rejection(lineno, "too_large", f"line longer than ingest.max_event_bytes ({max_event_bytes})"))
-            continue
-        items.append(line)
-        positions.append(lineno)
-    return items, positions, rejected
+    lines = body.split(b"\n")
+    numbers = [n for n, line in enumerate(lines) if line and not line.isspace()]
+    return _within_limit([lines[n] for n in numbers], numbers, max_event_bytes, "line")
+
+
+def _within_limit(
+    items: list[bytes], positions: Iterable[int], max_event_bytes: int, what: str
+) -> tuple[list[bytes], list[int], list[Rejection]]:
+    """`ingest.max_event_bytes` bounds every event whatever its framing (a line, an array
+    item, a whole body): the oversized ones are rejected, their neighbours kept."""
+    kept, kept_at, rejected = [], [], []
+    for item, at in zip(items, positions):
+        if len(item) > max_event_bytes:
+            rejected.append(Rejection(at, "too_large", f"{what} of {len(item)} bytes is longer than ingest.max_event_bytes ({max_event_bytes})"))
+        else:
+            kept.append(item)
+            kept_at.append(at)
+    return kept, kept_at, rejected
 
 
 def events_route(

@@ -4,6 +4,7 @@ the socket file deleted under a running process."""
 import asyncio
 import os
 import re
+import resource
 import signal
 import socket
 import stat
@@ -148,3 +149,109 @@ def test_sigterm_under_load_closes_tail_clients_with_1001_and_processes_everythi
     assert proc.stop(timeout=10 + 5) == 0
     t = final_totals(proc.output)
     assert t["accepted"] > 0 and t["processed"] == t["accepted"] == t["received"]
+
+
+# Issue 14, defects 7 and 8: connections that hold file descriptors or slots without delivering.
+
+
+def tcp(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)))
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def agent_events(url: str, agent: str) -> float:
+    return metric(url, "agent_events_total", f'{{agent="{agent}",severity="info",type="llm.call",workflow=""}}')
+
+
+def test_http_connections_beyond_max_http_connections_get_503_and_are_counted(spawn):
+    proc = spawn(config="ingest:\n  max_http_connections: 4\n  header_timeout: 1m\n")
+    held = [tcp(proc.url) for _ in range(4)]  # idle: each holds a descriptor until header_timeout
+    extra = tcp(proc.url)
+    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = answer_of(extra)
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"ingest.max_http_connections" in answer
+    for sock in (*held, extra):
+        sock.close()
+    wait_until(lambda: httpx.get(proc.url + "/healthz").status_code == 200, "served again once they left")
+    assert metric(proc.url, "sidecar_http_connections_refused_total") == 1
+
+
+def test_a_slow_body_is_answered_408_after_body_timeout_and_counted(spawn):
+    proc = spawn(config="ingest:\n  body_timeout: 500ms\n")
+    with tcp(proc.url) as slow:
+        slow.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        answer = answer_of(slow)  # the rest of the body never comes
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"ingest.body_timeout" in answer
+    assert metric(proc.url, "sidecar_http_body_timeouts_total") == 1
+    assert metric(proc.url, "sidecar_http_header_timeouts_total") == 0
+    r = httpx.post(proc.url + "/v1/events", json=event(agent="after"))
+    assert r.status_code == 202  # everyone else is served as before
+
+
+def test_out_of_file_descriptors_a_unix_client_waits_counted_and_loses_nothing(spawn):
+    """Idle TCP connections used to exhaust the descriptors; then a Unix client's writes
+    "succeeded" and its events vanished. Here the limit is cut under a running sidecar (as a
+    tighter `ulimit -n` would), so accept() fails with EMFILE on both listeners."""
+    proc = spawn(config="ingest:\n  header_timeout: 1m\n")
+    resource.prlimit(proc.proc.pid, resource.RLIMIT_NOFILE, (200, 200))
+    idle = [tcp(proc.url) for _ in range(250)]  # more than the sidecar has descriptors for
+    wait_until(lambda: len(os.listdir(f"/proc/{proc.proc.pid}/fd")) >= 199, "the sidecar out of descriptors")
+    sent = 100
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(proc.unix)  # the kernel queues it; the sidecar cannot accept it yet
+        client.sendall(ndjson(*[event(agent="emfile")] * sent))
+        client.shutdown(socket.SHUT_WR)
+        wait_until(lambda: f"unix:{proc.unix}: accept() failed with EMFILE" in proc.output, "the failed accept logged")
+        for sock in idle:
+            sock.close()  # descriptors free up: the waiting client is accepted and read
+        client.settimeout(30)
+        assert client.recv(1) == b""  # the sidecar's end of file: everything was read
+    wait_until(lambda: agent_events(proc.url, "emfile") == sent, f"{sent} events from the client that waited")
+    assert metric(proc.url, "sidecar_accept_errors_total", '{error="EMFILE",listener="unix"}') >= 1
+    assert metric(proc.url, "sidecar_accept_errors_total", '{error="EMFILE",listener="http"}') >= 1
+    assert proc.stop() == 0
+
+
+def trickle(path: str, stop: threading.Event) -> None:
+    """A client that is never silent and never delivers: one byte every 200 ms, no newline."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        try:
+            s.sendall(b'{"type":')
+            while not stop.wait(0.2):
+                s.sendall(b" ")
+        except OSError:
+            pass  # evicted
+
+
+def test_trickling_unix_clients_are_evicted_for_a_client_that_delivers(spawn):
+    proc = spawn(config="ingest:\n  max_connections: 3\n  evict_after: 1s\n")
+    stop = threading.Event()
+    tricklers = [threading.Thread(target=trickle, args=(proc.unix, stop)) for _ in range(3)]
+    for t in tricklers:
+        t.start()
+    wait_until(lambda: metric(proc.url, "sidecar_unix_connections") == 3, "every slot held by a trickler")
+    sent = 100
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(proc.unix)
+            client.sendall(ndjson(*[event(agent="real")] * sent))
+            client.shutdown(socket.SHUT_WR)
+            client.settimeout(30)
+            assert client.recv(1) == b""  # read to the end: nothing lost
+    finally:
+        stop.set()
+        for t in tricklers:
+            t.join(10)
+    wait_until(lambda: agent_events(proc.url, "real") == sent, f"{sent} events from the new client")
+    assert metric(proc.url, "sidecar_unix_connections_idle_closed_total") >= 1
+    # what an evicted trickler had sent was read and counted, not dropped silently
+    wait_until(lambda: metric(proc.url, "sidecar_events_rejected_total", '{reason="invalid_json",transport="unix"}') >= 1, "partial lines counted")

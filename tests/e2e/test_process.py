@@ -1,8 +1,11 @@
 """The real `agent-sidecar run` process, driven only from outside."""
 
 import os
+import resource
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -85,3 +88,89 @@ def test_run_with_no_arguments_uses_the_embedded_default_config():
     finally:
         assert proc.stop(signal.SIGINT) == 0
     assert "stopped:" in proc.output
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`agent-sidecar ARGS` as a real process, its memory capped (an alias bomb must not take
+    the machine down with it when the code under test is broken)."""
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args],
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=cap_memory,
+    )
+
+
+WEAKENING_CONFIGS = {
+    "empty token": ('auth:\n  token: ""\n', "auth.token: is empty, which would turn authentication off"),
+    "duplicate key": ("auth:\n  token: s3cret\n  token: other\n", "auth.token: duplicate key (line 3)"),
+    "inf duration": ("ingest:\n  max_clock_skew: .inf\n", "ingest.max_clock_skew: must be a finite duration"),
+    "nan duration": ("shutdown_grace: .nan\n", "shutdown_grace: must be a finite duration"),
+    "non-ASCII token": ("auth:\n  token: clé\n", "auth.token: must be printable ASCII"),
+    "missing directory": ("listen:\n  unix: /nonexistent-dir/s.sock\n", "listen.unix: directory /nonexistent-dir does not exist"),
+    "alias bomb": (None, "listen.http: more than 10000 values once YAML aliases are expanded"),
+}
+
+
+@pytest.mark.parametrize("name", WEAKENING_CONFIGS)
+def test_check_config_and_run_refuse_config_that_weakens_the_sidecar_with_path_and_reason(tmp_path, name):
+    from tests.test_config import alias_bomb
+
+    text, message = WEAKENING_CONFIGS[name]
+    path = tmp_path / "c.yaml"
+    path.write_text(text if text is not None else alias_bomb(), encoding="utf-8")
+    checked = cli("check-config", str(path))
+    assert checked.returncode == 1, checked
+    assert f"  {message}" in checked.stderr, checked.stderr
+    ran = cli("run", "--config", str(path), "--http", "127.0.0.1:0")
+    assert ran.returncode == 2, ran
+    assert message in ran.stderr and "Traceback" not in ran.stderr + ran.stdout, ran.stderr
+
+
+def test_run_on_a_busy_port_names_the_address_and_what_to_try(spawn):
+    first = spawn()
+    address = first.url.removeprefix("http://")
+    second = cli("run", "--http", address, "--unix", "")
+    assert second.returncode == 1
+    assert f"agent-sidecar: cannot listen for HTTP on {address}: the port is already in use" in second.stderr
+    assert "--http HOST:PORT" in second.stderr and "Traceback" not in second.stderr + second.stdout
+    assert first.proc.poll() is None
+
+
+def test_run_with_a_socket_in_a_missing_directory_says_so_without_a_traceback(tmp_path):
+    ran = cli("run", "--http", "127.0.0.1:0", "--unix", str(tmp_path / "gone" / "s.sock"))
+    assert ran.returncode == 2
+    assert f"listen.unix: directory {tmp_path / 'gone'} does not exist" in ran.stderr
+    assert "Traceback" not in ran.stderr + ran.stdout
+
+
+def test_run_refuses_connection_caps_that_do_not_fit_the_file_descriptor_limit(tmp_path):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    caps = hard if hard != resource.RLIM_INFINITY else 1 << 21
+    path = tmp_path / "c.yaml"
+    path.write_text(f"ingest:\n  max_connections: {caps}\n  max_http_connections: 64\n")
+    for args, rc in ((["check-config", str(path)], 1), (["run", "--config", str(path), "--http", "127.0.0.1:0"], 2)):
+        done = cli(*args)
+        assert done.returncode == rc, done
+        assert f"ingest.max_connections ({caps}) + ingest.max_http_connections (64) + 128 reserved" in done.stderr
+        assert "file descriptors, more than the limit of" in done.stderr
+
+
+def test_run_raises_the_soft_file_descriptor_limit_to_the_hard_one_and_logs_it(spawn):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # what the child inherits: a common default
+    try:
+        proc = spawn()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    expected = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    assert f"file descriptors: soft limit raised from 1024 to {expected}" in proc.output
+    with open(f"/proc/{proc.proc.pid}/limits") as f:
+        (line,) = [x for x in f if x.startswith("Max open files")]
+    assert line.split()[3] == str(expected)

@@ -1,6 +1,7 @@
 import asyncio
 import gzip
 import json
+import re
 
 import httpx
 import pytest
@@ -115,3 +116,28 @@ def test_full_queue_answers_503_with_retry_after_and_counts_the_drop():
         accepted = s.value("sidecar_events_accepted_total", {"transport": "http"})
         rejected = s.value("sidecar_events_rejected_total", {"transport": "http", "reason": "missing_type"})
         assert received == accepted + rejected + 2 == 5
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", httpx.get(url + "/metrics").text, re.M)
+    return float(m[1]) if m else 0.0
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson", "text/plain"])
+def test_max_event_bytes_bounds_every_event_whatever_its_framing(spawn, content_type):
+    """Issue 14, defect 6: an array item or a single object used to be bounded by max_body_bytes only."""
+    proc = spawn(config="ingest:\n  max_event_bytes: 1KiB\n")
+    big = event(agent="big", payload="x" * 2000)  # ~2 KiB: over the limit however it is framed
+    small = [event(agent=f"small-{i}") for i in range(2)]
+    if content_type == "application/x-ndjson":
+        body = ndjson(small[0], big, small[1])
+    else:
+        body = json.dumps([small[0], big, small[1]]).encode()
+    r = httpx.post(proc.url + "/v1/events", content=body, headers={"content-type": content_type})
+    assert r.status_code == 202
+    assert (r.json()["accepted"], r.json()["rejected"]) == (2, 1)
+    assert r.json()["errors"][0]["index"] == 1 and r.json()["errors"][0]["error"].startswith("too_large: ")
+    alone = httpx.post(proc.url + "/v1/events", content=json.dumps(big), headers={"content-type": content_type})
+    assert alone.status_code == 400 and alone.json()["errors"][0]["error"].startswith("too_large: ")
+    assert metric(proc.url, "sidecar_events_rejected_total", '{reason="too_large",transport="http"}') == 2
+    assert metric(proc.url, "sidecar_events_accepted_total", '{transport="http"}') == 2

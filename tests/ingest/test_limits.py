@@ -5,11 +5,12 @@ import asyncio
 import os
 import socket
 import stat
+import threading
 
 import httpx
 
-from sidecar.ingest.unix import EVICT_IDLE_AFTER
-from sidecar.server import MAX_HEADER_BYTES
+from sidecar.config import Config
+from sidecar.ingest.http_guard import MAX_HEADER_BYTES
 from sidecar.testing import FakeClock, event, ndjson, running_sidecar, wait_until
 
 
@@ -79,7 +80,7 @@ def test_idle_and_half_open_clients_make_room_for_a_real_one_at_max_connections(
         for sock in idle:
             sock.connect(s.unix)  # and never send anything
         wait_until(lambda: s.value("sidecar_unix_connections") == 3, "three idle clients")
-        clock.advance(EVICT_IDLE_AFTER + 1)
+        clock.advance(Config().ingest.evict_after + 1)
         s.send_unix(ndjson(event(agent="real")))
         s.wait_processed(1)
         assert s.value("sidecar_unix_connections_idle_closed_total") == 1
@@ -142,4 +143,36 @@ def test_endless_headers_get_431_and_the_connection_closed(sidecar):
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 431 ")
-    assert sidecar.value("sidecar_http_header_timeouts_total") == 1
+    assert sidecar.value("sidecar_http_header_too_large_total") == 1
+    assert sidecar.value("sidecar_http_header_timeouts_total") == 0  # timeouts only, since issue 13
+
+
+def test_the_header_deadline_is_lifted_once_headers_arrive_on_a_kept_alive_connection():
+    """A body (or a handler) may take longer than ingest.header_timeout: only the headers race it."""
+    with running_sidecar(**{"ingest.header_timeout": 0.3, "ingest.body_timeout": 30}) as s:
+        body = ndjson(event(agent="kept-alive"))
+        request = (
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        host, port = s.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.settimeout(10)
+            for _ in range(2):  # the first request, then the second on the same connection
+                sock.sendall(request)
+                threading.Event().wait(0.6)  # twice the header deadline, between headers and body
+                sock.sendall(body)
+                answer = sock.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 202 "), answer
+        s.wait_processed(2)
+        assert s.value("sidecar_http_header_timeouts_total") == 0
+
+
+def test_many_oversized_lines_in_one_read_are_each_counted_and_their_neighbours_kept():
+    with running_sidecar(**{"ingest.max_event_bytes": 1024}) as s:
+        big = ndjson(event(payload="x" * 2000))
+        data = b"".join(big + ndjson(event(agent=f"n{i}")) for i in range(20))  # ~40 KiB: one read of 256 KiB
+        s.send_unix(data)
+        s.wait_processed(20)
+        assert s.value("sidecar_events_rejected_total", {"transport": "unix", "reason": "too_large"}) == 20
+        assert s.value("sidecar_events_accepted_total", {"transport": "unix"}) == 20

@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from sidecar.exceptions import SocketInUseError
-from sidecar.ingest.unix import claim_socket_path
-from sidecar.testing import event, ndjson, running_sidecar
+from sidecar.ingest.unix import BACKLOG, claim_socket_path
+from sidecar.testing import FakeClock, event, ndjson, running_sidecar, wait_until
 
 
 def counts(s, transport="unix"):
@@ -87,7 +87,7 @@ def test_a_client_that_sends_nothing_or_stops_mid_line_does_not_stall_others(sid
     assert counts(sidecar) == (2, 1)
 
 
-def test_connections_beyond_the_limit_are_closed_and_counted():
+def test_beyond_max_connections_a_new_client_waits_in_the_backlog_counted_and_loses_nothing():
     with running_sidecar(**{"ingest.max_connections": 2}) as s:
         held = [socket.socket(socket.AF_UNIX) for _ in range(2)]
         for sock in held:
@@ -95,14 +95,14 @@ def test_connections_beyond_the_limit_are_closed_and_counted():
             sock.sendall(ndjson(event()))
         s.wait_processed(2)
         extra = socket.socket(socket.AF_UNIX)
-        extra.connect(s.unix)
-        extra.settimeout(5)
-        assert extra.recv(1) == b""  # closed by the sidecar
+        extra.connect(s.unix)  # queued by the kernel, not accepted
+        extra.sendall(ndjson(event(agent="waited")))
+        wait_until(lambda: s.value("sidecar_unix_connections_refused_total") == 1, "the wait counted")
+        assert s.value("sidecar_unix_connections") == 2 and s.sidecar.pipeline.processed == 2
+        held[0].close()  # a slot frees: the waiting client is accepted and read
+        s.wait_processed(3)
         extra.close()
-        assert s.value("sidecar_unix_connections_refused_total") == 1
-        assert s.value("sidecar_unix_connections") == 2
-        for sock in held:
-            sock.close()
+        held[1].close()
 
 
 def test_stale_socket_file_is_replaced(tmp_path):
@@ -133,3 +133,24 @@ def test_a_regular_file_at_the_socket_path_is_not_deleted(tmp_path):
     with pytest.raises(SocketInUseError, match="not a socket"):
         claim_socket_path(str(path))
     assert path.read_text() == "precious"
+
+
+def test_with_every_slot_and_the_backlog_full_a_new_client_is_refused_before_it_writes():
+    clock = FakeClock()  # frozen: the client holding the slot never becomes evictable
+    with running_sidecar(clock=clock, **{"ingest.max_connections": 1}) as s:
+        holder = socket.socket(socket.AF_UNIX)
+        holder.connect(s.unix)
+        holder.sendall(ndjson(event()))
+        s.wait_processed(1)
+        waiting = []
+        try:
+            with pytest.raises(BlockingIOError):  # EAGAIN from connect(): nothing was written
+                for _ in range(BACKLOG + 10):
+                    sock = socket.socket(socket.AF_UNIX)
+                    waiting.append(sock)
+                    sock.setblocking(False)
+                    sock.connect(s.unix)
+            assert len(waiting) > BACKLOG // 2  # the backlog held those before it
+        finally:
+            for sock in (*waiting, holder):
+                sock.close()
