@@ -54,7 +54,7 @@ class IngestConfig:
     queue_size: int = _f(1024, "positive_int", "batches waiting for the pipeline before backpressure / 503")
     max_connections: int = _f(512, "positive_int", "concurrent Unix socket clients (beyond: new ones wait in the backlog)")
     max_http_connections: int = _f(
-        384, "positive_int", "concurrent HTTP connections, tail WebSockets included (beyond: 503); with max_connections it must fit `ulimit -n`"
+        1100, "positive_int", "concurrent HTTP connections, tail WebSockets included (beyond: 503); above tail.max_clients, and with max_connections it must fit `ulimit -n`"
     )
     read_size: int = _f(256 * 1024, "size", "bytes read from a socket client at once")
     idle_timeout: float = _f(300.0, "duration", "a Unix client that delivered no complete event this long is closed (the SDK reconnects)")
@@ -340,6 +340,12 @@ def _check(config: Config) -> list[str]:
                 problems.append(f"windows.{key}: unknown field {name!r} (expected agent, workflow, type or model)")
     if config.ingest.max_event_bytes > config.ingest.max_body_bytes:
         problems.append("ingest.max_event_bytes: must not exceed ingest.max_body_bytes")
+    if config.listen.http and config.tail.max_clients >= config.ingest.max_http_connections:
+        # Tail clients are HTTP connections: at the HTTP cap they would get 503 before the tail's own 1013.
+        problems.append(
+            f"tail.max_clients: {config.tail.max_clients} must be below ingest.max_http_connections "
+            f"({config.ingest.max_http_connections}), which also counts tail WebSockets"
+        )
     return problems
 
 

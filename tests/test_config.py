@@ -102,6 +102,7 @@ def test_every_problem_is_listed_with_its_yaml_path():
         ({"metrics": {"duration_buckets": "fast"}}, "metrics.duration_buckets: must be a non-empty list"),
         ({"metrics": {"duration_buckets": [0, 1]}}, "metrics.duration_buckets: bucket bounds must be positive"),
         ({"listen": {"http": "localhost:99999"}}, "listen.http: must be HOST:PORT"),
+        ({"tail": {"max_clients": 200}, "ingest": {"max_http_connections": 200}}, "tail.max_clients: 200 must be below"),
     ],
 )
 def test_bad_values(data, message):

@@ -286,9 +286,10 @@ def test_container_args_are_a_command_the_cli_accepts(container):
 # -- the real thing --------------------------------------------------------------------------------
 
 
-def test_check_config_accepts_the_configmaps_config(tmp_path):
+def test_check_config_accepts_the_configmaps_config(tmp_path, pod_dir):
+    # check-config also checks the host (the socket's directory exists): stand the pod's volumes in.
     path = tmp_path / "sidecar.yaml"
-    path.write_text(_config_text())
+    path.write_text(_relocate(_config_text(), SIDECAR, pod_dir))
     result = subprocess.run([sys.executable, "-m", "sidecar", "check-config", str(path)], capture_output=True, text=True, check=False,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr

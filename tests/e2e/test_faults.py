@@ -172,7 +172,7 @@ def agent_events(url: str, agent: str) -> float:
 
 
 def test_http_connections_beyond_max_http_connections_get_503_and_are_counted(spawn):
-    proc = spawn(config="ingest:\n  max_http_connections: 4\n  header_timeout: 1m\n")
+    proc = spawn(config="ingest:\n  max_http_connections: 4\n  header_timeout: 1m\ntail:\n  max_clients: 2\n")
     held = [tcp(proc.url) for _ in range(4)]  # idle: each holds a descriptor until header_timeout
     extra = tcp(proc.url)
     extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -154,7 +154,7 @@ def test_run_refuses_connection_caps_that_do_not_fit_the_file_descriptor_limit(t
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     caps = hard if hard != resource.RLIM_INFINITY else 1 << 21
     path = tmp_path / "c.yaml"
-    path.write_text(f"ingest:\n  max_connections: {caps}\n  max_http_connections: 64\n")
+    path.write_text(f"ingest:\n  max_connections: {caps}\n  max_http_connections: 64\ntail:\n  max_clients: 32\n")
     for args, rc in ((["check-config", str(path)], 1), (["run", "--config", str(path), "--http", "127.0.0.1:0"], 2)):
         done = cli(*args)
         assert done.returncode == rc, done
