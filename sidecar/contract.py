@@ -155,17 +155,23 @@ def check(event: Any) -> tuple[str, str] | None:
     future is judged there against `ingest.max_clock_skew`). The decoder calls this on a
     line its fast typed decode refused, so the reason never depends on msgspec's wording.
     """
+    found = check_at(event)
+    return None if found is None else found[:2]
+
+
+def check_at(event: Any) -> tuple[str, str, str] | None:
+    """`check()` with the JSON path of the offending value (`$`, `$.type`, `$.duration_ms`)."""
     if not isinstance(event, dict):
-        return NOT_OBJECT, f"an event must be a JSON object, not {_json_kind(event)}"
+        return NOT_OBJECT, f"an event must be a JSON object, not {_json_kind(event)}", "$"
     if "type" not in event:
-        return MISSING_TYPE, "missing required field `type`"
+        return MISSING_TYPE, "missing required field `type`", "$"
     event_type = event["type"]
     if not isinstance(event_type, str) or not valid_type(event_type):
-        return INVALID_TYPE, f"{TYPE_RULE}, not {_shown(event_type)}"
+        return INVALID_TYPE, f"{TYPE_RULE}, not {_shown(event_type)}", "$.type"
     for name, value in event.items():
         found = field_check(name, value)
         if found is not None:
-            return found
+            return (*found, f"$.{name}")
     return None
 
 

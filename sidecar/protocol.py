@@ -90,7 +90,7 @@ _MAX_CACHED_TYPES = 10_000
 def classify(line: bytes, exc: msgspec.ValidationError) -> Rejection:
     """Why the typed decode refused `line`, decided by the contract, not by msgspec's wording."""
     try:
-        found = contract.check(_parse_untyped(line))
+        found = contract.check_at(_parse_untyped(line))
     except msgspec.DecodeError as err:  # the typed decode stopped before the syntax error
         return Rejection(0, "invalid_json", str(err))
     except (msgspec.ValidationError, RecursionError):
@@ -99,7 +99,8 @@ def classify(line: bytes, exc: msgspec.ValidationError) -> Rejection:
         # The contract and the Struct built from it disagree: a bug, but never an accepted
         # event the sinks cannot hold. msgspec's message is the best description we have.
         return Rejection(0, "invalid_field", str(exc))
-    return Rejection(0, *found)
+    reason, message, path = found
+    return Rejection(0, reason, f"{message} - at `{path}`")
 
 
 class EventDecoder:
