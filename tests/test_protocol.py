@@ -198,3 +198,22 @@ def test_each_reason_label_is_what_a_real_sidecar_answers_and_counts(live, reaso
     assert r.status_code in (202, 400, 415), r.text
     assert [e["error"].split(":")[0] for e in r.json()["errors"]] == [reason]
     assert live.value("sidecar_events_rejected_total", labels) == before + 1
+
+
+def test_the_decoders_type_cache_keeps_no_long_names():
+    """Hostile senders with many distinct long type names: all rejected, none cached whole."""
+    import tracemalloc
+
+    decoder = EventDecoder()
+    lines = [b'{"type": "' + b"%05d" % i + b"a" * 20_000 + b'"}' for i in range(300)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _, _, rejected = decoder.decode(lines, NOW)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [r.reason for r in rejected] == ["invalid_type"] * 300
+    assert kept < 300 * 20_000 / 10, f"{kept} bytes kept for 300 rejected names of 20 KB"
+    decoder.decode([b'{"type": "t%d"}' % i for i in range(20_000)], NOW)
+    assert len(decoder._types) == 10_000  # and a bounded number of short ones
