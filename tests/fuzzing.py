@@ -68,8 +68,8 @@ _IDS = (
 )
 
 
-def good_event(rnd: random.Random) -> bytes:
-    """A random event every sidecar must accept (compact JSON, no newline)."""
+def good_event(rnd: random.Random, long_values: bool = True) -> bytes:
+    """A random event every sidecar must accept (compact JSON, no newline, at most MAX_EVENT_BYTES)."""
     ev: dict = {"type": rnd.choice(_TYPES)}
     if rnd.random() < 0.5:
         ev["timestamp"] = NOW - rnd.random() * 1000
@@ -78,7 +78,7 @@ def good_event(rnd: random.Random) -> bytes:
     for key in ("agent", "workflow", "model", "run_id", "invocation_id", "error", "session_id"):
         if rnd.random() < 0.4:
             ev[key] = rnd.choice(_WORDS) + str(rnd.randrange(5))
-        elif rnd.random() < 0.05:  # very long: labels are cut to 128 characters, caches must not keep more
+        elif long_values and rnd.random() < 0.05:  # very long: labels are cut to 128 characters, caches must not keep more
             ev[key] = rnd.choice(_WORDS) * rnd.randrange(100, 300)
     for key in ("trace_id", "span_id"):
         if rnd.random() < 0.5:
@@ -96,7 +96,8 @@ def good_event(rnd: random.Random) -> bytes:
         ev["severity"] = rnd.choice(("debug", "info", "warning", "error", "critical"))
     if rnd.random() < 0.3:
         ev["payload"] = {"nested": [1, {"deep": [None, True, "x" * rnd.randrange(50)]}], "n": rnd.random()}
-    return json.dumps(ev, ensure_ascii=rnd.random() < 0.5, separators=(",", ":")).encode()
+    line = json.dumps(ev, ensure_ascii=rnd.random() < 0.5, separators=(",", ":")).encode()
+    return line if len(line) <= MAX_EVENT_BYTES else good_event(rnd, long_values=False)
 
 
 def w3c_id(value: str) -> bool:

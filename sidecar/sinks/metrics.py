@@ -169,7 +169,7 @@ class MetricsSink:
         )
         self._gauges = (self.workflows_active, self.invocations_active)
         self._slots: dict[SlotKey, _Slot] = {}
-        self.exemplars_skipped = {"invalid_trace_id": 0, "invalid_span_id": 0}
+        self.exemplars_skipped = {"invalid_trace": 0, "invalid_span": 0}
         self._runs = _Lifecycle(lifecycle.max_active)
         self._invocations = _Lifecycle(lifecycle.max_active)
         self._lock = threading.Lock()
@@ -239,7 +239,7 @@ class MetricsSink:
         exemplar label) as the bucket's exemplar; count an id that cannot be one."""
         trace_id = ev.trace_id
         if not w3c_trace_id(trace_id):
-            self.exemplars_skipped["invalid_trace_id"] += 1
+            self.exemplars_skipped["invalid_trace"] += 1
             return
         assert trace_id is not None
         labels = {"trace_id": trace_id}
@@ -248,7 +248,7 @@ class MetricsSink:
             if w3c_span_id(span_id):
                 labels["span_id"] = span_id
             else:
-                self.exemplars_skipped["invalid_span_id"] += 1
+                self.exemplars_skipped["invalid_span"] += 1
         if h.exemplars is None:
             h.exemplars = {}
         timestamp = ev.timestamp
@@ -346,7 +346,7 @@ class MetricsSink:
         )
         ignored = CounterMetricFamily(
             "sidecar_exemplar_ids_ignored",
-            "Events with a duration whose trace_id (or span_id) is not a W3C id, so it is left out of the exemplar.",
+            "Events with a duration whose trace or span id is not a W3C id, so it is left out of the exemplar.",
             labels=["reason"],
         )
         for reason, n in skipped.items():

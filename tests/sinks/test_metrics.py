@@ -94,7 +94,7 @@ def test_an_id_that_is_not_w3c_stays_out_of_the_exemplar_and_the_event_still_cou
     feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 120, "trace_id": trace_id, "span_id": trace_id[:16]})
     assert exemplars_in(reg) == []
     assert reg.get_sample_value("agent_event_duration_seconds_count", {"type": "llm.call", "agent": "a", "workflow": ""}) == 1
-    assert reg.get_sample_value("sidecar_exemplar_ids_ignored_total", {"reason": "invalid_trace_id"}) == 1
+    assert reg.get_sample_value("sidecar_exemplar_ids_ignored_total", {"reason": "invalid_trace"}) == 1
 
 
 def test_a_bad_span_id_is_left_out_and_the_trace_id_kept():
@@ -102,7 +102,7 @@ def test_a_bad_span_id_is_left_out_and_the_trace_id_kept():
     feed(sink, {"type": "llm.call", "duration_ms": 120, "trace_id": TRACE, "span_id": "x" * 200})
     [(_, exemplar)] = exemplars_in(reg)
     assert exemplar.labels == {"trace_id": TRACE}
-    assert reg.get_sample_value("sidecar_exemplar_ids_ignored_total", {"reason": "invalid_span_id"}) == 1
+    assert reg.get_sample_value("sidecar_exemplar_ids_ignored_total", {"reason": "invalid_span"}) == 1
 
 
 def test_no_exemplar_label_set_exceeds_the_openmetrics_limit():
