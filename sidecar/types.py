@@ -13,8 +13,9 @@ from sidecar.contract import AMOUNT, BOOL, COUNT, FIELDS, MAXIMUM, SEVERITIES, S
 __all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]
 
-# `le` bounds also turn 1e999 (which JSON decoders read as inf) into a validation error.
-_Timestamp = Annotated[float, msgspec.Meta(ge=0, le=1.7976931348623157e308)] | Annotated[datetime, msgspec.Meta(tz=True)]
+# msgspec refuses 1e999 for any float; a negative timestamp is the decoder's to refuse (a datetime
+# before 1970 can be one too). Constraints here would cost every event's decode.
+_Timestamp = float | Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 def _annotation(name: str, kind: str) -> Any:

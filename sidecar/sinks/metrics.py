@@ -32,6 +32,9 @@ MAX_EXEMPLAR_CHARS = 128
 # Beyond this many label combinations the slot cache starts over. Keys are cached only when
 # every value is at most MAX_LABEL_LENGTH characters, so the cache stays under ~40 MB.
 _MAX_SLOTS = 20_000
+# Ids already found to be W3C ids, so that the events of one trace pay the check once. Bounded
+# by entries of at most 32 characters (~1.5 MB).
+_MAX_KNOWN_IDS = 10_000
 # Run and invocation ids longer than this are kept as a prefix plus a digest, so the open-run
 # table (lifecycle.max_active entries) holds bounded strings whatever ids are sent.
 _MAX_ID = 128
@@ -61,6 +64,12 @@ def bounded_id(ident: str) -> str:
         return ident
     digest = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     return f"{ident[:64]}#{digest}"
+
+
+def _remember(known: set[str], ident: str) -> None:
+    if len(known) >= _MAX_KNOWN_IDS:
+        known.clear()
+    known.add(ident)
 
 
 def exemplar_chars(labels: dict[str, str]) -> int:
@@ -170,6 +179,8 @@ class MetricsSink:
         self._gauges = (self.workflows_active, self.invocations_active)
         self._slots: dict[SlotKey, _Slot] = {}
         self.exemplars_skipped = {"invalid_trace": 0, "invalid_span": 0}
+        self._trace_ids: set[str] = set()  # known W3C trace ids
+        self._span_ids: set[str] = set()  # known W3C span ids
         self._runs = _Lifecycle(lifecycle.max_active)
         self._invocations = _Lifecycle(lifecycle.max_active)
         self._lock = threading.Lock()
@@ -238,21 +249,24 @@ class MetricsSink:
         """Keep the event's W3C ids (only those: Prometheus refuses a scrape over one bad
         exemplar label) as the bucket's exemplar; count an id that cannot be one."""
         trace_id = ev.trace_id
-        if not w3c_trace_id(trace_id):
-            self.exemplars_skipped["invalid_trace"] += 1
+        if trace_id is None:
             return
-        assert trace_id is not None
-        labels = {"trace_id": trace_id}
+        if trace_id not in self._trace_ids:
+            if not w3c_trace_id(trace_id):
+                self.exemplars_skipped["invalid_trace"] += 1
+                return
+            _remember(self._trace_ids, trace_id)
         span_id = ev.span_id
-        if span_id is not None:
+        if span_id is not None and span_id not in self._span_ids:
             if w3c_span_id(span_id):
-                labels["span_id"] = span_id
+                _remember(self._span_ids, span_id)
             else:
                 self.exemplars_skipped["invalid_span"] += 1
+                span_id = None
         if h.exemplars is None:
             h.exemplars = {}
         timestamp = ev.timestamp
-        h.exemplars[bucket] = (labels, seconds, timestamp if isinstance(timestamp, float) else None)
+        h.exemplars[bucket] = (trace_id, span_id, seconds, timestamp if isinstance(timestamp, float) else None)
 
     def _slot(self, ev: Event) -> _Slot:
         slot = _Slot(self.events.cell((ev.type, ev.agent or "", ev.workflow or "", ev.severity or "")))
@@ -363,7 +377,8 @@ class MetricsSink:
             for i, le in enumerate(les):
                 cumulative += counts[i]
                 if exemplars and i in exemplars:
-                    labels, value, timestamp = exemplars[i]  # the latest event with a W3C trace_id here
+                    trace_id, span_id, value, timestamp = exemplars[i]  # the latest event with a W3C trace_id here
+                    labels = {"trace_id": trace_id} if span_id is None else {"trace_id": trace_id, "span_id": span_id}
                     buckets.append((le, cumulative, Exemplar(labels, value, timestamp)))
                 else:
                     buckets.append((le, cumulative))

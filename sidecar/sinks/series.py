@@ -9,9 +9,9 @@ MAX_LABEL_LENGTH = 128
 OVERFLOW = "__overflow__"
 
 
-# An exemplar as kept between scrapes: its labels (W3C ids only), value and timestamp. Small on
-# purpose: keeping the whole event would pin its longest strings per bucket and series.
-ExemplarSample = tuple[dict[str, str], float, float | None]
+# An exemplar as kept between scrapes: trace id, span id (W3C ids only), value and timestamp.
+# Small on purpose: keeping the whole event would pin its longest strings per bucket and series.
+ExemplarSample = tuple[str, str | None, float, float | None]
 
 
 class Versioned(Protocol):
