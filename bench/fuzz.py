@@ -3,8 +3,11 @@
     python bench/fuzz.py [--inputs 1000000] [--seed 0]
 
 Generates truncated, mutated and spliced valid events, random bytes, deep nesting,
-huge numbers, invalid UTF-8, BOMs, CRLF and NUL bytes (see `tests/fuzzing.py`) and
-checks every invariant on each. Prints inputs/s and every crash (an escaped
+huge numbers (400 digits, 1e999, each field's limit and just past it, the float limit),
+ids with control characters and other non-hex, very long values, large single objects,
+invalid UTF-8, BOMs, CRLF and NUL bytes (see `tests/fuzzing.py`) and checks every
+invariant on each, including that both exposition formats render with finite values and
+valid exemplars. Prints inputs/s and every crash (an escaped
 exception or a broken invariant); crashing inputs are written to
 bench/fuzz-crashes/ for reproduction. Exit status 1 when anything crashed.
 """

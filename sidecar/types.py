@@ -2,60 +2,75 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
-from sidecar.contract import MAX_COUNT, SEVERITIES
+from sidecar.contract import AMOUNT, BOOL, COUNT, FIELDS, MAXIMUM, SEVERITIES, SEVERITY, STR, TIMESTAMP
 
 __all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]
 
-# `le=max float` turns 1e999 (which JSON decoders read as inf) into a validation error.
-_Amount = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]
-# Counts are summed into float cells: beyond 2**53 they lose precision, and a 400-digit
-# integer (valid JSON) would raise OverflowError inside the metrics sink.
-_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+# msgspec refuses 1e999 for any float; a negative timestamp is the decoder's to refuse (a datetime
+# before 1970 can be one too). Constraints here would cost every event's decode.
 _Timestamp = float | Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class Event(msgspec.Struct, gc=False):
-    """One agent event, as decoded and normalised by `protocol.EventDecoder`.
+def _annotation(name: str, kind: str) -> Any:
+    """The msgspec type that enforces `contract.FIELDS[name]` (and its `MAXIMUM`)."""
+    if kind == AMOUNT:
+        return Annotated[float, msgspec.Meta(ge=0, le=MAXIMUM[name])]
+    if kind == COUNT:
+        return Annotated[int, msgspec.Meta(ge=0, le=int(MAXIMUM[name]))]
+    return {STR: str, BOOL: bool, SEVERITY: Severity, TIMESTAMP: _Timestamp}[kind]
 
-    Its fields and their kinds are `contract.FIELDS` (a test keeps the two in step).
 
-    After decoding, `timestamp` is always epoch seconds (float), `severity` and
-    `success` are always set. Fields not listed here (including `payload`) stay in
-    the raw line the batch carries, for the live tail.
+if TYPE_CHECKING:
+    # What mypy sees. The decoder uses the Struct built below from contract.FIELDS, the one
+    # source of the schema; tests/test_contract.py checks this view names the same fields.
+
+    class Event(msgspec.Struct, gc=False):
+        type: str
+        timestamp: float | datetime | None = None
+        severity: Severity | None = None
+        agent: str | None = None
+        workflow: str | None = None
+        model: str | None = None
+        run_id: str | None = None
+        invocation_id: str | None = None
+        trace_id: str | None = None
+        span_id: str | None = None
+        session_id: str | None = None
+        duration_ms: float | None = None
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        tokens: int | None = None
+        cost_usd: float | None = None
+        success: bool | None = None
+        error: str | None = None
+
+else:
+    Event = msgspec.defstruct(
+        "Event",
+        [("type", str), *((name, _annotation(name, kind) | None, None) for name, kind in FIELDS.items())],
+        module=__name__,
+        gc=False,
+    )
+    Event.__doc__ = """One agent event, as decoded and normalised by `protocol.EventDecoder`.
+
+    Built from `contract.FIELDS` (names, kinds) and `contract.MAXIMUM` (limits). After
+    decoding, `timestamp` is always epoch seconds (float), `severity` and `success` are
+    always set. Fields not listed (including `payload`) stay in the raw line the batch
+    carries, for the live tail.
     """
-
-    type: str
-    timestamp: _Timestamp | None = None
-    severity: Severity | None = None
-    agent: str | None = None
-    workflow: str | None = None
-    model: str | None = None
-    run_id: str | None = None
-    invocation_id: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    session_id: str | None = None
-    duration_ms: _Amount | None = None
-    input_tokens: _Count | None = None
-    output_tokens: _Count | None = None
-    tokens: _Count | None = None
-    cost_usd: _Amount | None = None
-    success: bool | None = None
-    error: str | None = None
 
 
 class Rejection(NamedTuple):
     """A line or item that was not accepted: its position in the input and why."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a public field name that shadows tuple.index
     reason: str
     message: str
 

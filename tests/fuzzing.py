@@ -8,7 +8,13 @@ drives them with `generate()` for a long run (>= 1,000,000 inputs). The invarian
 - no good event beside a bad one is lost (good lines are planted at known places);
 - framing does not depend on how the stream was chunked into reads;
 - every accepted event can be consumed by the real metrics sink and rendered by
-  /metrics (a decoder that lets a value through the sink cannot hold is a bug too).
+  /metrics in both exposition formats, with every value finite and every exemplar
+  within OpenMetrics' limits (a decoder that lets a value through the sink cannot hold
+  is a bug too).
+
+Shapes beyond mutation (issue 14): numbers at and just past each field's limit and near the
+float limit, ids with control characters and other non-hex, very long values, and large
+single objects.
 """
 
 from __future__ import annotations
@@ -19,9 +25,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import math
+
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from sidecar.config import Config
+from sidecar.contract import MAXIMUM, w3c_span_id, w3c_trace_id
 from sidecar.ingest.http import split_body
 from sidecar.protocol import REASONS, EventDecoder, LineFramer
 from sidecar.sinks.metrics import MetricsSink
@@ -44,32 +55,58 @@ SPECIALS = (
 _HUGE_VALUES = (b"9" * 400, b"1e999", b"-1e999", b"1.7976931348623157e308", b"-9223372036854775809",
                 b"18446744073709551616", b"9007199254740993", b"1e-400", b"-0.0")
 _FIELDS = (b"timestamp", b"duration_ms", b"input_tokens", b"output_tokens", b"tokens", b"cost_usd", b"success", b"type", b"agent")
+# Finite numbers around every limit: each field's maximum, just past it, and the float limit.
+_LIMITS = tuple(sorted({v for m in MAXIMUM.values() for v in (m, m * (1 + 1e-12), m + 1) if math.isfinite(v)}))
+_HUGE_FINITE = (*_LIMITS, 1.7976931348623157e308, 1e308, 9.9e307, 2.0**63, 2.0**64, 2.0**53 + 2)
+_HUGE_VALUES += tuple(repr(v).encode() for v in _HUGE_FINITE) + tuple(str(int(v)).encode() for v in _LIMITS)
+# Ids that are not W3C hex: they are accepted and must never reach an exemplar label.
+W3C_TRACE, W3C_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+_IDS = (
+    W3C_TRACE, W3C_SPAN, W3C_TRACE + "\x00", "\x00" * 32, W3C_TRACE[:31] + "\n", "\x1b[31m" + W3C_TRACE, W3C_TRACE.upper(),
+    "0" * 32, "0" * 16, "g" * 32, "\u202e" + W3C_SPAN, "\x7f" * 16, W3C_TRACE * 8, "\ufeff", "t-1", "", "\ud7ff" * 40,
+    'a"b\\c\nd}' * 10, "f" * 129,
+)
 
 
-def good_event(rnd: random.Random) -> bytes:
-    """A random event every sidecar must accept (compact JSON, no newline)."""
+def good_event(rnd: random.Random, long_values: bool = True) -> bytes:
+    """A random event every sidecar must accept (compact JSON, no newline, at most MAX_EVENT_BYTES)."""
     ev: dict = {"type": rnd.choice(_TYPES)}
     if rnd.random() < 0.5:
         ev["timestamp"] = NOW - rnd.random() * 1000
     elif rnd.random() < 0.3:
         ev["timestamp"] = "2026-09-21T10:00:00.123+02:00"
-    for key in ("agent", "workflow", "model", "run_id", "invocation_id", "trace_id", "error", "session_id"):
+    for key in ("agent", "workflow", "model", "run_id", "invocation_id", "error", "session_id"):
         if rnd.random() < 0.4:
             ev[key] = rnd.choice(_WORDS) + str(rnd.randrange(5))
+        elif long_values and rnd.random() < 0.05:  # very long: labels are cut to 128 characters, caches must not keep more
+            ev[key] = rnd.choice(_WORDS) * rnd.randrange(100, 300)
+    for key in ("trace_id", "span_id"):
+        if rnd.random() < 0.5:
+            ev[key] = rnd.choice(_IDS)
     if rnd.random() < 0.5:
-        ev["duration_ms"] = rnd.choice((0, 1, 12.5, 1e6, rnd.random() * 10_000))
+        ev["duration_ms"] = rnd.choice((0, 1, 12.5, 1e6, rnd.random() * 10_000, MAXIMUM["duration_ms"]))
     for key in ("input_tokens", "output_tokens", "tokens"):
         if rnd.random() < 0.3:
-            ev[key] = rnd.choice((0, 1, 100, 2**40))
+            ev[key] = rnd.choice((0, 1, 100, 10**9, int(MAXIMUM[key])))
     if rnd.random() < 0.3:
-        ev["cost_usd"] = rnd.random()
+        ev["cost_usd"] = rnd.choice((rnd.random(), MAXIMUM["cost_usd"]))
     if rnd.random() < 0.2:
         ev["success"] = rnd.random() < 0.5
     if rnd.random() < 0.2:
         ev["severity"] = rnd.choice(("debug", "info", "warning", "error", "critical"))
     if rnd.random() < 0.3:
         ev["payload"] = {"nested": [1, {"deep": [None, True, "x" * rnd.randrange(50)]}], "n": rnd.random()}
-    return json.dumps(ev, ensure_ascii=rnd.random() < 0.5, separators=(",", ":")).encode()
+    line = json.dumps(ev, ensure_ascii=rnd.random() < 0.5, separators=(",", ":")).encode()
+    return line if len(line) <= MAX_EVENT_BYTES else good_event(rnd, long_values=False)
+
+
+def w3c_id(value: str) -> bool:
+    return w3c_trace_id(value) or w3c_span_id(value)
+
+
+def large_object(rnd: random.Random, good: bytes, size: int) -> bytes:
+    """One event (a single JSON object) grown to about `size` bytes by a long payload string."""
+    return good[:-1] + b',"payload":"' + b"x" * size + b'"}'
 
 
 def mutate(rnd: random.Random, data: bytes, other: bytes) -> bytes:
@@ -107,6 +144,8 @@ def generate(rnd: random.Random, pool: list[bytes]) -> bytes:
         return rnd.randbytes(rnd.randrange(0, 200))
     if kind < 0.12:
         return rnd.choice(SPECIALS) * rnd.randrange(1, 4)
+    if kind < 0.13:
+        return large_object(rnd, rnd.choice(pool), rnd.choice((MAX_EVENT_BYTES // 2, MAX_EVENT_BYTES, 64 * 1024)))
     data = rnd.choice(pool)
     for _ in range(rnd.choice((1, 1, 1, 2, 3))):
         data = mutate(rnd, data, rnd.choice(pool))
@@ -197,8 +236,17 @@ class SinkCheck:
         self.sink.consume(Batch(events, [b""] * len(events), NOW, "fuzz"))  # raises on a value it cannot hold
 
     def render(self) -> bytes:
+        """Both exposition formats; asserts every value is finite and the OpenMetrics text
+        parses (its parser refuses an exemplar label set over 128 characters, as Prometheus does)."""
         self.sink.maintain(NOW)
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        for family in text_string_to_metric_families(generate_openmetrics(self.registry).decode()):
+            for sample in family.samples:
+                assert math.isfinite(sample.value), sample
+                if sample.exemplar is not None:
+                    assert set(sample.exemplar.labels) <= {"trace_id", "span_id"}, sample.exemplar
+                    assert all(map(w3c_id, sample.exemplar.labels.values())), sample.exemplar
+        return text
 
 
 # ---- the long run -----------------------------------------------------------------------------
@@ -276,5 +324,10 @@ def run(n: int, seed: int = 0, progress: Callable[[FuzzStats], None] | None = No
                 progress(stats)
         if stats.inputs >= n:
             break
+    try:
+        sink.consume(pending)
+        sink.render()
+    except Exception as exc:
+        stats.crashes.append(Crash("metrics render", f"{type(exc).__name__}: {exc}"[:500], []))
     stats.seconds = time.perf_counter() - started
     return stats

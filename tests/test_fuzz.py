@@ -68,10 +68,16 @@ def test_every_accepted_event_is_consumed_and_rendered_by_the_real_metrics_sink(
     "line, reason",
     [
         (b'{"type":"a","payload":' + b"[" * 50_000 + b"]" * 50_000 + b"}", "invalid_json"),  # was a RecursionError
-        (b'{"type":"a","input_tokens":' + b"9" * 400 + b"}", "invalid_field"),  # was an OverflowError in the sink
-        (b'{"type":"a","tokens":9007199254740993}', "invalid_field"),  # beyond what a float cell holds exactly
+        (b'{"type":"a","input_tokens":' + b"9" * 400 + b"}", "out_of_range"),  # was an OverflowError in the sink
+        (b'{"type":"a","tokens":9007199254740993}', "out_of_range"),  # beyond what a float cell holds exactly
         (b'{"type":"a","timestamp":1e999}', "bad_timestamp"),
-        (b'{"type":"a","duration_ms":1e999}', "invalid_field"),
+        (b'{"type":"a","duration_ms":1e999}', "out_of_range"),
+        (b'{"type":"a","duration_ms":1.7976931348623157e308}', "out_of_range"),  # two of these summed to inf
+        (b'{"type":"a","cost_usd":1e308}', "out_of_range"),
+        (b'{"type":"a","cost_usd":1000000000.0001}', "out_of_range"),
+        (b'{"type":"a","output_tokens":1000000000001}', "out_of_range"),
+        (b'{"type":"a","duration_ms":1e12,"cost_usd":-1e308}', "invalid_field"),
+        (b'{"type":"a","trace_id":7}', "invalid_field"),
         (b'{"type":"a\x00"}', "invalid_json"),
         (b'{"type":"a","agent":"\xed\xa0\x80"}', "invalid_utf8"),
         (b'{"type":"a","agent":"\\ud800"}', "invalid_json"),
@@ -83,6 +89,18 @@ def test_hostile_line_is_rejected_with_its_reason(line, reason):
     events, _, rejected = EventDecoder().decode([line, POOL[0]], fuzz.NOW)
     assert [r.reason for r in rejected] == [reason] and reason in REASONS
     assert len(events) == 1  # the good event beside it
+
+
+@pytest.mark.parametrize("trace_id", fuzz._IDS)
+def test_an_event_with_any_string_id_is_accepted_and_every_scrape_stays_valid(trace_id):
+    """Never lose a good event for a cosmetic field: any string id is accepted; only W3C ids
+    reach an exemplar, and both exposition formats render (render() checks the limits)."""
+    limits = {name: int(v) if "tokens" in name else v for name, v in fuzz.MAXIMUM.items()}
+    line = json.dumps({"type": "llm.call", "trace_id": trace_id, "span_id": trace_id, **limits}).encode()
+    events, _ = fuzz.check_decode(EventDecoder(), [line] * 3, {0, 1, 2})
+    check = fuzz.SinkCheck()
+    check.consume(events)
+    check.render()
 
 
 def test_deeply_nested_array_body_is_one_clear_rejection():

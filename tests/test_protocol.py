@@ -14,6 +14,8 @@ def decode(*lines: bytes):
     return EventDecoder(max_clock_skew=300).decode(list(lines), NOW)
 
 
+# The messages come from the contract (sidecar/contract.py), not from msgspec's wording: each
+# names the field and the rule.
 @pytest.mark.parametrize(
     "line, reason, mentions",
     [
@@ -21,31 +23,40 @@ def decode(*lines: bytes):
         (b"not json", "invalid_json", "malformed"),
         (b'{"type": "llm.call", "x": NaN}', "invalid_json", "malformed"),
         (b'\xef\xbb\xbf{"type": "llm.call"}', "invalid_json", "malformed"),
+        (b'{"type": 5, "agent": ', "invalid_json", "truncated"),  # the typed decode stops at `type`
         (b'{"type": "llm.call", "agent": "\xff\xfe"}', "invalid_utf8", "UTF-8"),
         (b'{"type": "llm.call", "payload": "\xc3"}', "invalid_utf8", "UTF-8"),
-        (b"[1, 2]", "not_object", "object"),
-        (b'"llm.call"', "not_object", "object"),
+        (b"[1, 2]", "not_object", "an array"),
+        (b'"llm.call"', "not_object", "a string"),
+        (b"null", "not_object", "null"),
         (b"{}", "missing_type", "`type`"),
         (b'{"agent": "planner"}', "missing_type", "`type`"),
-        (b'{"type": 5}', "invalid_type", "$.type"),
-        (b'{"type": null}', "invalid_type", "$.type"),
+        (b'{"type": 5}', "invalid_type", "`type` must be"),
+        (b'{"type": null}', "invalid_type", "not None"),
         (b'{"type": ""}', "invalid_type", "dotted lower-case"),
         (b'{"type": "LLM.Call"}', "invalid_type", "dotted lower-case"),
         (b'{"type": "llm..call"}', "invalid_type", "dotted lower-case"),
         (b'{"type": "' + b"a" * 129 + b'"}', "invalid_type", "128"),
-        (b'{"type": "llm.call", "duration_ms": -1}', "invalid_field", "$.duration_ms"),
-        (b'{"type": "llm.call", "duration_ms": "fast"}', "invalid_field", "$.duration_ms"),
-        (b'{"type": "llm.call", "duration_ms": 1e999}', "invalid_field", "$.duration_ms"),
-        (b'{"type": "llm.call", "cost_usd": -0.5}', "invalid_field", "$.cost_usd"),
-        (b'{"type": "llm.call", "input_tokens": 1.5}', "invalid_field", "$.input_tokens"),
-        (b'{"type": "llm.call", "output_tokens": -3}', "invalid_field", "$.output_tokens"),
-        (b'{"type": "llm.call", "tokens": "many"}', "invalid_field", "$.tokens"),
-        (b'{"type": "llm.call", "severity": "fatal"}', "invalid_field", "$.severity"),
-        (b'{"type": "llm.call", "success": "yes"}', "invalid_field", "$.success"),
-        (b'{"type": "llm.call", "agent": 7}', "invalid_field", "$.agent"),
-        (b'{"type": "llm.call", "timestamp": "yesterday"}', "bad_timestamp", "RFC3339"),
-        (b'{"type": "llm.call", "timestamp": "2026-11-26T08:00:00"}', "bad_timestamp", "timezone"),
+        (b'{"type": "llm.call", "duration_ms": -1}', "invalid_field", "`duration_ms` must be a finite number >= 0"),
+        (b'{"type": "llm.call", "duration_ms": "fast"}', "invalid_field", "`duration_ms`"),
+        (b'{"type": "llm.call", "cost_usd": -0.5}', "invalid_field", "`cost_usd`"),
+        (b'{"type": "llm.call", "input_tokens": 1.5}', "invalid_field", "`input_tokens` must be an integer"),
+        (b'{"type": "llm.call", "output_tokens": -3}', "invalid_field", "`output_tokens`"),
+        (b'{"type": "llm.call", "tokens": "many"}', "invalid_field", "`tokens`"),
+        (b'{"type": "llm.call", "severity": "fatal"}', "invalid_field", "`severity` must be one of"),
+        (b'{"type": "llm.call", "success": "yes"}', "invalid_field", "`success` must be true or false"),
+        (b'{"type": "llm.call", "agent": 7}', "invalid_field", "`agent` must be a string"),
+        (b'{"type": "llm.call", "agent": "a", "trace_id": ["x"]}', "invalid_field", "`trace_id` must be a string"),
+        (b'{"type": "llm.call", "duration_ms": 1e999}', "out_of_range", "`duration_ms` must be at most 1e+12"),
+        (b'{"type": "llm.call", "duration_ms": 1000000000001}', "out_of_range", "`duration_ms` must be at most"),
+        (b'{"type": "llm.call", "cost_usd": 1.7976931348623157e308}', "out_of_range", "`cost_usd` must be at most 1e+09"),
+        (b'{"type": "llm.call", "input_tokens": 1000000000001}', "out_of_range", "`input_tokens` must be at most"),
+        (b'{"type": "llm.call", "tokens": ' + b"9" * 400 + b"}", "out_of_range", "..."),  # not echoed in full
+        (b'{"type": "llm.call", "timestamp": "yesterday"}', "bad_timestamp", "RFC 3339"),
+        (b'{"type": "llm.call", "timestamp": "2026-11-26T08:00:00"}', "bad_timestamp", "with a zone"),
         (b'{"type": "llm.call", "timestamp": -5}', "bad_timestamp", "negative"),
+        (b'{"type": "llm.call", "timestamp": 1e999}', "bad_timestamp", "`timestamp`"),
+        (b'{"type": "llm.call", "timestamp": "1969-12-31T23:59:59Z"}', "bad_timestamp", "negative"),
         (b'{"type": "llm.call", "timestamp": 1790000400}', "future_timestamp", "max_clock_skew"),
         (b'{"type": "llm.call", "timestamp": "2099-01-01T00:00:00Z"}', "future_timestamp", "ahead"),
     ],
@@ -55,6 +66,7 @@ def test_bad_event_is_rejected_with_a_reason_that_names_the_problem(line, reason
     assert events == [] and raws == []
     assert [(r.index, r.reason) for r in rejected] == [(0, reason)]
     assert mentions in rejected[0].message
+    assert len(rejected[0].message) < 200  # a long value is not echoed back whole
     assert reason in REASONS
 
 
@@ -142,4 +154,66 @@ def test_arbitrary_json_objects_are_accepted_or_rejected_with_a_reason(fields):
     events, _, rejected = decode(line)
     assert len(events) + len(rejected) == 1
     if rejected:
-        assert rejected[0].reason == "invalid_field"
+        assert rejected[0].reason in ("invalid_field", "out_of_range")
+
+
+# One input per reason label. A msgspec release that words an error differently, or a reason
+# that is renamed or no longer reached, fails here rather than moving a metric label silently.
+REASON_EXAMPLES = {
+    "invalid_json": (b'{"type": "a"', {}),
+    "invalid_utf8": (b'{"type": "a", "agent": "\xff"}', {}),
+    "not_object": (b"[[1]]", {}),
+    "missing_type": (b'{"agent": "a"}', {}),
+    "invalid_type": (b'{"type": "A"}', {}),
+    "invalid_field": (b'{"type": "a", "success": 1}', {}),
+    "out_of_range": (b'{"type": "a", "cost_usd": 1e10}', {}),
+    "bad_timestamp": (b'{"type": "a", "timestamp": "soon"}', {}),
+    "future_timestamp": (b'{"type": "a", "timestamp": 4000000000}', {}),
+    "too_large": (b'{"type": "a", "agent": "' + b"x" * 5000 + b'"}\n', {"content-type": "application/x-ndjson"}),
+    "bad_encoding": (b"not gzip", {"content-encoding": "gzip"}),
+}
+
+
+def test_every_reason_label_has_an_example():
+    assert set(REASON_EXAMPLES) == set(REASONS)
+
+
+@pytest.fixture(scope="module")
+def live():
+    import httpx
+
+    from sidecar.testing import running_sidecar
+
+    with running_sidecar(**{"ingest.max_event_bytes": 4096}) as s, httpx.Client(base_url=s.url) as client:
+        s.client = client
+        yield s
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_each_reason_label_is_what_a_real_sidecar_answers_and_counts(live, reason):
+    body, headers = REASON_EXAMPLES[reason]
+    labels = {"transport": "http", "reason": reason}
+    before = live.value("sidecar_events_rejected_total", labels) or 0
+    r = live.client.post("/v1/events", content=body, headers={"content-type": "application/json", **headers})
+    assert r.status_code in (202, 400, 415), r.text
+    assert [e["error"].split(":")[0] for e in r.json()["errors"]] == [reason]
+    assert live.value("sidecar_events_rejected_total", labels) == before + 1
+
+
+def test_the_decoders_type_cache_keeps_no_long_names():
+    """Hostile senders with many distinct long type names: all rejected, none cached whole."""
+    import tracemalloc
+
+    decoder = EventDecoder()
+    lines = [b'{"type": "' + b"%05d" % i + b"a" * 20_000 + b'"}' for i in range(300)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _, _, rejected = decoder.decode(lines, NOW)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [r.reason for r in rejected] == ["invalid_type"] * 300
+    assert kept < 300 * 20_000 / 10, f"{kept} bytes kept for 300 rejected names of 20 KB"
+    decoder.decode([b'{"type": "t%d"}' % i for i in range(20_000)], NOW)
+    assert len(decoder._types) == 10_000  # and a bounded number of short ones

@@ -24,7 +24,7 @@ from typing import Any
 
 from sidecar.client.lifecycle import Invocation, Run
 from sidecar.client.transport import REFUSED, RETRY, UNCONFIRMED, HttpTransport, Result, UnixTransport
-from sidecar.contract import AMOUNT, BOOL, COUNT, DEFAULT_SOCKET, FIELDS, MAX_COUNT, SEVERITY, STR, TIMESTAMP, field_problem, problem, timestamp_seconds, valid_type
+from sidecar.contract import AMOUNT, BOOL, COUNT, DEFAULT_SOCKET, FIELDS, MAXIMUM, SEVERITY, STR, TIMESTAMP, field_problem, problem, timestamp_seconds, valid_type
 
 log = logging.getLogger("sidecar.client")
 
@@ -181,7 +181,7 @@ class Emitter:
                 if cls is None:  # not a field the sidecar reads: it only has to be JSON
                     continue
                 if value.__class__ is cls:
-                    if cls is str or cls is bool or 0 <= value <= (_MAX_FLOAT if cls is float else MAX_COUNT):
+                    if cls is str or cls is bool or 0 <= value <= MAXIMUM.get(name, _MAX_FLOAT):
                         continue
                     return self._invalid(type, fields)
                 if value is None:

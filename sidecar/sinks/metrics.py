@@ -10,20 +10,34 @@ a dict change size mid-iteration and never stalls ingest for long.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
-from sidecar.sinks.series import Cell, HistogramCell, SeriesTable
+from sidecar.contract import w3c_span_id, w3c_trace_id
+from sidecar.sinks.series import MAX_LABEL_LENGTH, Cell, ExemplarSample, HistogramCell, SeriesTable
 from sidecar.types import Batch, Event
 
-_MAX_TRACE_ID = 100  # OpenMetrics caps an exemplar's label set at 128 characters
-_MAX_SLOTS = 100_000  # beyond this many label combinations the slot cache starts over
+# OpenMetrics caps an exemplar's label set (names and values) at 128 UTF-8 characters, and
+# Prometheus refuses the whole scrape over one bad exemplar: only W3C ids become labels, so a
+# label set is at most len("trace_id") + 32 + len("span_id") + 16 = 63 characters.
+MAX_EXEMPLAR_CHARS = 128
+# Beyond this many label combinations the slot cache starts over. Keys are cached only when
+# every value is at most MAX_LABEL_LENGTH characters, so the cache stays under ~40 MB.
+_MAX_SLOTS = 20_000
+# Ids already found to be W3C ids, so that the events of one trace pay the check once. Bounded
+# by entries of at most 32 characters (~1.5 MB).
+_MAX_KNOWN_IDS = 10_000
+# Run and invocation ids longer than this are kept as a prefix plus a digest, so the open-run
+# table (lifecycle.max_active entries) holds bounded strings whatever ids are sent.
+_MAX_ID = 128
 
 _LIFECYCLE_TYPES = frozenset(
     {"workflow.started", "workflow.completed", "workflow.failed", "agent.invoked", "agent.completed", "agent.failed"}
@@ -37,8 +51,30 @@ _HELP = {
     "agent_errors": "Events with success false, by agent, workflow and error kind.",
     "agent_workflows_active": "Workflow runs started (by run_id) and not yet completed, failed or abandoned.",
     "agent_invocations_active": "Agent invocations started (by invocation_id) and not yet completed, failed or abandoned.",
-    "agent_workflow_runs": "Workflow runs that ended, by outcome (completed, failed, abandoned).",
+    "agent_workflow_runs": "Workflow runs that ended, by outcome (completed, failed, abandoned); one outcome per run.",
 }
+
+SlotKey = tuple[str, str | None, str | None, str | None, str | None]
+HistogramSnapshot = tuple[list[int], float, dict[int, ExemplarSample] | None]
+
+
+def bounded_id(ident: str) -> str:
+    """`ident` itself, or for a long one a prefix and a digest: distinct ids stay distinct."""
+    if len(ident) <= _MAX_ID:
+        return ident
+    digest = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"{ident[:64]}#{digest}"
+
+
+def _remember(known: set[str], ident: str) -> None:
+    if len(known) >= _MAX_KNOWN_IDS:
+        known.clear()
+    known.add(ident)
+
+
+def exemplar_chars(labels: dict[str, str]) -> int:
+    """The length OpenMetrics limits: the label names and values of one exemplar, in characters."""
+    return sum(len(k) + len(v) for k, v in labels.items())
 
 
 class _Slot:
@@ -48,16 +84,25 @@ class _Slot:
 
     def __init__(self, events: Cell) -> None:
         self.events = events
-        self.hist = self.input = self.output = self.unknown = self.cost = None
+        self.hist: HistogramCell | None = None
+        self.input: Cell | None = None
+        self.output: Cell | None = None
+        self.unknown: Cell | None = None
+        self.cost: Cell | None = None
 
 
 class _Lifecycle:
-    """Open runs (or invocations) by id, oldest first, for the active gauge and the abandon sweep."""
+    """Open runs (or invocations) by id, oldest first, for the active gauge and the abandon sweep;
+    and the ids that recently got their outcome, so that a late or repeated end is not a second one.
 
-    __slots__ = ("open", "max_active", "untracked")
+    Ids are passed through `bounded_id` by the caller; both tables hold at most `max_active` ids.
+    """
+
+    __slots__ = ("open", "ended", "max_active", "untracked")
 
     def __init__(self, max_active: int):
         self.open: dict[str, tuple[Cell, float, str]] = {}
+        self.ended: dict[str, None] = {}  # insertion order is end order
         self.max_active = max_active
         self.untracked = 0
 
@@ -67,12 +112,19 @@ class _Lifecycle:
         if len(self.open) >= self.max_active:
             self.untracked += 1
             return
+        self.ended.pop(ident, None)  # an id reused for a new run
         self.open[ident] = (gauge, now, label)
         gauge.value += 1
 
-    def end(self, ident: str) -> None:
+    def end(self, ident: str) -> bool:
+        """Close `ident`; False when it already had an outcome (abandoned, or ended before)."""
         if ident in self.open:
             self._close(ident)
+            return True
+        if ident in self.ended:
+            return False
+        self._remember(ident)  # an end without a start we saw: its one outcome
+        return True
 
     def abandon(self, cutoff: float) -> list[str]:
         """Close every entry started before `cutoff`; return the label each started with."""
@@ -86,7 +138,14 @@ class _Lifecycle:
     def _close(self, ident: str) -> str:
         gauge, _, label = self.open.pop(ident)
         gauge.value -= 1
+        self._remember(ident)
         return label
+
+    def _remember(self, ident: str) -> None:
+        ended = self.ended
+        ended[ident] = None
+        if len(ended) > self.max_active:
+            del ended[next(iter(ended))]
 
 
 class MetricsSink:
@@ -100,22 +159,28 @@ class MetricsSink:
         self.lifecycle = lifecycle
         self.bounds = config.duration_buckets
         n_buckets = len(self.bounds)
-        self.events = SeriesTable("agent_events", ("type", "agent", "workflow", "severity"), cap)
+        self.events = SeriesTable("agent_events", ("type", "agent", "workflow", "severity"), cap, Cell)
         self.durations = SeriesTable(
             "agent_event_duration_seconds", ("type", "agent", "workflow"), cap, new_cell=lambda: HistogramCell(n_buckets)
         )
-        self.tokens = SeriesTable("agent_tokens", ("agent", "model", "token_type"), cap)
-        self.cost = SeriesTable("agent_cost_usd", ("agent", "model"), cap)
-        self.errors = SeriesTable("agent_errors", ("agent", "workflow", "error"), cap)
-        self.workflows_active = SeriesTable("agent_workflows_active", ("workflow",), cap)
-        self.invocations_active = SeriesTable("agent_invocations_active", ("agent",), cap)
-        self.workflow_runs = SeriesTable("agent_workflow_runs", ("workflow", "outcome"), cap)
-        self.tables = (
-            self.events, self.durations, self.tokens, self.cost, self.errors,
-            self.workflows_active, self.invocations_active, self.workflow_runs,
+        self.tokens = SeriesTable("agent_tokens", ("agent", "model", "token_type"), cap, Cell)
+        self.cost = SeriesTable("agent_cost_usd", ("agent", "model"), cap, Cell)
+        self.errors = SeriesTable("agent_errors", ("agent", "workflow", "error"), cap, Cell)
+        self.workflows_active = SeriesTable("agent_workflows_active", ("workflow",), cap, Cell)
+        self.invocations_active = SeriesTable("agent_invocations_active", ("agent",), cap, Cell)
+        self.workflow_runs = SeriesTable("agent_workflow_runs", ("workflow", "outcome"), cap, Cell)
+        self._cell_tables = (
+            self.events, self.tokens, self.cost, self.errors, self.workflows_active, self.invocations_active, self.workflow_runs,
+        )
+        # In exposition order.
+        self.tables: tuple[SeriesTable[Cell] | SeriesTable[HistogramCell], ...] = (
+            self.events, self.durations, *self._cell_tables[1:],
         )
         self._gauges = (self.workflows_active, self.invocations_active)
-        self._slots: dict[tuple, _Slot] = {}
+        self._slots: dict[SlotKey, _Slot] = {}
+        self.exemplars_skipped = {"invalid_trace": 0, "invalid_span": 0}
+        self._trace_ids: set[str] = set()  # known W3C trace ids
+        self._span_ids: set[str] = set()  # known W3C span ids
         self._runs = _Lifecycle(lifecycle.max_active)
         self._invocations = _Lifecycle(lifecycle.max_active)
         self._lock = threading.Lock()
@@ -148,10 +213,8 @@ class MetricsSink:
                     i = bisect_left(bounds, s)
                     h.counts[i] += 1
                     h.sum += s
-                    if exemplars and ev.trace_id:
-                        if h.exemplars is None:
-                            h.exemplars = {}
-                        h.exemplars[i] = ev
+                    if exemplars and ev.trace_id is not None:
+                        self._exemplar(h, i, ev, s)
                 # Unrolled per field on purpose: a helper call per field costs ~10% of this loop.
                 n = ev.input_tokens
                 if n is not None:
@@ -171,41 +234,68 @@ class MetricsSink:
                     if c is None:
                         c = slot.unknown = self.tokens.cell((ev.agent or "", ev.model or "", "unknown"))
                     c.value += n
-                n = ev.cost_usd
-                if n is not None:
+                usd = ev.cost_usd
+                if usd is not None:
                     c = slot.cost
                     if c is None:
                         c = slot.cost = self.cost.cell((ev.agent or "", ev.model or ""))
-                    c.value += n
+                    c.value += usd
                 if not ev.success:
                     self.errors.cell((ev.agent or "", ev.workflow or "", ev.error or "")).value += 1
                 if t in _LIFECYCLE_TYPES:
                     self._track(ev, now)
 
+    def _exemplar(self, h: HistogramCell, bucket: int, ev: Event, seconds: float) -> None:
+        """Keep the event's W3C ids (only those: Prometheus refuses a scrape over one bad
+        exemplar label) as the bucket's exemplar; count an id that cannot be one."""
+        trace_id = ev.trace_id
+        if trace_id is None:
+            return
+        if trace_id not in self._trace_ids:
+            if not w3c_trace_id(trace_id):
+                self.exemplars_skipped["invalid_trace"] += 1
+                return
+            _remember(self._trace_ids, trace_id)
+        span_id = ev.span_id
+        if span_id is not None and span_id not in self._span_ids:
+            if w3c_span_id(span_id):
+                _remember(self._span_ids, span_id)
+            else:
+                self.exemplars_skipped["invalid_span"] += 1
+                span_id = None
+        if h.exemplars is None:
+            h.exemplars = {}
+        timestamp = ev.timestamp
+        h.exemplars[bucket] = (trace_id, span_id, seconds, timestamp if isinstance(timestamp, float) else None)
+
     def _slot(self, ev: Event) -> _Slot:
-        if len(self._slots) >= _MAX_SLOTS:
-            self._slots.clear()
-        slot = _Slot(self.events.cell((ev.type, ev.agent or "", ev.workflow or "", ev.severity)))
-        self._slots[(ev.type, ev.agent, ev.workflow, ev.severity, ev.model)] = slot
+        slot = _Slot(self.events.cell((ev.type, ev.agent or "", ev.workflow or "", ev.severity or "")))
+        key = (ev.type, ev.agent, ev.workflow, ev.severity, ev.model)
+        # A key with an over-long value would pin the full string (up to max_event_bytes) in the
+        # cache; such events take this slower path each time instead.
+        if all(v is None or len(v) <= MAX_LABEL_LENGTH for v in key):
+            if len(self._slots) >= _MAX_SLOTS:
+                self._slots.clear()
+            self._slots[key] = slot
         return slot
 
     def _track(self, ev: Event, now: float) -> None:
         t = ev.type
         if t == "workflow.started":
             if ev.run_id:
-                w = ev.workflow or ""
-                self._runs.start(ev.run_id, self.workflows_active.cell((w,)), now, w)
+                w = (ev.workflow or "")[:MAX_LABEL_LENGTH]
+                self._runs.start(bounded_id(ev.run_id), self.workflows_active.cell((w,)), now, w)
         elif t == "agent.invoked":
             if ev.invocation_id:
-                a = ev.agent or ""
-                self._invocations.start(ev.invocation_id, self.invocations_active.cell((a,)), now, a)
-        elif t.startswith("workflow."):
-            if ev.run_id:
-                self._runs.end(ev.run_id)
-            outcome = "completed" if t == "workflow.completed" else "failed"
-            self.workflow_runs.add((ev.workflow or "", outcome), 1)
+                a = (ev.agent or "")[:MAX_LABEL_LENGTH]
+                self._invocations.start(bounded_id(ev.invocation_id), self.invocations_active.cell((a,)), now, a)
+        elif t.startswith("workflow."):  # workflow.completed / workflow.failed
+            # One outcome per run: the first of completed, failed or abandoned.
+            if not ev.run_id or self._runs.end(bounded_id(ev.run_id)):
+                outcome = "completed" if t == "workflow.completed" else "failed"
+                self.workflow_runs.add((ev.workflow or "", outcome), 1)
         elif ev.invocation_id:  # agent.completed / agent.failed
-            self._invocations.end(ev.invocation_id)
+            self._invocations.end(bounded_id(ev.invocation_id))
 
     # -- housekeeping ---------------------------------------------------------
 
@@ -236,10 +326,12 @@ class MetricsSink:
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            values = {t.name: {k: c.value for k, c in t.cells.items()} for t in self.tables if t is not self.durations}
-            hist = {
-                k: (h.counts[:], h.sum, dict(h.exemplars) if h.exemplars else None) for k, h in self.durations.cells.items()
+            values = {t.name: {k: c.value for k, c in t.cells.items()} for t in self._cell_tables}
+            hist: dict[tuple[str, ...], HistogramSnapshot] = {
+                k: (h.counts[:], h.sum, dict(h.exemplars) if h.exemplars else None)
+                for k, h in self.durations.cells.items()
             }
+            skipped = dict(self.exemplars_skipped)
             sizes = [(t.name, len(t.cells), t.overflowed, t.expired) for t in self.tables]
             untracked = self._runs.untracked + self._invocations.untracked
         for table in self.tables:
@@ -266,21 +358,29 @@ class MetricsSink:
         yield CounterMetricFamily(
             "sidecar_lifecycle_untracked", "Runs or invocations not tracked because lifecycle.max_active was reached.", value=untracked
         )
+        ignored = CounterMetricFamily(
+            "sidecar_exemplar_ids_ignored",
+            "Events with a duration whose trace or span id is not a W3C id, so it is left out of the exemplar.",
+            labels=["reason"],
+        )
+        for reason, n in skipped.items():
+            ignored.add_metric([reason], n)
+        yield ignored
 
-    def _histogram_family(self, hist: dict) -> HistogramMetricFamily:
+    def _histogram_family(self, hist: dict[tuple[str, ...], HistogramSnapshot]) -> HistogramMetricFamily:
         table = self.durations
         fam = HistogramMetricFamily(table.name, _HELP[table.name], labels=table.labelnames)
         les = [repr(float(b)) for b in self.bounds] + ["+Inf"]
         for key, (counts, total, exemplars) in hist.items():
-            buckets = []
+            buckets: list[Any] = []
             cumulative = 0
             for i, le in enumerate(les):
                 cumulative += counts[i]
                 if exemplars and i in exemplars:
-                    ev = exemplars[i]  # the latest event with a trace_id in this bucket
-                    ex = Exemplar({"trace_id": ev.trace_id[:_MAX_TRACE_ID]}, ev.duration_ms / 1000.0, ev.timestamp)
-                    buckets.append((le, cumulative, ex))
+                    trace_id, span_id, value, timestamp = exemplars[i]  # the latest event with a W3C trace_id here
+                    labels = {"trace_id": trace_id} if span_id is None else {"trace_id": trace_id, "span_id": span_id}
+                    buckets.append((le, cumulative, Exemplar(labels, value, timestamp)))
                 else:
                     buckets.append((le, cumulative))
-            fam.add_metric(key, buckets, total)
+            fam.add_metric(list(key), buckets, total)
         return fam

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
 MAX_LABEL_LENGTH = 128
 OVERFLOW = "__overflow__"
+
+
+# An exemplar as kept between scrapes: trace id, span id (W3C ids only), value and timestamp.
+# Small on purpose: keeping the whole event would pin its longest strings per bucket and series.
+ExemplarSample = tuple[str, str | None, float, float | None]
+
+
+class Versioned(Protocol):
+    def version(self) -> float: ...
+
+
+C = TypeVar("C", bound=Versioned)
 
 
 class Cell:
@@ -26,13 +41,13 @@ class HistogramCell:
     def __init__(self, n_buckets: int) -> None:
         self.counts = [0] * (n_buckets + 1)
         self.sum = 0.0
-        self.exemplars: dict | None = None
+        self.exemplars: dict[int, ExemplarSample] | None = None
 
     def version(self) -> float:
         return self.sum + sum(self.counts)
 
 
-class SeriesTable:
+class SeriesTable(Generic[C]):
     """`cells[label tuple] -> Cell` for one metric.
 
     New label sets are truncated to MAX_LABEL_LENGTH per value; beyond `cap` series
@@ -43,11 +58,11 @@ class SeriesTable:
 
     __slots__ = ("name", "labelnames", "cap", "cells", "overflowed", "expired", "_new", "_overflow_key", "_seen", "_touched")
 
-    def __init__(self, name: str, labelnames: tuple[str, ...], cap: int, new_cell=Cell):
+    def __init__(self, name: str, labelnames: tuple[str, ...], cap: int, new_cell: Callable[[], C]):
         self.name = name
         self.labelnames = labelnames
         self.cap = cap
-        self.cells: dict[tuple[str, ...], Cell] = {}
+        self.cells: dict[tuple[str, ...], C] = {}
         self.overflowed = 0  # label sets folded into the overflow series
         self.expired = 0
         self._new = new_cell
@@ -55,7 +70,7 @@ class SeriesTable:
         self._seen: dict[tuple[str, ...], float] = {}  # version at the last sweep
         self._touched: dict[tuple[str, ...], float] = {}  # when a sweep last saw it change
 
-    def cell(self, key: tuple[str, ...]):
+    def cell(self, key: tuple[str, ...]) -> C:
         """The cell for a label set, created through the guard if it is new."""
         cell = self.cells.get(key)
         if cell is not None:
@@ -74,7 +89,7 @@ class SeriesTable:
         cell = self.cells[key] = self._new()
         return cell
 
-    def add(self, key: tuple[str, ...], amount: float) -> Cell:
+    def add(self: SeriesTable[Cell], key: tuple[str, ...], amount: float) -> Cell:
         cell = self.cell(key)
         cell.value += amount
         return cell
@@ -91,7 +106,7 @@ class SeriesTable:
         cutoff = now - ttl
         dropped = 0
         for key in [k for k, t in touched.items() if t < cutoff]:
-            if keep_nonzero and self.cells[key].value:
+            if keep_nonzero and self.cells[key].version():
                 continue
             del touched[key], seen[key], self.cells[key]
             dropped += 1

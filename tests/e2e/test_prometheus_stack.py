@@ -2,10 +2,14 @@
 (Debian's /usr/bin/prometheus, exemplar storage on, 1s scrape and rule evaluation) loading
 prometheus/rules. Every panel query of every dashboard, with its variables resolved the way Grafana
 resolves them, must return data through Prometheus' HTTP API. A panel with "No data" is a defect.
+
+And the real Prometheus as the judge of the exposition (`promtool check metrics` refuses any
+OpenMetrics text with exemplars): no accepted event, however hostile, may make a scrape fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,12 +21,15 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
+import fuzzing
 from grafana_queries import PROMETHEUS, REPO, Query, load_dashboards, parse_label_values, queries, substitute
 from sidecar.testing import SidecarProcess
 
@@ -99,31 +106,26 @@ class Stack:
         return self.wait(f"values for {definition}", lambda: self.api(f"label/{label}/values", **{"match[]": selector}))
 
 
-def _has_data(result: list[dict]) -> bool:
-    return any(math.isfinite(float(r["value"][1])) for r in result)
+def _api(url: str, path: str, **params: str):
+    with urllib.request.urlopen(f"{url}/api/v1/{path}?{urllib.parse.urlencode(params)}", timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stack")
-    env = {"PYTHONPATH": str(REPO)}
-    config = tmp / "sidecar.yaml"
-    config.write_text(yaml.safe_dump(SIDECAR_CONFIG))
-    sidecar = SidecarProcess(["--http", "127.0.0.1:0", "--unix", str(tmp / "ingest.sock"), "--config", str(config)], env=env)
-    demo_log = tmp / "demo.log"
-    with open(demo_log, "wb") as log:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "demo", "--unix", sidecar.unix, "--rate", "300", "--workflows", "12",
-             "--invalid", "0.01", "--abandon", "0.3", "--seed", "11", "--duration", "600"],
-            stderr=log, env={**os.environ, **env},
-        )
-    # The committed scrape config, with the test's target, 1s intervals and absolute rule paths.
+def _scrape_config(instance: str) -> dict:
+    """The committed scrape config, with the test's target, 1s intervals and absolute rule paths."""
     prom = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     prom["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     prom["rule_files"] = [str(PROMETHEUS / pattern) for pattern in prom["rule_files"]]
-    instance = sidecar.url.removeprefix("http://")
     prom["scrape_configs"][0]["static_configs"] = [{"targets": [instance]}]
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom))
+    return prom
+
+
+@contextlib.contextmanager
+def running_prometheus(tmp: Path, config: dict) -> Iterator[str]:
+    """The real Prometheus with exemplar storage on; yields its base URL once it is ready."""
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
     with open(tmp / "prometheus.log", "wb") as log:
         prometheus = subprocess.Popen(
@@ -142,10 +144,35 @@ def stack(tmp_path_factory):
                 if prometheus.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("prometheus did not start:\n" + (tmp / "prometheus.log").read_text())
                 time.sleep(0.1)
-        yield Stack(url, instance, time.monotonic(), demo, demo_log)
+        yield url
     finally:
         prometheus.terminate()
         prometheus.wait(10)
+
+
+def _has_data(result: list[dict]) -> bool:
+    return any(math.isfinite(float(r["value"][1])) for r in result)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stack")
+    env = {"PYTHONPATH": str(REPO)}
+    config = tmp / "sidecar.yaml"
+    config.write_text(yaml.safe_dump(SIDECAR_CONFIG))
+    sidecar = SidecarProcess(["--http", "127.0.0.1:0", "--unix", str(tmp / "ingest.sock"), "--config", str(config)], env=env)
+    demo_log = tmp / "demo.log"
+    with open(demo_log, "wb") as log:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "demo", "--unix", sidecar.unix, "--rate", "300", "--workflows", "12",
+             "--invalid", "0.01", "--abandon", "0.3", "--seed", "11", "--duration", "600"],
+            stderr=log, env={**os.environ, **env},
+        )
+    instance = sidecar.url.removeprefix("http://")
+    try:
+        with running_prometheus(tmp, _scrape_config(instance)) as url:
+            yield Stack(url, instance, time.monotonic(), demo, demo_log)
+    finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGINT)
             demo.wait(10)
@@ -192,3 +219,79 @@ def test_every_rule_evaluates_cleanly_and_the_abandoned_runs_alert_fires(stack):
     )
     assert firing[0]["labels"]["instance"] == stack.instance
 
+
+
+# ---- the real Prometheus judges what hostile but accepted events do to a scrape ---------------
+
+_LONG = 'x"\\\n\x00\x1b[2J\u202e\U0001f600' * 40  # quotes, escapes, control and bidi characters, 400+ chars
+
+
+def _hostile_events(marker: str) -> list[dict]:
+    """Events the contract accepts, each hostile where it can be: every id of the fuzz set as
+    trace_id and span_id, every amount at its limit, long label values, lifecycle ends."""
+    limits = {name: int(v) if "tokens" in name else v for name, v in fuzzing.MAXIMUM.items()}
+    events = []
+    for i, ident in enumerate(fuzzing._IDS):
+        for ms in (1, 300, 5000, fuzzing.MAXIMUM["duration_ms"]):  # different buckets: one exemplar each
+            events.append({"type": marker, "agent": f"a{i}", "trace_id": ident, "span_id": ident, **limits, "duration_ms": ms})
+        events.append({"type": marker, "agent": _LONG + str(i), "workflow": _LONG, "model": _LONG, "error": _LONG,
+                       "success": False, "trace_id": ident, "duration_ms": 42, "run_id": ident})
+    events.append({"type": "workflow.started", "workflow": _LONG, "run_id": _LONG * 10, "trace_id": _LONG})
+    events.append({"type": "workflow.completed", "workflow": _LONG, "run_id": _LONG * 10})
+    return events
+
+
+def _when(rfc3339: str) -> float:
+    """Prometheus' lastScrape (nanosecond RFC 3339) as epoch seconds."""
+    head, _, rest = rfc3339.rstrip("Z").partition(".")
+    fraction = rest.split("+")[0].split("-")[0][:6]
+    return datetime.fromisoformat(f"{head}.{fraction or 0}+00:00").timestamp()
+
+
+def test_no_accepted_event_makes_a_scrape_invalid_for_a_real_prometheus(tmp_path):
+    sidecar = SidecarProcess(["--http", "127.0.0.1:0", "--unix", str(tmp_path / "ingest.sock")], env={"PYTHONPATH": str(REPO)})
+    instance = sidecar.url.removeprefix("http://")
+    try:
+        with running_prometheus(tmp_path, _scrape_config(instance)) as url:
+            def target() -> dict:
+                active = _api(url, "targets", state="active")["activeTargets"]
+                return active[0] if active else {"health": "unknown", "lastScrape": "0001-01-01T00:00:00Z"}
+
+            def scraped_since(when: float):
+                t = target()
+                return t if _when(t["lastScrape"]) > when else None
+
+            deadline = time.monotonic() + 30
+
+            def wait(what: str, check):
+                while not (result := check()):
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"no {what} within 30s")
+                    time.sleep(0.2)
+                return result
+
+            wait("first healthy scrape", lambda: target()["health"] == "up")
+            events = _hostile_events("hostile.event")
+            body = "\n".join(json.dumps(e) for e in events).encode()
+            request = urllib.request.Request(f"{sidecar.url}/v1/events", body, {"content-type": "application/x-ndjson"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.load(response)
+            assert (answer["accepted"], answer["rejected"]) == (len(events), 0), answer  # never lose a good event
+            sent = time.time()
+            # Two whole scrapes after every event was in: each must have succeeded.
+            first = wait("scrape after the events", lambda: scraped_since(sent + 0.1))
+            assert (first["health"], first["lastError"]) == ("up", ""), first
+            second = wait("second scrape", lambda: scraped_since(_when(first["lastScrape"])))
+            assert (second["health"], second["lastError"]) == ("up", ""), second
+            # The series are there, every value finite, and only W3C ids became exemplars.
+            counted = wait("the hostile events", lambda: _api(url, "query", query='sum(agent_events_total{type="hostile.event"})')["result"])
+            assert float(counted[0]["value"][1]) == len(events) - 2
+            for metric in ("agent_cost_usd_total", "agent_tokens_total", "agent_event_duration_seconds_sum"):
+                values = [float(r["value"][1]) for r in _api(url, "query", query=metric)["result"]]
+                assert values and all(math.isfinite(v) for v in values), metric
+            now = time.time()
+            series = _api(url, "query_exemplars", query='agent_event_duration_seconds_bucket{type="hostile.event"}', start=str(now - 300), end=str(now))
+            labels = [e["labels"] for s in series for e in s["exemplars"]]
+            assert labels and all(fuzzing.w3c_id(v) for label in labels for v in label.values()), labels
+    finally:
+        sidecar.stop()

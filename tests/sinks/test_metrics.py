@@ -7,7 +7,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from sidecar.config import Config
 from sidecar.protocol import EventDecoder
-from sidecar.sinks.metrics import MetricsSink
+from sidecar.sinks.metrics import MetricsSink, exemplar_chars
 from sidecar.types import Batch
 
 T0 = 1_790_000_000.0
@@ -51,23 +51,77 @@ def test_custom_buckets_are_used():
     assert reg.get_sample_value("agent_event_duration_seconds_bucket", {"type": "x", "agent": "", "workflow": "", "le": "2.0"}) == 1
 
 
-def test_trace_id_becomes_an_exemplar_in_openmetrics():
-    sink, reg = make()
-    feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 120, "trace_id": "t-1", "timestamp": T0 - 5})
-    feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 130, "trace_id": "t-2"})
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+SPAN = "b7ad6b7169203331"
+
+
+def exemplars_in(reg):
+    """(le, exemplar) for every bucket with an exemplar, through the OpenMetrics parser (which
+    refuses a label set over 128 characters, as Prometheus does)."""
     text = generate_openmetrics(reg).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    buckets = [s for s in families["agent_event_duration_seconds"].samples if s.name.endswith("_bucket") and s.exemplar]
-    assert len(buckets) == 1
-    assert buckets[0].labels["le"] == "0.25"
-    assert buckets[0].exemplar.labels == {"trace_id": "t-2"} and buckets[0].exemplar.value == 0.13
+    samples = families["agent_event_duration_seconds"].samples
+    return [(s.labels["le"], s.exemplar) for s in samples if s.name.endswith("_bucket") and s.exemplar]
+
+
+def test_w3c_trace_and_span_ids_become_an_exemplar_in_openmetrics():
+    sink, reg = make()
+    feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 120, "trace_id": "1" * 32, "timestamp": T0 - 5})
+    feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 130, "trace_id": TRACE, "span_id": SPAN})
+    [(le, exemplar)] = exemplars_in(reg)
+    assert le == "0.25"
+    assert exemplar.labels == {"trace_id": TRACE, "span_id": SPAN} and exemplar.value == 0.13
     assert "# {" not in generate_latest(reg).decode()  # the classic text format has no exemplars
+
+
+HOSTILE_IDS = [
+    "t-1",
+    TRACE + "\x00",
+    TRACE[:31] + "\n",
+    "\x7f" * 32,
+    TRACE.upper(),
+    "0" * 32,
+    "\ud7ff" * 32,
+    "a" * 33,
+    "f" * 200,  # hex, but with the label name far over OpenMetrics' 128 characters
+    'q"uote\\' * 20,
+]
+
+
+@pytest.mark.parametrize("trace_id", HOSTILE_IDS)
+def test_an_id_that_is_not_w3c_stays_out_of_the_exemplar_and_the_event_still_counts(trace_id):
+    sink, reg = make()
+    feed(sink, {"type": "llm.call", "agent": "a", "duration_ms": 120, "trace_id": trace_id, "span_id": trace_id[:16]})
+    assert exemplars_in(reg) == []
+    assert reg.get_sample_value("agent_event_duration_seconds_count", {"type": "llm.call", "agent": "a", "workflow": ""}) == 1
+    assert reg.get_sample_value("sidecar_exemplar_ids_ignored_total", {"reason": "invalid_trace"}) == 1
+
+
+def test_a_bad_span_id_is_left_out_and_the_trace_id_kept():
+    sink, reg = make()
+    feed(sink, {"type": "llm.call", "duration_ms": 120, "trace_id": TRACE, "span_id": "x" * 200})
+    [(_, exemplar)] = exemplars_in(reg)
+    assert exemplar.labels == {"trace_id": TRACE}
+    assert reg.get_sample_value("sidecar_exemplar_ids_ignored_total", {"reason": "invalid_span"}) == 1
+
+
+def test_no_exemplar_label_set_exceeds_the_openmetrics_limit():
+    """Every accepted id, hostile or not, in every bucket: each exemplar's label names and
+    values stay within 128 characters (the parser would raise otherwise)."""
+    sink, reg = make()
+    ids = HOSTILE_IDS + [TRACE, "e" * 32, "f" * 64 + "0" * 64]
+    spans = (SPAN, "c" * 128, None)
+    pairs = [(t, s) for t in ids for s in (*spans, t)]
+    # Each pair in its own series (the agent label), so no exemplar hides another.
+    feed(sink, *({"type": "x", "agent": str(n), "duration_ms": 10**i, "trace_id": t, "span_id": s} for i in range(8) for n, (t, s) in enumerate(pairs)))
+    found = exemplars_in(reg)
+    assert found and all(exemplar_chars(e.labels) <= 128 for _, e in found)
 
 
 def test_exemplars_can_be_turned_off():
     sink, reg = make(**{"metrics.exemplars": False})
-    feed(sink, {"type": "llm.call", "duration_ms": 120, "trace_id": "t-1"})
-    assert "trace_id" not in generate_openmetrics(reg).decode()
+    feed(sink, {"type": "llm.call", "duration_ms": 120, "trace_id": TRACE})
+    assert "# {" not in generate_openmetrics(reg).decode()
 
 
 def test_tokens_split_by_type_and_cost_by_model():
@@ -126,6 +180,61 @@ def test_runs_without_an_end_are_abandoned_after_the_configured_time():
     assert reg.get_sample_value("agent_workflow_runs_total", {"workflow": "w", "outcome": "abandoned"}) == 1
     feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "old"}, now=T0 + 700)  # too late: not double-counted
     assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 1
+
+
+def test_a_run_has_one_outcome_the_first():
+    """Abandoned then completed late, or completed twice, or failed after completing: one outcome."""
+    sink, reg = make(**{"lifecycle.abandon_after": "10m"})
+    runs = lambda o: reg.get_sample_value("agent_workflow_runs_total", {"workflow": "w", "outcome": o})  # noqa: E731
+    feed(sink, *({"type": "workflow.started", "workflow": "w", "run_id": r} for r in ("late", "twice")), now=T0)
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "twice"}, now=T0 + 1)
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "twice"}, now=T0 + 2)
+    feed(sink, {"type": "workflow.failed", "workflow": "w", "run_id": "twice"}, now=T0 + 3)
+    sink.maintain(T0 + 601)
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "late"}, now=T0 + 700)
+    feed(sink, {"type": "workflow.failed", "workflow": "w", "run_id": "late"}, now=T0 + 701)
+    assert (runs("completed"), runs("failed"), runs("abandoned")) == (1, None, 1)
+    # An end for a run whose start was never seen is its one outcome too, and an id reused for a
+    # new run (started again after its end) gets a new outcome.
+    feed(sink, {"type": "workflow.failed", "workflow": "w", "run_id": "unseen"}, {"type": "workflow.failed", "workflow": "w", "run_id": "unseen"})
+    feed(sink, {"type": "workflow.started", "workflow": "w", "run_id": "twice"}, {"type": "workflow.completed", "workflow": "w", "run_id": "twice"})
+    assert (runs("completed"), runs("failed"), runs("abandoned")) == (2, 1, 1)
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 0
+
+
+def test_long_run_ids_are_tracked_by_a_bounded_key_and_stay_distinct():
+    sink, reg = make()
+    a, b = "r" * 60_000 + "a", "r" * 60_000 + "b"
+    feed(sink, {"type": "workflow.started", "workflow": "w", "run_id": a}, {"type": "workflow.started", "workflow": "w", "run_id": b})
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 2
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": a})
+    assert reg.get_sample_value("agent_workflows_active", {"workflow": "w"}) == 1
+    assert all(len(k) <= 128 for k in [*sink._runs.open, *sink._runs.ended])
+
+
+def test_the_sink_keeps_no_long_strings_from_events():
+    """Labels are cut to 128 characters, so nothing the sink keeps may pin a longer string:
+    not the slot cache, not the exemplars, not the lifecycle tables."""
+    import gc
+    import tracemalloc
+
+    sink, reg = make()
+    big = 50_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100):
+            long = f"{i:05d}" + "x" * big
+            feed(sink, {
+                "type": "workflow.started", "agent": long, "workflow": long, "model": long, "run_id": long, "error": long,
+                "session_id": long, "span_id": long, "duration_ms": 5, "trace_id": TRACE, "input_tokens": 1, "cost_usd": 1,
+                "success": False,
+            }, {"type": "agent.invoked", "agent": long, "invocation_id": long, "duration_ms": 5, "trace_id": TRACE})
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 100 * big / 4, f"{kept} bytes kept for 100 events of {7 * big} bytes of strings"
 
 
 def test_lifecycle_tracking_is_bounded():
