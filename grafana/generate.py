@@ -179,6 +179,14 @@ def overview() -> dict:
     b.stat("Cost today", USD, q(f'sum(increase(agent_cost_usd_total{{{I}}}[$__range]))', instant=True),
            timeFrom="now/d", hideTimeOverride=False, description="Spend since midnight (dashboard time zone).")
 
+    b.row("Insights")
+    b.bars("Active findings by sidecar", COUNT,
+           q(f'sum by (instance, kind, severity) (agent_insights{{{I}, severity!="info"}}) > 0', "{{instance}} {{kind}} ({{severity}})", instant=True),
+           w=12, description="Warning and critical findings of each sidecar's /v1/insights (default window against its baseline); "
+           "`agent-sidecar insights --url` on that sidecar names the subject and what to try. AgentInsightCritical fires on a critical one held 10m.")
+    b.timeseries("Findings over time", COUNT, q(f'sum by (kind, severity) (agent_insights{{{I}, severity!="info"}})', "{{kind}} ({{severity}})"),
+                 w=12, stack=True, description="agent_insights summed over the selected sidecars: when findings appeared and cleared.")
+
     b.row("Traffic and errors")
     b.timeseries("Event rate by type", EV_S, q(f'sum by (type) (rate(agent_events_total{{{I}}}[{RATE}]))', "{{type}}"), stack=True)
     b.timeseries("Error ratio by agent", RATIO,

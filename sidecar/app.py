@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 
 from sidecar import __version__
 from sidecar.api.health import health_routes
+from sidecar.api.insights import InsightsGauge, insights_route
 from sidecar.api.metrics import metrics_route
 from sidecar.api.page import page_routes
 from sidecar.api.stats import stats_route
@@ -32,6 +33,7 @@ from sidecar.ingest.unix import UnixListener
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
+from sidecar.sinks.insights import InsightsStore
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.tail import TailHub
 from sidecar.sinks.window import WindowSink
@@ -49,10 +51,11 @@ class Sinks:
     metrics: MetricsSink
     window: WindowSink
     tail: TailHub
+    insights: InsightsStore
 
     def in_order(self) -> list[Sink]:
         """The order the pipeline feeds them. A new sink is one field here and one line below."""
-        return [self.metrics, self.window, self.tail]
+        return [self.metrics, self.window, self.insights, self.tail]
 
 
 @dataclass
@@ -80,6 +83,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
         metrics=MetricsSink(config.metrics, config.lifecycle, registry),
         window=WindowSink(config.windows, registry, clock),
         tail=TailHub(config.tail, registry),
+        insights=InsightsStore(config.insights, clock),
     )
 
 
@@ -93,6 +97,7 @@ def build_app(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = SelfMetrics(registry)
     sinks = build_sinks(config, registry, clock)
+    InsightsGauge(sinks.insights, registry)
     pipeline = Pipeline(sinks.in_order(), metrics, config.ingest.queue_size)
     decoder = EventDecoder(config.ingest.max_clock_skew)
     sidecar = Sidecar(config, clock, registry, metrics, decoder, pipeline, sinks, http_url=http_url)
@@ -111,6 +116,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     return [
         events_route(config.ingest, token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
         stats_route(sidecar.sinks.window, token),
+        insights_route(sidecar.sinks.insights, token),
         metrics_route(sidecar.registry, sidecar.metrics, token),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
         *page_routes(config.web),

@@ -10,10 +10,10 @@ import sys
 
 from sidecar import __version__
 from sidecar.client.senders import ClientError, Refused, Unreachable, os_reason
-from sidecar.commands import check_config, demo, run, send, stats, tail
+from sidecar.commands import check_config, demo, insights, run, send, stats, tail
 
 # Each command module has `register(subparsers)`, which sets `func(args) -> exit code`.
-COMMANDS = (run, check_config, send, tail, stats, demo)
+COMMANDS = (run, check_config, send, tail, stats, insights, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

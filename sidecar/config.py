@@ -112,6 +112,46 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class InsightsConfig:
+    """Thresholds of /v1/insights (README, "Insights"): each rule also needs its minimum sample."""
+
+    window: float = _f(900.0, "duration", "default window of /v1/insights (the recent period judged)")
+    baseline: float = _f(3600.0, "duration", "default baseline: the period before the window it is compared with ends at the window's start")
+    retention: float = _f(3600.0, "duration", "longest baseline a query may ask for (the insights store keeps this much event time)")
+    bucket: float = _f(10.0, "duration", "granularity of the insights store: window edges are exact to this")
+    min_samples: int = _f(50, "positive_int", "duration samples (or LLM calls) a subject needs in each period before slow, latency_regression or token_bloat judge it")
+    min_events: int = _f(50, "positive_int", "events a subject needs before error_hotspot, error_regression or rate_limited judge it")
+    min_errors: int = _f(20, "positive_int", "errors (or rate-limit errors) a subject needs in the window before an error finding fires")
+    min_runs: int = _f(20, "positive_int", "ended runs a workflow needs (in each period) before cost_regression, throughput_drop or stuck judge it")
+    slow_ratio: float = _f(4.0, "ratio", "slow: p95 at least this many times the peers' p95 (same event type)")
+    slow_min_ms: float = _f(250.0, "ratio", "slow and latency_regression: the p95 must also exceed the reference by this many ms")
+    tail_share: float = _f(
+        0.15, "ratio", "slow and latency_regression: also this share of the subject's samples above the reference p95 (normally 5%): a few timeouts move a p95 but not the body"
+    )
+    latency_ratio: float = _f(2.0, "ratio", "latency_regression: window p95 at least this many times the baseline p95")
+    error_rate: float = _f(0.2, "ratio", "error_hotspot: error rate at least this (0.2 = 20% of the subject's events)")
+    error_ratio: float = _f(2.0, "ratio", "error_regression: error rate at least this many times the baseline's ...")
+    error_rise: float = _f(0.05, "ratio", "error_regression: ... and at least this much higher (0.05 = 5 points)")
+    rate_limit_share: float = _f(0.15, "ratio", "rate_limited: rate-limit errors at least this share of a model's LLM calls")
+    rate_limit_errors: tuple[str, ...] = _f(
+        ("rate_limited", "rate_limit", "rate_limit_exceeded", "too_many_requests", "429"), "strings", "error kinds that mean rate limiting"
+    )
+    cost_share: float = _f(0.5, "ratio", "cost_hotspot: an agent or model with at least this share of the window's spend (info)")
+    cost_share_rise: float = _f(0.2, "ratio", "cost_hotspot is a warning when the share also rose this much against the baseline (0.2 = 20 points)")
+    cost_ratio: float = _f(1.5, "ratio", "cost_regression: cost per ended run at least this many times the baseline's")
+    token_ratio: float = _f(1.5, "ratio", "token_bloat: input tokens per LLM call at least this many times the baseline's")
+    retry_failures: int = _f(6, "positive_int", "retry_storm: failed events of one invocation (or run) in the window that make it a storm")
+    retry_storms: int = _f(2, "positive_int", "retry_storm: storms an agent needs in the window before the finding fires")
+    stuck_factor: float = _f(3.0, "ratio", "stuck: a run or invocation open this many times its usual (p95) duration is overdue")
+    stuck_share: float = _f(0.1, "ratio", "stuck: overdue ones at least this share of the runs (invocations) that ended in window and baseline")
+    stuck_min: int = _f(5, "positive_int", "stuck: overdue runs (invocations) needed before the finding fires")
+    throughput_ratio: float = _f(0.5, "ratio", "throughput_drop: completed runs per minute at most this share of the baseline's")
+    max_active: int = _f(100_000, "positive_int", "open runs and invocations tracked for stuck (beyond: the oldest are dropped)")
+    max_subjects: int = _f(10_000, "positive_int", "subjects (type, agent, workflow, model) per bucket; beyond, new ones are counted but not judged")
+    cache: float = _f(10.0, "duration", "agent_insights is recomputed at a scrape at most this often")
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -122,6 +162,7 @@ class Config:
     tail: TailConfig = field(default_factory=TailConfig)
     log: LogConfig = field(default_factory=LogConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    insights: InsightsConfig = field(default_factory=InsightsConfig)
     shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take")
 
     def replace(self, **changes: Any) -> Config:
@@ -231,6 +272,12 @@ def _parse_positive_int(value: Any) -> int:
     return value
 
 
+def _parse_ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"must be a positive number, not {value!r}")
+    return float(value)
+
+
 def _parse_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, not {value!r}")
@@ -285,6 +332,7 @@ _PARSERS = {
     "duration": parse_duration,
     "positive_int": _parse_positive_int,
     "bool": _parse_bool,
+    "ratio": _parse_ratio,
     "strings": _parse_strings,
     "durations": _parse_durations,
     "buckets": _parse_buckets,
@@ -338,6 +386,9 @@ def _check(config: Config) -> list[str]:
         for name in getattr(config.windows, key):
             if name not in ("agent", "workflow", "type", "model"):
                 problems.append(f"windows.{key}: unknown field {name!r} (expected agent, workflow, type or model)")
+    ins = config.insights
+    if not ins.bucket <= ins.window < ins.baseline <= ins.retention:
+        problems.append("insights: must hold bucket <= window < baseline <= retention")
     if config.ingest.max_event_bytes > config.ingest.max_body_bytes:
         problems.append("ingest.max_event_bytes: must not exceed ingest.max_body_bytes")
     if config.listen.http and config.tail.max_clients >= config.ingest.max_http_connections:

@@ -19,7 +19,7 @@ TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.yml"))
 # What the issue asks an operator to be told about.
 EXPECTED_ALERTS = {
     "AgentErrorRateHigh", "AgentLatencyP95High", "AgentCostBurnRateHigh", "AgentWorkflowRunsAbandoned",
-    "SidecarRejectingEvents", "SidecarDroppingEvents", "SidecarSeriesOverflow", "SidecarDown",
+    "AgentInsightCritical", "SidecarRejectingEvents", "SidecarDroppingEvents", "SidecarSeriesOverflow", "SidecarDown",
 }
 
 

@@ -15,6 +15,7 @@ by `--rate`, so simulated time may run faster or slower than the wall clock.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import math
@@ -27,11 +28,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sidecar.client.senders import ClientError, HttpSender, Notify, UnixSender
-from sidecar.config import ListenConfig
+from sidecar.config import ListenConfig, WindowsConfig, format_duration, parse_duration
 
 TICK = 0.05  # seconds between writes
 MAX_CHUNK = 5000  # lines per write when behind schedule
 GRACE = 1.0  # seconds past --duration a sender that is behind may take
+MAX_HISTORY = max(WindowsConfig().durations)
 
 Event = dict[str, Any]
 
@@ -83,15 +85,61 @@ class Odds:
     abandon: float = 0.03  # per run: stops reporting part-way through
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One named fault injected into the simulation (all fields off: `healthy`).
+
+    `onset` is simulated seconds from the start; faults marked "from onset" begin then (a
+    regression that starts mid-run), the others apply from the first event. Every fault
+    draws from the simulation's own random stream only when it applies, so `healthy`
+    gives exactly the stream the demo gave before scenarios existed.
+    """
+
+    name: str = "healthy"
+    tool_slowdown: tuple[str, float] | None = None  # (agent, factor): that agent's tool calls
+    model_failure: tuple[str, float, str] | None = None  # (model, probability, error): fatal per attempt
+    model_rate_limit: tuple[str, float] | None = None  # (model, probability) per attempt
+    cost_hog: tuple[str, str, float] | None = None  # (agent, model, input-token factor), from onset
+    model_slowdown: tuple[str, float] | None = None  # (model, factor) on LLM latency, from onset
+    token_growth: tuple[str, float] | None = None  # (agent, final factor): input tokens grow from onset
+    retry_storm: tuple[str, float, int, int] | None = None  # (agent, probability per invocation, min, max failures)
+    hang: tuple[str, float] | None = None  # (workflow, probability per run): the run stalls, never ends
+    onset: float = 0.0
+    expect: tuple[str, tuple[tuple[str, str], ...]] | None = None  # the finding (kind, subject) that names the fault
+
+    def started(self, now: float) -> bool:
+        return now >= self.onset
+
+
+# What each scenario injects, and the finding that must name it (see README, "Insights").
+SCENARIOS: dict[str, Scenario] = {
+    "healthy": Scenario(),
+    "slow_tool": Scenario("slow_tool", tool_slowdown=("researcher", 10.0), expect=("slow", (("type", "tool.call"), ("agent", "researcher")))),
+    "failing_model": Scenario("failing_model", model_failure=("gpt-4o-mini", 0.3, "server_error"), expect=("error_hotspot", (("model", "gpt-4o-mini"),))),
+    "rate_limited": Scenario("rate_limited", model_rate_limit=("claude-3-5-sonnet", 0.45), expect=("rate_limited", (("model", "claude-3-5-sonnet"),))),
+    "cost_hog": Scenario("cost_hog", cost_hog=("reviewer", "gpt-4o", 6.0), expect=("cost_hotspot", (("agent", "reviewer"),))),
+    "latency_regression": Scenario("latency_regression", model_slowdown=("gpt-4o", 4.0), expect=("latency_regression", (("type", "llm.call"), ("model", "gpt-4o")))),
+    "token_bloat": Scenario("token_bloat", token_growth=("coder", 4.0), expect=("token_bloat", (("agent", "coder"),))),
+    "retry_storm": Scenario("retry_storm", retry_storm=("coder", 0.25, 8, 15), expect=("retry_storm", (("agent", "coder"),))),
+    "stuck_runs": Scenario("stuck_runs", hang=("research-report", 0.4), expect=("stuck", (("workflow", "research-report"),))),
+}
+
+
+def scenario(name: str, onset: float = 0.0) -> Scenario:
+    """The named scenario with its onset (simulated seconds); KeyError for an unknown name."""
+    return dataclasses.replace(SCENARIOS[name], onset=onset)
+
+
 class Simulation:
     """Yields event dicts in simulated-time order from `workflows` concurrent runs.
 
     `now` is simulated seconds since the start; `started` and `outcomes` count runs.
     """
 
-    def __init__(self, seed: int | None = None, workflows: int = 8, odds: Odds = Odds()):
+    def __init__(self, seed: int | None = None, workflows: int = 8, odds: Odds = Odds(), fault: Scenario = Scenario()):
         self.rng = random.Random(seed)
         self.odds = odds
+        self.fault = fault
         self.now = 0.0
         self.started = 0
         self.outcomes = {"completed": 0, "failed": 0, "abandoned": 0}
@@ -117,6 +165,10 @@ class Simulation:
     def __iter__(self) -> Iterator[Event]:
         return self
 
+    def next_at(self) -> float:
+        """Simulated time of the next event."""
+        return self._heap[0][0]
+
     def __next__(self) -> Event:
         at, _, ev, run = heapq.heappop(self._heap)
         self.now = at
@@ -134,6 +186,9 @@ class Simulation:
         # and never reports its end.
         abandon = rng.random() < odds.abandon
         budget = rng.randint(1, 30) if abandon else math.inf
+        hang = self.fault.hang
+        if not abandon and hang is not None and workflow == hang[0] and rng.random() < hang[1]:
+            abandon, budget = True, rng.randint(3, 30)  # stalls like an abandoned run: no end is ever sent
         start = t
         reviewed = False
         yield t, {"type": "workflow.started", **run}
@@ -173,22 +228,44 @@ class Simulation:
 
     def _agent_calls(self, agent: str, invocation: Event, t: float) -> Iterator[tuple[float, Event]]:
         """LLM calls (with retries) and tool calls of one invocation; stops after a failed call."""
-        rng, odds = self.rng, self.odds
+        rng, odds, fault = self.rng, self.odds, self.fault
         profile = AGENTS[agent]
         model = rng.choices([m for m, _ in profile.models], [w for _, w in profile.models])[0]
+        tokens_in = profile.input_tokens
+        if fault.cost_hog is not None and fault.cost_hog[0] == agent and fault.started(t):
+            model, tokens_in = fault.cost_hog[1], tokens_in * fault.cost_hog[2]
+        if fault.token_growth is not None and fault.token_growth[0] == agent and fault.started(t):
+            # context grows with time since onset, up to the factor after five simulated minutes
+            tokens_in *= 1 + (fault.token_growth[1] - 1) * min(1.0, (t - fault.onset) / 300)
+        storm = 0
+        if fault.retry_storm is not None and fault.retry_storm[0] == agent and rng.random() < fault.retry_storm[1]:
+            storm = rng.randint(fault.retry_storm[2], fault.retry_storm[3])  # failures before the first success
         for _ in range(rng.randint(*profile.steps)):
+            while storm > 0:
+                storm -= 1
+                took = rng.uniform(0.2, 1.0)
+                t += took
+                yield t, {"type": "llm.call", **invocation, "model": model, "span_id": self._id(), "duration_ms": _ms(took),
+                          "success": False, "error": "server_error", "severity": "warning"}
+                t += rng.uniform(0.5, 2.0)  # a retry loop without backoff growth
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 last = attempt == MAX_ATTEMPTS
                 roll = rng.random()
                 base = {"type": "llm.call", **invocation, "model": model, "span_id": self._id(), "attempt": attempt}
-                if roll < odds.fatal:
+                fatal, fatal_error = odds.fatal, "context_length_exceeded"
+                if fault.model_failure is not None and fault.model_failure[0] == model:
+                    fatal, fatal_error = fault.model_failure[1], fault.model_failure[2]
+                rate_limited = odds.rate_limited
+                if fault.model_rate_limit is not None and fault.model_rate_limit[0] == model:
+                    rate_limited = fault.model_rate_limit[1]
+                if roll < fatal:
                     took = rng.uniform(0.1, 0.5)
                     t += took
-                    yield t, {**base, "duration_ms": _ms(took), "success": False, "error": "context_length_exceeded", "severity": "error"}
+                    yield t, {**base, "duration_ms": _ms(took), "success": False, "error": fatal_error, "severity": "error"}
                     return
-                roll -= odds.fatal
-                if roll < odds.rate_limited + odds.timeout:
-                    kind = "rate_limited" if roll < odds.rate_limited else "timeout"
+                roll -= fatal
+                if roll < rate_limited + odds.timeout:
+                    kind = "rate_limited" if roll < rate_limited else "timeout"
                     took = rng.uniform(0.05, 0.4) if kind == "rate_limited" else LLM_TIMEOUT
                     t += took
                     yield t, {**base, "duration_ms": _ms(took), "success": False, "error": kind,
@@ -197,9 +274,11 @@ class Simulation:
                         return
                     t += 2.0**attempt * rng.uniform(0.5, 1.0)  # backoff before the retry
                     continue
-                inp = int(rng.lognormvariate(math.log(profile.input_tokens), 0.5))
+                inp = int(rng.lognormvariate(math.log(tokens_in), 0.5))
                 out = max(1, int(rng.lognormvariate(math.log(profile.output_tokens), 0.6)))
                 took = rng.uniform(0.25, 0.8) + out / rng.uniform(40, 110)  # first token + generation
+                if fault.model_slowdown is not None and fault.model_slowdown[0] == model and fault.started(t):
+                    took *= fault.model_slowdown[1]
                 t += took
                 price_in, price_out = MODELS[model]
                 yield t, {**base, "duration_ms": _ms(took), "input_tokens": inp, "output_tokens": out,
@@ -208,6 +287,8 @@ class Simulation:
             if profile.tools and rng.random() < 0.7:
                 tool = rng.choice(profile.tools)
                 took = rng.lognormvariate(math.log(0.4), 0.9)
+                if fault.tool_slowdown is not None and fault.tool_slowdown[0] == agent:
+                    took *= fault.tool_slowdown[1]
                 t += took
                 ev = {"type": "tool.call", **invocation, "tool": tool, "span_id": self._id(), "duration_ms": _ms(took)}
                 if rng.random() < odds.tool_error:
@@ -292,6 +373,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--abandon", type=float, default=Odds.abandon, metavar="FRACTION",
                    help=f"fraction of runs that never report their end (default {Odds.abandon})")
     p.add_argument("--seed", type=int, help="random seed, for a reproducible stream")
+    p.add_argument("--scenario", choices=list(SCENARIOS), default="healthy",
+                   help="inject a named fault (default healthy); `agent-sidecar insights` should then name it")
+    p.add_argument("--history", type=_history, default=0.0, metavar="D",
+                   help="first send D (e.g. 20m) of simulated history stamped back in time, as fast as the sidecar takes it "
+                   "(at most the largest window), so windows and insights have data at once (default 0)")
+    p.add_argument("--onset", type=_duration, default=None, metavar="D",
+                   help="simulated time at which faults that start mid-run begin (default: 3/4 of --history, or 5m)")
     p.add_argument("--wait", type=float, default=30.0, metavar="S", help="wait up to S seconds for the socket to appear (default 30)")
     p.add_argument("--retries", type=int, default=30, metavar="N",
                    help="with --url: retry a batch the overloaded sidecar refuses (503) N times, then stop (default 30)")
@@ -303,6 +391,30 @@ def _positive(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError("must be greater than zero")
     return number
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _history(value: str) -> float:
+    seconds = _duration(value)
+    if seconds > MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"must be at most {format_duration(MAX_HISTORY)}: older events fall outside every default window")
+    return seconds
+
+
+def history(sim: Simulation, span: float, end: float) -> Iterator[bytes]:
+    """The simulation's first `span` simulated seconds as lines stamped so that they end at `end`:
+    simulated time is event time here, so durations and timestamps agree."""
+    start = end - span
+    while sim.next_at() < span:
+        ev = next(sim)
+        ev["timestamp"] = round(start + sim.now, 3)
+        yield json.dumps(ev, separators=(",", ":")).encode()
 
 
 def stream(sim: Simulation, rng: random.Random, invalid: float) -> Iterator[tuple[bytes, bool]]:
@@ -341,6 +453,17 @@ def pace(target: Target, lines: Iterator[tuple[bytes, bool]], rate: float, durat
             time.sleep(TICK)
 
 
+def _chunks(lines: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _say(message: str) -> None:
     print(f"agent-sidecar demo: {message}", file=sys.stderr, flush=True)
 
@@ -349,8 +472,8 @@ def main(args: argparse.Namespace) -> int:
     """Stream until --duration, Ctrl-C or a send error; the summary line is printed in every case,
     then an error goes up to cli.main, which names it and exits 1."""
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
-    sim = Simulation(seed, max(1, args.workflows), Odds(abandon=args.abandon))
-    lines = stream(sim, random.Random(seed + 1), args.invalid)
+    onset = args.onset if args.onset is not None else (args.history * 0.75 if args.history else 300.0)
+    sim = Simulation(seed, max(1, args.workflows), Odds(abandon=args.abandon), scenario(args.scenario, onset))
     started = time.monotonic()
     progress = Progress()
     target: UnixTarget | HttpTarget
@@ -358,7 +481,14 @@ def main(args: argparse.Namespace) -> int:
         target = HttpTarget(args.url, args.token, args.retries, _say)
     else:
         target = UnixTarget(args.unix or ListenConfig.unix, args.wait, _say)
-    _say(f"{args.rate:g} lines/s, {args.workflows} concurrent workflows -> {target.name} (seed {seed})")
+    _say(f"{args.rate:g} lines/s, {args.workflows} concurrent workflows, scenario {args.scenario} -> {target.name} (seed {seed})")
+    if args.history:
+        sent = 0
+        for chunk in _chunks(history(sim, args.history, time.time()), MAX_CHUNK):
+            target.send(chunk)
+            sent += len(chunk)
+        _say(f"sent {sent} lines of history ({format_duration(args.history)} of simulated time)")
+    lines = stream(sim, random.Random(seed + 1), args.invalid)
     # Ctrl-C (or `docker stop`) is how an endless demo ends: finish the current write, close
     # cleanly, and report exactly what was sent.
     def stop(*_: object) -> None:

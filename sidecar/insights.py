@@ -1,0 +1,446 @@
+"""Findings from a window and its baseline: pure functions, no I/O, no clock.
+
+`find(snapshot, config)` applies one rule per kind (README, "Insights") to the sums the
+insights store copied out. Each rule needs its minimum sample before it judges a subject,
+so that small counts never fire. Severity: `warning` past a threshold, `critical` past
+twice it; `info` marks an opportunity rather than a fault. Within a severity, findings
+are ranked by impact: how far past its threshold the measure is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sidecar.config import InsightsConfig
+from sidecar.sinks.insights import COST, ERRORS, EVENTS, INPUT, TOKEN_CALLS, Period, Snapshot, Subject
+
+KINDS = (
+    "slow", "latency_regression", "error_hotspot", "error_regression", "rate_limited", "cost_hotspot",
+    "cost_regression", "token_bloat", "retry_storm", "stuck", "throughput_drop",
+)
+SEVERITIES = ("info", "warning", "critical")
+SPAN_TYPES = ("llm.call", "tool.call")  # judged for slow and latency_regression
+_RUN_ENDS = ("workflow.completed", "workflow.failed")
+_DIMS = {"type": 0, "agent": 1, "workflow": 2, "model": 3}
+
+
+@dataclass
+class Finding:
+    kind: str
+    severity: str
+    subject: dict[str, str]
+    summary: str
+    evidence: dict[str, Any]
+    suggestion: str
+    impact: float = 0.0  # the measure over its threshold; ranks findings of one severity
+
+    def doc(self) -> dict[str, Any]:
+        # a ratio over a zero reference is infinite, which JSON cannot carry: null
+        evidence = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in self.evidence.items()}
+        return {"kind": self.kind, "severity": self.severity, "subject": self.subject, "summary": self.summary,
+                "evidence": evidence, "suggestion": self.suggestion}
+
+
+@dataclass
+class Result:
+    findings: list[Finding]
+    checked: dict[str, int] = field(default_factory=dict)
+
+
+def find(snap: Snapshot, config: InsightsConfig) -> Result:
+    """Every rule over the snapshot; findings ranked by severity, then impact."""
+    result = Result([], {k: 0 for k in KINDS})
+    for rule in RULES:
+        rule(snap, config, result)
+    result.findings.sort(key=lambda f: (-SEVERITIES.index(f.severity), -f.impact))
+    return result
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def human_ms(ms: float) -> str:
+    """A duration in the unit a person reads: 850 ms, 8.1 s, 2.3 min, 1.5 h."""
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 3_600_000:.1f} h"
+
+
+def p95(values: np.ndarray) -> float:
+    """Exact nearest-rank 95th percentile (the rank /v1/stats uses)."""
+    n = len(values)
+    rank = max(1, -(-95 * n // 100)) - 1
+    return float(np.partition(values, rank)[rank])
+
+
+def _severity(measure: float, threshold: float) -> str:
+    return "critical" if measure >= 2 * threshold else "warning"
+
+
+def _subject(names: Iterable[str], values: Iterable[str | None]) -> dict[str, str]:
+    return {n: v for n, v in zip(names, values) if v is not None}
+
+
+def _label(subject: dict[str, str]) -> str:
+    return " ".join(f"{k} {v}" for k, v in subject.items() if k != "type")
+
+
+def _group_sums(period: Period, dims: tuple[str, ...], types: tuple[str, ...] | None = None) -> dict[tuple[str | None, ...], list[float]]:
+    out: dict[tuple[str | None, ...], list[float]] = {}
+    idx = [_DIMS[d] for d in dims]
+    for subject, sums in period.sums.items():
+        if types is not None and subject[0] not in types:
+            continue
+        key = tuple(subject[i] for i in idx)
+        have = out.get(key)
+        if have is None:
+            out[key] = sums[:]
+        else:
+            for k, v in enumerate(sums):
+                have[k] += v
+    return out
+
+
+def _group_durations(period: Period, dims: tuple[str, ...], types: tuple[str, ...]) -> dict[tuple[str | None, ...], np.ndarray]:
+    chunks: dict[tuple[str | None, ...], list[np.ndarray]] = {}
+    idx = [_DIMS[d] for d in dims]
+    for subject, values in period.durations.items():
+        if subject[0] in types:
+            chunks.setdefault(tuple(subject[i] for i in idx), []).append(values)
+    return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in chunks.items()}
+
+
+def _top_errors(period: Period, match: Callable[[Subject], bool], n: int = 3) -> dict[str, int]:
+    kinds: Counter[str] = Counter()
+    for (subject, error), count in period.errors.items():
+        if match(subject):
+            kinds[error] += count
+    return dict(kinds.most_common(n))
+
+
+def _matcher(dims: tuple[str, ...], key: tuple[str | None, ...], types: tuple[str, ...] | None = None) -> Callable[[Subject], bool]:
+    idx = [_DIMS[d] for d in dims]
+    return lambda s: (types is None or s[0] in types) and all(s[i] == v for i, v in zip(idx, key))
+
+
+# Groupings judged per span type: by agent (any span), by model (LLM calls only).
+_SPAN_GROUPS = (("agent",), ("model",))
+
+
+def _span_groups(span_type: str) -> tuple[tuple[str, ...], ...]:
+    return _SPAN_GROUPS if span_type == "llm.call" else (("agent",),)
+
+
+# -- rules --------------------------------------------------------------------
+
+
+def slow(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    for span_type in SPAN_TYPES:
+        for dims in _span_groups(span_type):
+            groups = {k: v for k, v in _group_durations(snap.window, dims, (span_type,)).items() if k[0] is not None}
+            for key, values in groups.items():
+                if len(values) < c.min_samples:
+                    continue
+                peers = [v for k, v in groups.items() if k != key]
+                peer_values = np.concatenate(peers) if peers else np.empty(0)
+                if len(peer_values) < c.min_samples:
+                    continue
+                out.checked["slow"] += 1
+                mine, theirs = p95(values), p95(peer_values)
+                ratio = mine / theirs if theirs > 0 else float("inf")
+                above = float(np.count_nonzero(values > theirs)) / len(values)
+                if ratio < c.slow_ratio or mine - theirs < c.slow_min_ms or above < c.tail_share:
+                    continue
+                subject = {"type": span_type, **_subject(dims, key)}
+                out.findings.append(Finding(
+                    "slow", _severity(ratio, c.slow_ratio), subject,
+                    f"{span_type} p95 for {_label(subject)} is {human_ms(mine)}, {ratio:.1f}x its peers' {human_ms(theirs)}.",
+                    {"p95_ms": mine, "peers_p95_ms": theirs, "ratio": ratio, "share_above_peers_p95": above, "samples": len(values), "peer_samples": len(peer_values)},
+                    f"Look at what {_label(subject)} calls differently: its slowest {span_type} spans (trace exemplars on "
+                    "agent_event_duration_seconds), timeouts, or a slower dependency.",
+                    ratio / c.slow_ratio,
+                ))
+
+
+def latency_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    for span_type in SPAN_TYPES:
+        for dims in _span_groups(span_type):
+            now = _group_durations(snap.window, dims, (span_type,))
+            before = _group_durations(snap.baseline, dims, (span_type,))
+            for key, values in now.items():
+                base = before.get(key)
+                if key[0] is None or base is None or len(values) < c.min_samples or len(base) < c.min_samples:
+                    continue
+                out.checked["latency_regression"] += 1
+                mine, then = p95(values), p95(base)
+                ratio = mine / then if then > 0 else float("inf")
+                above = float(np.count_nonzero(values > then)) / len(values)
+                if ratio < c.latency_ratio or mine - then < c.slow_min_ms or above < c.tail_share:
+                    continue
+                subject = {"type": span_type, **_subject(dims, key)}
+                out.findings.append(Finding(
+                    "latency_regression", _severity(ratio, c.latency_ratio), subject,
+                    f"{span_type} p95 for {_label(subject)} rose to {human_ms(mine)}, {ratio:.1f}x its baseline {human_ms(then)}.",
+                    {"p95_ms": mine, "baseline_p95_ms": then, "ratio": ratio, "share_above_baseline_p95": above, "samples": len(values), "baseline_samples": len(base)},
+                    f"Something changed for {_label(subject)} within the window: a deploy, a provider incident, "
+                    "longer prompts or outputs; compare its recent traces with older ones.",
+                    ratio / c.latency_ratio,
+                ))
+
+
+_ERROR_GROUPS: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] = ((("agent",), None), (("model",), ("llm.call",)))
+
+
+def error_hotspot(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    for dims, types in _ERROR_GROUPS:
+        for key, sums in _group_sums(snap.window, dims, types).items():
+            events, errors = sums[EVENTS], sums[ERRORS]
+            if key[0] is None or events < c.min_events:
+                continue
+            out.checked["error_hotspot"] += 1
+            rate = errors / events
+            if rate < c.error_rate or errors < c.min_errors:
+                continue
+            subject = _subject(dims, key)
+            top = _top_errors(snap.window, _matcher(dims, key, types))
+            what = "LLM calls" if types else "events"
+            out.findings.append(Finding(
+                "error_hotspot", _severity(rate, c.error_rate), subject,
+                f"{rate:.0%} of {what} for {_label(subject)} fail ({int(errors)} of {int(events)}), mostly {next(iter(top), 'unknown')}.",
+                {"error_rate": rate, "errors": int(errors), "events": int(events), "top_errors": top},
+                f"Fix or route around the main error ({next(iter(top), 'unknown')}): a fallback model, input validation, or a circuit breaker.",
+                rate / c.error_rate,
+            ))
+
+
+def error_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    for dims, types in _ERROR_GROUPS:
+        before = _group_sums(snap.baseline, dims, types)
+        for key, sums in _group_sums(snap.window, dims, types).items():
+            base = before.get(key)
+            if key[0] is None or base is None or sums[EVENTS] < c.min_events or base[EVENTS] < c.min_events:
+                continue
+            out.checked["error_regression"] += 1
+            rate, then = sums[ERRORS] / sums[EVENTS], base[ERRORS] / base[EVENTS]
+            ratio = rate / then if then > 0 else float("inf")
+            if sums[ERRORS] < c.min_errors or ratio < c.error_ratio or rate - then < c.error_rise:
+                continue
+            subject = _subject(dims, key)
+            top = _top_errors(snap.window, _matcher(dims, key, types))
+            out.findings.append(Finding(
+                "error_regression", _severity(min(ratio, 1e9), c.error_ratio), subject,
+                f"The error rate for {_label(subject)} rose to {rate:.0%} from {then:.0%} in the baseline, mostly {next(iter(top), 'unknown')}.",
+                {"error_rate": rate, "baseline_error_rate": then, "errors": int(sums[ERRORS]), "events": int(sums[EVENTS]),
+                 "baseline_errors": int(base[ERRORS]), "baseline_events": int(base[EVENTS]), "top_errors": top},
+                "Check what changed when the errors started (a deploy, a provider incident, a new input source).",
+                min(ratio, 1e9) / c.error_ratio,
+            ))
+
+
+def rate_limited(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    limited: Counter[str] = Counter()
+    for (subject, error), count in snap.window.errors.items():
+        if subject[0] == "llm.call" and subject[3] is not None and error in c.rate_limit_errors:
+            limited[subject[3]] += count
+    total = sum(limited.values())
+    for (model,), sums in _group_sums(snap.window, ("model",), ("llm.call",)).items():
+        calls = sums[EVENTS]
+        if model is None or calls < c.min_events:
+            continue
+        out.checked["rate_limited"] += 1
+        count = limited[model]
+        share = count / calls
+        if share < c.rate_limit_share or count < c.min_errors:
+            continue
+        out.findings.append(Finding(
+            "rate_limited", _severity(share, c.rate_limit_share), {"model": model},
+            f"{share:.0%} of LLM calls to {model} are rate limited ({count} of {int(calls)}; {count / total:.0%} of all rate limits).",
+            {"rate_limited": count, "calls": int(calls), "share": share, "share_of_rate_limits": count / total},
+            f"Raise the rate limit for {model}, spread load across keys or models, or add client-side pacing with jittered backoff.",
+            share / c.rate_limit_share,
+        ))
+
+
+def cost_hotspot(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    for dims in (("agent",), ("model",)):
+        now = _group_sums(snap.window, dims)
+        before = _group_sums(snap.baseline, dims)
+        total = sum(s[COST] for s in now.values())
+        base_total = sum(s[COST] for s in before.values())
+        if total <= 0 or sum(s[EVENTS] for s in now.values()) < c.min_events:
+            continue
+        for key, sums in now.items():
+            if key[0] is None:
+                continue
+            out.checked["cost_hotspot"] += 1
+            share = sums[COST] / total
+            if share < c.cost_share:
+                continue
+            then = before[key][COST] / base_total if key in before and base_total > 0 else None
+            rose = then is not None and share - then >= c.cost_share_rise
+            subject = _subject(dims, key)
+            since = f" (baseline: {then:.0%})" if then is not None else ""
+            out.findings.append(Finding(
+                "cost_hotspot", "warning" if rose else "info", subject,
+                f"{_label(subject)} accounts for {share:.0%} of spend (${sums[COST]:.2f} of ${total:.2f}){since}.",
+                {"cost_usd": sums[COST], "total_cost_usd": total, "share": share, "baseline_share": then, "events": int(sums[EVENTS])},
+                f"Try a cheaper model or shorter prompts for {_label(subject)} (prompt caching, trimming context), "
+                "or check why its share of spend changed.",
+                share / c.cost_share,
+            ))
+
+
+def _ended_runs(period: Period) -> dict[str | None, float]:
+    return {k[0]: v[EVENTS] for k, v in _group_sums(period, ("workflow",), _RUN_ENDS).items()}
+
+
+def cost_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    now_runs, base_runs = _ended_runs(snap.window), _ended_runs(snap.baseline)
+    now_cost, base_cost = _group_sums(snap.window, ("workflow",)), _group_sums(snap.baseline, ("workflow",))
+    for workflow, runs in now_runs.items():
+        then_runs = base_runs.get(workflow, 0.0)
+        if workflow is None or runs < c.min_runs or then_runs < c.min_runs:
+            continue
+        out.checked["cost_regression"] += 1
+        per_run = now_cost[(workflow,)][COST] / runs
+        then = base_cost.get((workflow,), [0.0] * 5)[COST] / then_runs
+        ratio = per_run / then if then > 0 else float("inf")
+        if then <= 0 or ratio < c.cost_ratio:
+            continue
+        out.findings.append(Finding(
+            "cost_regression", _severity(ratio, c.cost_ratio), {"workflow": workflow},
+            f"A {workflow} run costs ${per_run:.3f}, {ratio:.1f}x the baseline's ${then:.3f}.",
+            {"cost_per_run_usd": per_run, "baseline_cost_per_run_usd": then, "ratio": ratio, "runs": int(runs), "baseline_runs": int(then_runs)},
+            f"Find which agent or model of {workflow} spends more per run (cost_hotspot, token_bloat) and what changed.",
+            ratio / c.cost_ratio,
+        ))
+
+
+def token_bloat(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    before = _group_sums(snap.baseline, ("agent",), ("llm.call",))
+    for key, sums in _group_sums(snap.window, ("agent",), ("llm.call",)).items():
+        base = before.get(key)
+        if key[0] is None or base is None or sums[TOKEN_CALLS] < c.min_samples or base[TOKEN_CALLS] < c.min_samples:
+            continue
+        out.checked["token_bloat"] += 1
+        per_call, then = sums[INPUT] / sums[TOKEN_CALLS], base[INPUT] / base[TOKEN_CALLS]
+        ratio = per_call / then if then > 0 else float("inf")
+        if then <= 0 or ratio < c.token_ratio:
+            continue
+        subject = {"agent": str(key[0])}
+        out.findings.append(Finding(
+            "token_bloat", _severity(ratio, c.token_ratio), subject,
+            f"LLM calls by agent {key[0]} send {per_call:,.0f} input tokens each, {ratio:.1f}x the baseline's {then:,.0f}.",
+            {"input_tokens_per_call": per_call, "baseline_input_tokens_per_call": then, "ratio": ratio,
+             "calls": int(sums[TOKEN_CALLS]), "baseline_calls": int(base[TOKEN_CALLS])},
+            f"The context of {key[0]} is growing: summarise or trim history, cap retrieved documents, cache the stable prefix.",
+            ratio / c.token_ratio,
+        ))
+
+
+def retry_storm(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    storms: dict[str | None, list[int]] = {}
+    models: dict[str | None, Counter[str]] = {}
+    per_ident: Counter[tuple[str | None, str]] = Counter()
+    for (agent, model, ident), count in snap.window.failures.items():
+        per_ident[(agent, ident)] += count
+        if model is not None:
+            models.setdefault(agent, Counter())[model] += count
+    checked: set[str | None] = set()
+    for (agent, _), count in per_ident.items():
+        checked.add(agent)
+        if count >= c.retry_failures:
+            storms.setdefault(agent, []).append(count)
+    out.checked["retry_storm"] += len(checked)
+    for agent, counts in storms.items():
+        if len(counts) < c.retry_storms:
+            continue
+        subject = _subject(("agent",), (agent,)) or {"agent": "(none)"}
+        top_model = models.get(agent, Counter()).most_common(1)
+        on = f" on {top_model[0][0]}" if top_model else ""
+        out.findings.append(Finding(
+            "retry_storm", _severity(len(counts), c.retry_storms), subject,
+            f"{len(counts)} invocations of {_label(subject)} failed and retried {c.retry_failures} or more times each{on} "
+            f"(up to {max(counts)}).",
+            {"storms": len(counts), "max_failures": max(counts), "failures": sum(counts), "threshold": c.retry_failures},
+            "Cap retries, back off exponentially with jitter, and stop retrying errors that will not go away.",
+            len(counts) / c.retry_storms,
+        ))
+
+
+_STUCK = (("run", "workflow", "workflow.completed", "workflow"), ("invocation", "agent", "agent.completed", "agent"))
+
+
+def stuck(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    for kind, dim, done_type, noun in _STUCK:
+        ended = {**_group_sums(snap.baseline, (dim,), (done_type, done_type.replace("completed", "failed")))}
+        for key, sums in _group_sums(snap.window, (dim,), (done_type, done_type.replace("completed", "failed"))).items():
+            ended[key] = [a + b for a, b in zip(ended.get(key, [0.0] * 5), sums)]
+        durations = {**_group_durations(snap.baseline, (dim,), (done_type,))}
+        for key, values in _group_durations(snap.window, (dim,), (done_type,)).items():
+            durations[key] = np.concatenate((durations[key], values)) if key in durations else values
+        span = snap.window.seconds + snap.baseline.seconds
+        for key, sums in ended.items():
+            name = key[0]
+            values = durations.get(key)
+            if name is None or sums[EVENTS] < c.min_runs or values is None or len(values) < c.min_runs:
+                continue
+            out.checked["stuck"] += 1
+            usual = p95(values)
+            limit = c.stuck_factor * usual / 1000
+            overdue = [o.age for o in snap.open if o.kind == kind and o.name == name and limit < o.age <= span]
+            share = len(overdue) / sums[EVENTS]
+            if len(overdue) < c.stuck_min or share < c.stuck_share:
+                continue
+            subject = {dim: name}
+            out.findings.append(Finding(
+                "stuck", _severity(share, c.stuck_share), subject,
+                f"{len(overdue)} {kind}s of {noun} {name} have been open longer than {human_ms(limit * 1000)} "
+                f"({c.stuck_factor:g}x their usual {human_ms(usual)}), the oldest for {human_ms(max(overdue) * 1000)}.",
+                {"overdue": len(overdue), "ended": int(sums[EVENTS]), "share": share, "usual_p95_ms": usual,
+                 "limit_ms": limit * 1000, "oldest_ms": max(overdue) * 1000},
+                f"Find where these {kind}s hang (the last event of each in the tail): a call without a timeout, "
+                "a lost callback, or a process that died without reporting.",
+                share / c.stuck_share,
+            ))
+
+
+def throughput_drop(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    now = {k[0]: v[EVENTS] for k, v in _group_sums(snap.window, ("workflow",), ("workflow.completed",)).items()}
+    before = {k[0]: v[EVENTS] for k, v in _group_sums(snap.baseline, ("workflow",), ("workflow.completed",)).items()}
+    if snap.baseline.seconds <= 0:
+        return
+    for workflow, then in before.items():
+        expected = then / snap.baseline.seconds * snap.window.seconds
+        if workflow is None or then < c.min_runs or expected < c.min_runs:
+            continue
+        out.checked["throughput_drop"] += 1
+        got = now.get(workflow, 0.0)
+        ratio = got / expected
+        if ratio > c.throughput_ratio:
+            continue
+        per_min, then_per_min = got / snap.window.seconds * 60, then / snap.baseline.seconds * 60
+        out.findings.append(Finding(
+            "throughput_drop", "critical" if ratio <= c.throughput_ratio / 2 else "warning", {"workflow": workflow},
+            f"{workflow} completes {per_min:.1f} runs per minute, {ratio:.0%} of the baseline's {then_per_min:.1f}.",
+            {"completed": int(got), "baseline_completed": int(then), "runs_per_minute": per_min,
+             "baseline_runs_per_minute": then_per_min, "ratio": ratio},
+            f"Check whether {workflow} runs are stuck, failing or no longer being started (stuck, error findings).",
+            c.throughput_ratio / max(ratio, 1e-9),
+        ))
+
+
+RULES: tuple[Callable[[Snapshot, InsightsConfig, Result], None], ...] = (
+    slow, latency_regression, error_hotspot, error_regression, rate_limited, cost_hotspot,
+    cost_regression, token_bloat, retry_storm, stuck, throughput_drop,
+)
