@@ -116,7 +116,7 @@ class InsightsConfig:
     """Thresholds of /v1/insights (README, "Insights"): each rule also needs its minimum sample."""
 
     window: float = _f(900.0, "duration", "default window of /v1/insights (the recent period judged)")
-    baseline: float = _f(3600.0, "duration", "default baseline: the period before the window it is compared with ends at the window's start")
+    baseline: float = _f(3600.0, "duration", "default baseline span, ending now: the window is compared with the part of it before the window")
     retention: float = _f(3600.0, "duration", "longest baseline a query may ask for (the insights store keeps this much event time)")
     bucket: float = _f(10.0, "duration", "granularity of the insights store: window edges are exact to this")
     min_samples: int = _f(50, "positive_int", "duration samples (or LLM calls) a subject needs in each period before slow, latency_regression or token_bloat judge it")
@@ -134,7 +134,7 @@ class InsightsConfig:
     error_rise: float = _f(0.05, "ratio", "error_regression: ... and at least this much higher (0.05 = 5 points)")
     rate_limit_share: float = _f(0.15, "ratio", "rate_limited: rate-limit errors at least this share of a model's LLM calls")
     rate_limit_errors: tuple[str, ...] = _f(
-        ("rate_limited", "rate_limit", "rate_limit_exceeded", "too_many_requests", "429"), "strings", "error kinds that mean rate limiting"
+        ("rate_limited", "rate_limit", "rate_limit_exceeded", "too_many_requests"), "strings", "error kinds that mean rate limiting"
     )
     cost_share: float = _f(0.5, "ratio", "cost_hotspot: an agent or model with at least this share of the window's spend (info)")
     cost_share_rise: float = _f(0.2, "ratio", "cost_hotspot is a warning when the share also rose this much against the baseline (0.2 = 20 points)")

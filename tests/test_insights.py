@@ -1,0 +1,220 @@
+"""/v1/insights: every demo fault is found by a real sidecar with the right kind and subject, a
+healthy stream yields nothing above info, small counts never fire, and the query's edges
+(parameters, token, gauge, CLI) behave."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from sidecar import cli
+from sidecar.commands.demo import SCENARIOS
+from sidecar.config import Config
+from sidecar.insights import KINDS, find, human_ms, p95
+from sidecar.protocol import EventDecoder
+from sidecar.sinks.insights import InsightsStore
+from sidecar.testing import running_sidecar
+from sidecar.types import Batch
+
+from conftest import REPO
+
+WINDOW, BASELINE = "5m", "20m"
+SHORT = {"insights.window": 300.0, "insights.baseline": 1200.0}
+
+
+def demo(url: str, name: str, *extra: str) -> None:
+    """20 simulated minutes of the scenario, stamped to end now, then one live line."""
+    assert cli.main([
+        "demo", "--url", url, "--scenario", name, "--seed", "1", "--history", BASELINE, "--workflows", "24",
+        "--duration", "0.05", "--rate", "20", "--invalid", "0", *extra,
+    ]) == 0
+
+
+def get(url: str, token: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def insights(url: str) -> dict:
+    status, doc = get(f"{url}/v1/insights?window={WINDOW}&baseline={BASELINE}")
+    assert status == 200, doc
+    return doc
+
+
+def above_info(doc: dict) -> list[dict]:
+    return [f for f in doc["findings"] if f["severity"] != "info"]
+
+
+FAULTS = [name for name in SCENARIOS if name != "healthy"]
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_each_injected_fault_is_found_with_its_kind_and_subject(name):
+    expect = SCENARIOS[name].expect
+    assert expect is not None
+    kind, subject = expect[0], dict(expect[1])
+    with running_sidecar(**SHORT) as sc:
+        demo(sc.url, name)
+        doc = insights(sc.url)
+    hits = [f for f in above_info(doc) if f["kind"] == kind and all(f["subject"].get(k) == v for k, v in subject.items())]
+    assert hits, [(f["kind"], f["subject"]) for f in doc["findings"]]
+    finding = hits[0]
+    assert finding["summary"].endswith(".") and finding["suggestion"]
+    assert all(v is None or isinstance(v, (int, float, dict)) for v in finding["evidence"].values())
+    assert (doc["window"], doc["baseline"], doc["exact"]) == (WINDOW, BASELINE, True)
+
+
+def test_a_healthy_stream_yields_nothing_above_info_though_every_kind_judged_subjects():
+    with running_sidecar(**SHORT) as sc:
+        demo(sc.url, "healthy")
+        doc = insights(sc.url)
+    assert above_info(doc) == []
+    assert set(doc["checked"]) == set(KINDS)
+    assert all(n > 0 for n in doc["checked"].values()), doc["checked"]
+
+
+def test_findings_are_ranked_by_severity_then_impact():
+    with running_sidecar(**SHORT) as sc:
+        demo(sc.url, "stuck_runs")
+        findings = insights(sc.url)["findings"]
+    order = {"critical": 0, "warning": 1, "info": 2}
+    assert [order[f["severity"]] for f in findings] == sorted(order[f["severity"]] for f in findings)
+    assert findings[0]["kind"] == "stuck" and findings[-1]["severity"] == "info"
+
+
+def test_the_gauge_and_the_cli_show_the_active_findings():
+    with running_sidecar(**SHORT) as sc:
+        demo(sc.url, "failing_model")
+        with urllib.request.urlopen(f"{sc.url}/metrics", timeout=30) as response:
+            exposition = response.read().decode()
+        env = {"PYTHONPATH": REPO}
+        table = subprocess.run([sys.executable, "-m", "sidecar", "insights", "--url", sc.url, "--window", WINDOW, "--baseline", BASELINE],
+                               capture_output=True, text=True, timeout=60, env=env)
+        raw = subprocess.run([sys.executable, "-m", "sidecar", "insights", "--url", sc.url, "--window", WINDOW, "--baseline", BASELINE, "--json"],
+                             capture_output=True, text=True, timeout=60, env=env)
+    active = {line.split(" ")[0]: float(line.split(" ")[1]) for line in exposition.splitlines() if line.startswith("agent_insights{")}
+    assert len(active) == len(KINDS) * 3  # every kind and severity, zero when none
+    hotspots = sum(v for k, v in active.items() if 'kind="error_hotspot"' in k and 'severity="info"' not in k)
+    assert hotspots >= 1
+    assert table.returncode == 0, table.stderr
+    assert "error_hotspot" in table.stdout and "model=gpt-4o-mini" in table.stdout
+    assert "1. " in table.stdout  # the numbered suggestions
+    assert raw.returncode == 0 and any(f["kind"] == "error_hotspot" for f in json.loads(raw.stdout)["findings"])
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("window=5m&bogus=1", "'bogus'"),
+        ("window=%EF%BC%95m", "window"),  # a full-width digit
+        ("baseline=%C2%B2h", "baseline"),  # a superscript two: str.isdigit() says yes
+        ("window=soon", "window"),
+        ("window=1h&baseline=15m", "baseline"),
+        ("window=5m&baseline=2h", "insights.retention"),
+        ("window=1s", "insights.bucket"),
+    ],
+)
+def test_a_bad_parameter_gets_400_naming_it(sidecar, query, names):
+    status, doc = get(f"{sidecar.url}/v1/insights?{query}")
+    assert status == 400
+    assert names in doc["error"]
+    assert get(f"{sidecar.url}/v1/insights")[0] == 200  # and the sidecar answers on
+
+
+def test_the_token_applies_as_for_stats():
+    with running_sidecar(**{"auth.token": "s3cret"}) as sc:
+        assert get(f"{sc.url}/v1/insights")[0] == 401
+        assert get(f"{sc.url}/v1/insights", "wrong")[0] == 401
+        status, doc = get(f"{sc.url}/v1/insights", "s3cret")
+    assert status == 200 and (doc["window"], doc["baseline"]) == ("15m", "1h")
+
+
+def test_the_cli_names_an_unreachable_sidecar():
+    result = subprocess.run([sys.executable, "-m", "sidecar", "insights", "--url", "http://127.0.0.1:9"],
+                            capture_output=True, text=True, timeout=60, env={"PYTHONPATH": REPO})
+    assert result.returncode == 1 and "cannot reach" in result.stderr
+
+
+# -- the rules on hand-made streams (no sidecar: the store and the pure rules) ---------
+
+
+def judge(events: list[dict], now: float, **changes: float) -> list[dict]:
+    config = Config().replace(**{"insights.window": 300.0, "insights.baseline": 1200.0, **{f"insights.{k}": v for k, v in changes.items()}})
+    store = InsightsStore(config.insights, clock=lambda: now)
+    lines = [json.dumps({"timestamp": now - 1, **e}).encode() for e in events]
+    decoded, _, rejected = EventDecoder().decode(lines, now)
+    assert rejected == []
+    store.consume(Batch(decoded, lines, now, "test"))
+    return [f.doc() for f in find(store.snapshot(300.0, 1200.0), config.insights).findings]
+
+
+def failing_calls(n: int, model: str = "m1") -> list[dict]:
+    return [{"type": "llm.call", "agent": "a", "model": model, "run_id": f"r{i}", "invocation_id": f"i{i}",
+             "success": False, "error": "server_error"} for i in range(n)]
+
+
+def test_small_counts_never_fire_and_the_minimum_sample_is_the_gate():
+    now = time.time()
+    few = failing_calls(49)  # every call fails, but one short of insights.min_events
+    assert judge(few, now) == []
+    enough = judge(failing_calls(50), now)
+    assert {f["kind"] for f in enough} == {"error_hotspot"}
+    assert enough[0]["subject"] in ({"agent": "a"}, {"model": "m1"})
+    assert enough[0]["evidence"]["errors"] == 50 and enough[0]["evidence"]["top_errors"] == {"server_error": 50}
+
+
+def test_slow_needs_the_share_above_the_peers_not_just_a_p95():
+    now = time.time()
+    peers = [{"type": "tool.call", "agent": "b", "duration_ms": 100.0 + i % 10} for i in range(200)]
+    slow = [{"type": "tool.call", "agent": "a", "duration_ms": 5000.0 if i < 60 else 100.0} for i in range(200)]
+    found = judge(peers + slow, now)
+    assert [(f["kind"], f["subject"]) for f in found] == [("slow", {"type": "tool.call", "agent": "a"})]
+    assert found[0]["evidence"]["p95_ms"] == 5000.0 and found[0]["evidence"]["samples"] == 200
+    assert "5.0 s" in found[0]["summary"]
+    # 8% slow calls move the p95 as much, but are not a slow subject
+    few_slow = [{"type": "tool.call", "agent": "a", "duration_ms": 5000.0 if i < 16 else 100.0} for i in range(200)]
+    assert judge(peers + few_slow, now) == []
+
+
+def test_events_past_retention_are_ignored_and_late_events_reach_their_bucket():
+    now = 1_000_000.0
+    config = Config().replace(**SHORT)
+    store = InsightsStore(config.insights, clock=lambda: now)
+    decoder = EventDecoder(max_clock_skew=math.inf)
+
+    def send(ts: float, n: int) -> None:
+        lines = [json.dumps({"type": "tool.call", "agent": "a", "timestamp": ts, "duration_ms": 7.0}).encode()] * n
+        events, _, _ = decoder.decode(lines, now)
+        store.consume(Batch(events, lines, now, "test"))
+
+    send(now - 3601, 5)  # older than insights.retention: not even stored
+    assert store.buckets == {}
+    send(now - 100, 3)
+    store.maintain(now)  # freezes past buckets into arrays
+    send(now - 100, 2)  # late, into a frozen bucket
+    snap = store.snapshot(300.0, 1200.0)
+    assert snap.window.sums[("tool.call", "a", None, None)][0] == 5
+    assert len(snap.window.durations[("tool.call", "a", None, None)]) == 5
+    assert snap.baseline.sums == {}
+
+
+def test_durations_read_as_a_person_reads_them():
+    assert [human_ms(v) for v in (850, 8100, 67_900, 118_300, 5_400_000)] == ["850 ms", "8.1 s", "1.1 min", "2.0 min", "1.5 h"]
+
+
+def test_p95_is_the_nearest_rank_of_stats():
+    import numpy as np
+
+    assert p95(np.arange(1, 101, dtype=np.float64)) == 95.0
+    assert p95(np.array([3.0])) == 3.0
