@@ -392,11 +392,11 @@ def stuck(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
         span = snap.window.seconds + snap.baseline.seconds
         for key, sums in ended.items():
             name = key[0]
-            values = durations.get(key)
-            if name is None or sums[EVENTS] < c.min_runs or values is None or len(values) < c.min_runs:
+            took = durations.get(key)
+            if name is None or sums[EVENTS] < c.min_runs or took is None or len(took) < c.min_runs:
                 continue
             out.checked["stuck"] += 1
-            usual = p95(values)
+            usual = p95(took)
             limit = c.stuck_factor * usual / 1000
             overdue = [o.age for o in snap.open if o.kind == kind and o.name == name and limit < o.age <= span]
             share = len(overdue) / sums[EVENTS]

@@ -237,3 +237,43 @@ def test_a_demo_that_meets_a_503_storm_still_prints_its_summary_and_names_the_er
         "(send slower, or raise ingest.queue_size)"
     )
     assert s.value("sidecar_events_accepted_total", {"transport": "http"}) == sent
+
+
+def test_history_is_stamped_back_from_now_in_simulated_time():
+    from sidecar.commands.demo import history
+
+    end = 1_000_000.0
+    sim = Simulation(seed=5, workflows=8)
+    lines = [json.loads(line) for line in history(sim, 600.0, end)]
+    stamps = [e["timestamp"] for e in lines]
+    assert stamps == sorted(stamps)
+    assert end - 600.0 <= stamps[0] < end - 590.0 and end - 10.0 < stamps[-1] < end
+    assert sim.next_at() >= 600.0  # the live stream goes on from where the history stopped
+
+
+def test_a_scenario_is_reproducible_and_healthy_is_the_stream_without_scenarios():
+    from sidecar.commands.demo import scenario
+
+    assert take(Simulation(seed=3, fault=scenario("healthy")), 500) == take(Simulation(seed=3), 500)
+    assert take(Simulation(seed=3, fault=scenario("retry_storm")), 500) == take(Simulation(seed=3, fault=scenario("retry_storm")), 500)
+
+
+def test_a_latency_regression_starts_at_its_onset():
+    from sidecar.commands.demo import history, scenario
+
+    sim = Simulation(seed=2, workflows=24, fault=scenario("latency_regression", onset=600.0))
+    before, after = [], []
+    for e in map(json.loads, history(sim, 1200.0, 10_000.0)):
+        if e["type"] == "llm.call" and e.get("model") == "gpt-4o" and e.get("success") is not False:
+            (after if e["timestamp"] >= 10_000.0 - 600.0 + 60 else before if e["timestamp"] < 10_000.0 - 600.0 else []).append(e["duration_ms"])
+    assert len(before) > 100 and len(after) > 100
+    assert sum(after) / len(after) > 3 * sum(before) / len(before)
+
+
+def test_an_unknown_scenario_or_a_history_past_the_hour_is_refused(capsys):
+    for argv in (["demo", "--scenario", "nope"], ["demo", "--history", "2h"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "--history: must be at most 1h" in err

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def query_url(args: argparse.Namespace) -> str:
     params = {k: v for k, v in (("window", args.window), ("baseline", args.baseline)) if v is not None}
     query = urllib.parse.urlencode(params)
-    return args.url.rstrip("/") + "/v1/insights" + (f"?{query}" if query else "")
+    base: str = args.url
+    return base.rstrip("/") + "/v1/insights" + (f"?{query}" if query else "")
 
 
 def _subject(subject: dict[str, str]) -> str:
