@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,58 +144,69 @@ def _span_groups(span_type: str) -> tuple[tuple[str, ...], ...]:
 # -- rules --------------------------------------------------------------------
 
 
-def slow(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+def _span_pairs(snap: Snapshot, c: InsightsConfig, against_peers: bool) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    """(subject, window durations, reference durations) for every span subject with its minimum
+    sample on both sides; the reference is its peers in the window, or its own baseline."""
     for span_type in SPAN_TYPES:
         for dims in _span_groups(span_type):
-            groups = {k: v for k, v in _group_durations(snap.window, dims, (span_type,)).items() if k[0] is not None}
-            for key, values in groups.items():
-                if len(values) < c.min_samples:
-                    continue
-                peers = [v for k, v in groups.items() if k != key]
-                peer_values = np.concatenate(peers) if peers else np.empty(0)
-                if len(peer_values) < c.min_samples:
-                    continue
-                out.checked["slow"] += 1
-                mine, theirs = p95(values), p95(peer_values)
-                ratio = mine / theirs if theirs > 0 else float("inf")
-                above = float(np.count_nonzero(values > theirs)) / len(values)
-                if ratio < c.slow_ratio or mine - theirs < c.slow_min_ms or above < c.tail_share:
-                    continue
-                subject = {"type": span_type, **_subject(dims, key)}
-                out.findings.append(Finding(
-                    "slow", _severity(ratio, c.slow_ratio), subject,
-                    f"{span_type} p95 for {_label(subject)} is {human_ms(mine)}, {ratio:.1f}x its peers' {human_ms(theirs)}.",
-                    {"p95_ms": mine, "peers_p95_ms": theirs, "ratio": ratio, "share_above_peers_p95": above, "samples": len(values), "peer_samples": len(peer_values)},
-                    f"Look at what {_label(subject)} calls differently: its slowest {span_type} spans (trace exemplars on "
-                    "agent_event_duration_seconds), timeouts, or a slower dependency.",
-                    ratio / c.slow_ratio,
-                ))
+            now = {k: v for k, v in _group_durations(snap.window, dims, (span_type,)).items() if k[0] is not None}
+            before = {} if against_peers else _group_durations(snap.baseline, dims, (span_type,))
+            for key, values in now.items():
+                if against_peers:
+                    peers = [v for k, v in now.items() if k != key]
+                    reference = np.concatenate(peers) if peers else np.empty(0)
+                else:
+                    reference = before.get(key, np.empty(0))
+                if len(values) >= c.min_samples and len(reference) >= c.min_samples:
+                    yield {"type": span_type, **_subject(dims, key)}, values, reference
+
+
+def _p95_past(values: np.ndarray, reference: np.ndarray, ratio_threshold: float, c: InsightsConfig) -> tuple[float, float, float, float] | None:
+    """(p95, reference p95, ratio, share of values above the reference p95) when all three
+    thresholds are passed, else None."""
+    mine, theirs = p95(values), p95(reference)
+    ratio = mine / theirs if theirs > 0 else float("inf")
+    above = float(np.count_nonzero(values > theirs)) / len(values)
+    if ratio < ratio_threshold or mine - theirs < c.slow_min_ms or above < c.tail_share:
+        return None
+    return mine, theirs, ratio, above
+
+
+def slow(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    for subject, values, peers in _span_pairs(snap, c, against_peers=True):
+        out.checked["slow"] += 1
+        past = _p95_past(values, peers, c.slow_ratio, c)
+        if past is None:
+            continue
+        mine, theirs, ratio, above = past
+        span_type = subject["type"]
+        out.findings.append(Finding(
+            "slow", _severity(ratio, c.slow_ratio), subject,
+            f"{span_type} p95 for {_label(subject)} is {human_ms(mine)}, {ratio:.1f}x its peers' {human_ms(theirs)}.",
+            {"p95_ms": mine, "peers_p95_ms": theirs, "ratio": ratio, "share_above_peers_p95": above,
+             "samples": len(values), "peer_samples": len(peers)},
+            f"Look at what {_label(subject)} calls differently: its slowest {span_type} spans (trace exemplars on "
+            "agent_event_duration_seconds), timeouts, or a slower dependency.",
+            ratio / c.slow_ratio,
+        ))
 
 
 def latency_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
-    for span_type in SPAN_TYPES:
-        for dims in _span_groups(span_type):
-            now = _group_durations(snap.window, dims, (span_type,))
-            before = _group_durations(snap.baseline, dims, (span_type,))
-            for key, values in now.items():
-                base = before.get(key)
-                if key[0] is None or base is None or len(values) < c.min_samples or len(base) < c.min_samples:
-                    continue
-                out.checked["latency_regression"] += 1
-                mine, then = p95(values), p95(base)
-                ratio = mine / then if then > 0 else float("inf")
-                above = float(np.count_nonzero(values > then)) / len(values)
-                if ratio < c.latency_ratio or mine - then < c.slow_min_ms or above < c.tail_share:
-                    continue
-                subject = {"type": span_type, **_subject(dims, key)}
-                out.findings.append(Finding(
-                    "latency_regression", _severity(ratio, c.latency_ratio), subject,
-                    f"{span_type} p95 for {_label(subject)} rose to {human_ms(mine)}, {ratio:.1f}x its baseline {human_ms(then)}.",
-                    {"p95_ms": mine, "baseline_p95_ms": then, "ratio": ratio, "share_above_baseline_p95": above, "samples": len(values), "baseline_samples": len(base)},
-                    f"Something changed for {_label(subject)} within the window: a deploy, a provider incident, "
-                    "longer prompts or outputs; compare its recent traces with older ones.",
-                    ratio / c.latency_ratio,
-                ))
+    for subject, values, base in _span_pairs(snap, c, against_peers=False):
+        out.checked["latency_regression"] += 1
+        past = _p95_past(values, base, c.latency_ratio, c)
+        if past is None:
+            continue
+        mine, then, ratio, above = past
+        out.findings.append(Finding(
+            "latency_regression", _severity(ratio, c.latency_ratio), subject,
+            f"{subject['type']} p95 for {_label(subject)} rose to {human_ms(mine)}, {ratio:.1f}x its baseline {human_ms(then)}.",
+            {"p95_ms": mine, "baseline_p95_ms": then, "ratio": ratio, "share_above_baseline_p95": above,
+             "samples": len(values), "baseline_samples": len(base)},
+            f"Something changed for {_label(subject)} within the window: a deploy, a provider incident, "
+            "longer prompts or outputs; compare its recent traces with older ones.",
+            ratio / c.latency_ratio,
+        ))
 
 
 _ERROR_GROUPS: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] = ((("agent",), None), (("model",), ("llm.call",)))

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 import urllib.parse
 from typing import Any
 
 from sidecar.commands import DEFAULT_URL
-from sidecar.commands.stats import CLEAR, StatsError, fetch
+from sidecar.commands.stats import show
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,18 +59,4 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    url = query_url(args)
-    while True:
-        try:
-            doc = fetch(url, args.token)
-        except StatsError as exc:
-            print(f"agent-sidecar insights: {exc}", file=sys.stderr)
-            return 1
-        out = json.dumps(doc, indent=2) + "\n" if args.json else render(doc)
-        if args.watch:
-            out = CLEAR + out
-        sys.stdout.write(out)
-        sys.stdout.flush()
-        if not args.watch:
-            return 0
-        time.sleep(args.watch)
+    return show("insights", query_url(args), args, render)

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from sidecar.client.senders import os_reason
@@ -116,12 +117,16 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    url = query_url(args)
+    return show("stats", query_url(args), args, render)
+
+
+def show(command: str, url: str, args: argparse.Namespace, render: Callable[[dict[str, Any]], str]) -> int:
+    """Fetch and print once (a table, or --json), or every --watch seconds; shared with `insights`."""
     while True:
         try:
             doc = fetch(url, args.token)
         except StatsError as exc:
-            print(f"agent-sidecar stats: {exc}", file=sys.stderr)
+            print(f"agent-sidecar {command}: {exc}", file=sys.stderr)
             return 1
         out = json.dumps(doc, indent=2) + "\n" if args.json else render(doc)
         if args.watch:
