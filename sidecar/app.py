@@ -25,6 +25,7 @@ from sidecar.api.health import health_routes
 from sidecar.api.insights import InsightsGauge, insights_route
 from sidecar.api.metrics import metrics_route
 from sidecar.api.page import page_routes
+from sidecar.api.series import series_route
 from sidecar.api.stats import stats_route
 from sidecar.api.tail import tail_route
 from sidecar.config import Config
@@ -117,6 +118,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
         events_route(config.ingest, token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
         stats_route(sidecar.sinks.window, token),
         insights_route(sidecar.sinks.insights, token),
+        series_route(sidecar.sinks.insights, token),
         metrics_route(sidecar.registry, sidecar.metrics, token),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
         *page_routes(config.web),

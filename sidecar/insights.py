@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.config import InsightsConfig
-from sidecar.sinks.insights import COST, ERRORS, EVENTS, INPUT, TOKEN_CALLS, Period, Snapshot, Subject
+from sidecar.sinks.insights import COST, ERRORS, EVENTS, FIELDS, INPUT, TOKEN_CALLS, Period, Snapshot, Subject
 
 KINDS = (
     "slow", "latency_regression", "error_hotspot", "error_regression", "rate_limited", "cost_hotspot",
@@ -78,9 +78,18 @@ def human_ms(ms: float) -> str:
 
 def p95(values: np.ndarray) -> float:
     """Exact nearest-rank 95th percentile (the rank /v1/stats uses)."""
+    (value,) = nearest_rank_values(values, (95,))
+    assert value is not None  # callers pass at least min_samples values
+    return value
+
+
+def nearest_rank_values(values: np.ndarray, percents: tuple[int, ...]) -> list[float | None]:
+    """Exact nearest-rank percentiles (None for no values) by one partial selection, no sort."""
     n = len(values)
-    rank = max(1, -(-95 * n // 100)) - 1
-    return float(np.partition(values, rank)[rank])
+    if not n:
+        return [None] * len(percents)
+    ranks = [max(1, -(-p * n // 100)) - 1 for p in percents]
+    return [float(v) for v in np.partition(values, ranks)[ranks]]
 
 
 def _severity(measure: float, threshold: float) -> str:
@@ -324,7 +333,7 @@ def cost_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
             continue
         out.checked["cost_regression"] += 1
         per_run = now_cost[(workflow,)][COST] / runs
-        then = base_cost.get((workflow,), [0.0] * 5)[COST] / then_runs
+        then = base_cost.get((workflow,), [0.0] * len(FIELDS))[COST] / then_runs
         ratio = per_run / then if then > 0 else float("inf")
         if then <= 0 or ratio < c.cost_ratio:
             continue
@@ -396,7 +405,7 @@ def stuck(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
     for kind, dim, done_type, noun in _STUCK:
         ended = {**_group_sums(snap.baseline, (dim,), (done_type, done_type.replace("completed", "failed")))}
         for key, sums in _group_sums(snap.window, (dim,), (done_type, done_type.replace("completed", "failed"))).items():
-            ended[key] = [a + b for a, b in zip(ended.get(key, [0.0] * 5), sums)]
+            ended[key] = [a + b for a, b in zip(ended.get(key, [0.0] * len(FIELDS)), sums)]
         durations = {**_group_durations(snap.baseline, (dim,), (done_type,))}
         for key, values in _group_durations(snap.window, (dim,), (done_type,)).items():
             durations[key] = np.concatenate((durations[key], values)) if key in durations else values

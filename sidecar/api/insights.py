@@ -32,7 +32,7 @@ class BadQuery(ValueError):
     """A query parameter the API does not accept; the message names it."""
 
 
-def _seconds(name: str, text: str) -> float:
+def parse_seconds(name: str, text: str) -> float:
     # ASCII only: "１５m" or "²" would pass str.isdigit() and then fail or mean something else
     if not text.isascii():
         raise BadQuery(f"{name} must be a duration such as 15m, 1h or 900 (ASCII), not {text!r}")
@@ -47,8 +47,8 @@ def parse_query(params: dict[str, str], config: InsightsConfig) -> tuple[float, 
     for name in params:
         if name not in PARAMETERS:
             raise BadQuery(f"unknown parameter {name!r} (expected one of: {', '.join(PARAMETERS)})")
-    window = _seconds("window", params["window"]) if "window" in params else config.window
-    baseline = _seconds("baseline", params["baseline"]) if "baseline" in params else config.baseline
+    window = parse_seconds("window", params["window"]) if "window" in params else config.window
+    baseline = parse_seconds("baseline", params["baseline"]) if "baseline" in params else config.baseline
     width = config.bucket
     window, baseline = round(window / width) * width, round(baseline / width) * width  # whole buckets
     if window < width:
@@ -66,11 +66,15 @@ def compute(store: InsightsStore, window: float, baseline: float) -> tuple[Resul
     return find(snap, store.config), snap.as_of, snap.exact
 
 
+def as_of_text(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def document(result: Result, window: float, baseline: float, as_of: float, exact: bool) -> dict[str, Any]:
     return {
         "window": format_duration(window),
         "baseline": format_duration(baseline),
-        "as_of": datetime.fromtimestamp(as_of, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "as_of": as_of_text(as_of),
         "exact": exact,
         "findings": [f.doc() for f in result.findings],
         "checked": result.checked,

@@ -28,7 +28,7 @@ from sidecar.types import Batch
 Subject = tuple[str, str | None, str | None, str | None]  # type, agent, workflow, model
 Failure = tuple[str | None, str | None, str]  # agent, model, invocation (or run) id
 # Per-subject sums, in this order (a list each, so the hot path bumps items in place).
-EVENTS, ERRORS, COST, INPUT, TOKEN_CALLS = range(5)
+EVENTS, ERRORS, COST, INPUT, TOKEN_CALLS, TOKENS = FIELDS = range(6)  # TOKENS: input + output + other
 _OPENS = {"workflow.started": ("run", "run_id"), "agent.invoked": ("invocation", "invocation_id")}
 _ENDS = {
     "workflow.completed": ("run", "run_id"), "workflow.failed": ("run", "run_id"),
@@ -123,13 +123,18 @@ class InsightsStore:
                     if len(bucket.sums) >= cap:
                         self.dropped += 1
                         continue
-                    sums = bucket.sums[subject] = [0.0, 0.0, 0.0, 0.0, 0.0]
+                    sums = bucket.sums[subject] = [0.0] * len(FIELDS)
                 sums[EVENTS] += 1
                 if ev.cost_usd:
                     sums[COST] += ev.cost_usd
                 if ev.input_tokens is not None:
                     sums[INPUT] += ev.input_tokens
                     sums[TOKEN_CALLS] += 1
+                    sums[TOKENS] += ev.input_tokens
+                if ev.output_tokens is not None:
+                    sums[TOKENS] += ev.output_tokens
+                if ev.tokens is not None:
+                    sums[TOKENS] += ev.tokens
                 if ev.duration_ms is not None:
                     values = bucket.durations.get(subject)
                     if values is None:
@@ -176,6 +181,17 @@ class InsightsStore:
             for key in stale:
                 del self.open[key]
 
+    def _copies(self, start: int, end: int) -> list[tuple[int, _Bucket]]:
+        return [(i, _copy(b)) for i, b in self.buckets.items() if start <= i < end]
+
+    def series(self, window: float) -> tuple[float, list[tuple[float, _Bucket]]]:
+        """(now, [(bucket start time, copy of the bucket)]) for the last `window` seconds, oldest first."""
+        now = self.clock()
+        end = math.floor(now / self.width) + 1
+        with self._lock:
+            chosen = self._copies(end - round(window / self.width), end)
+        return now, [(i * self.width, b) for i, b in sorted(chosen, key=lambda pair: pair[0])]
+
     def snapshot(self, window: float, baseline: float) -> Snapshot:
         """The window (the last `window` seconds) and the baseline before it (up to `baseline`
         seconds back from now), as whole buckets; both must be multiples of the bucket width."""
@@ -185,7 +201,7 @@ class InsightsStore:
         split = end - round(window / width)
         start = end - round(baseline / width)
         with self._lock:
-            chosen = [(i, _copy(b)) for i, b in self.buckets.items() if start <= i < end]
+            chosen = self._copies(start, end)
             open_items = [OpenItem(kind, name, now - ts) for (kind, _), (ts, name) in self.open.items()]
             exact = self.dropped == 0
         periods = (Period(baseline - window), Period(window))
