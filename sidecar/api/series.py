@@ -60,9 +60,9 @@ def compute(store: InsightsStore, window: float, step: float, filters: dict[str,
         k = int((start - first) // step)
         if not 0 <= k < n:
             continue
-        for subject, s in bucket.sums.items():
-            if matches(subject):
-                sums[k] += (s[EVENTS], s[ERRORS], s[TOKENS], s[COST])
+        keys, table = bucket.rows()
+        chosen = np.fromiter((matches(subject) for subject in keys), dtype=bool, count=len(keys))
+        sums[k] += table[chosen][:, [EVENTS, ERRORS, TOKENS, COST]].sum(axis=0)
         chunks[k] += [np.asarray(v, dtype=np.float64) for subject, v in bucket.durations.items() if matches(subject)]
     points = []
     for k in range(n):

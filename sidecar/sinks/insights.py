@@ -37,24 +37,47 @@ _ENDS = {
 
 
 class _Bucket:
-    __slots__ = ("sums", "durations", "errors", "failures")
+    """One bucket of event time. Once past (`freeze`), it is never written again: a late event
+    goes into a thawed copy that replaces it (`thaw`), so a query may read a frozen bucket
+    outside the lock while the pipeline goes on."""
+
+    __slots__ = ("sums", "durations", "errors", "failures", "frozen", "keys", "table")
 
     def __init__(self) -> None:
         self.sums: dict[Subject, list[float]] = {}
-        # lists while the bucket fills, frozen to arrays once it is past (see `freeze`)
+        # lists while the bucket fills, arrays once frozen
         self.durations: dict[Subject, list[float] | np.ndarray] = {}
         self.errors: Counter[tuple[Subject, str]] = Counter()
         self.failures: Counter[Failure] = Counter()
+        self.frozen = False
+        self.keys: list[Subject] = []  # when frozen: the subjects, and their sums as rows of `table`
+        self.table = np.empty((0, len(FIELDS)))
 
     def freeze(self) -> None:
-        for subject, values in self.durations.items():
-            if isinstance(values, list):
-                self.durations[subject] = np.array(values, dtype=np.float64)
+        self.durations = {s: np.array(v, dtype=np.float64) if isinstance(v, list) else v for s, v in self.durations.items()}
+        self.keys = list(self.sums)
+        self.table = np.array(list(self.sums.values()), dtype=np.float64).reshape(len(self.keys), len(FIELDS))
+        self.frozen = True
+
+    def thaw(self) -> _Bucket:
+        """A writable copy (arrays shared: they are replaced, never written in place)."""
+        out = _Bucket()
+        out.sums = {s: v[:] for s, v in self.sums.items()}
+        out.durations = dict(self.durations)
+        out.errors = self.errors.copy()
+        out.failures = self.failures.copy()
+        return out
+
+    def rows(self) -> tuple[list[Subject], np.ndarray]:
+        if self.frozen:
+            return self.keys, self.table
+        return list(self.sums), np.array(list(self.sums.values()), dtype=np.float64).reshape(len(self.sums), len(FIELDS))
 
 
 @dataclass
 class Period:
-    """Sums over a span of buckets: what `sidecar.insights` judges (one for the window, one for the baseline)."""
+    """Sums over a span of buckets: what `sidecar.insights` judges (one for the window, one for the
+    baseline). `errors` and `failures` are filled for the window only: no rule reads the baseline's."""
 
     seconds: float
     sums: dict[Subject, list[float]] = field(default_factory=dict)
@@ -117,6 +140,8 @@ class InsightsStore:
                 bucket = buckets.get(index)
                 if bucket is None:
                     bucket = buckets[index] = _Bucket()
+                elif bucket.frozen:  # a late event: a query may be reading the frozen one
+                    bucket = buckets[index] = bucket.thaw()
                 subject = (ev.type, ev.agent, ev.workflow, ev.model)
                 sums = bucket.sums.get(subject)
                 if sums is None:
@@ -174,7 +199,7 @@ class InsightsStore:
             for index in [i for i in self.buckets if i < oldest]:
                 del self.buckets[index]
             for index, bucket in self.buckets.items():
-                if index < current - 1:
+                if index < current - 1 and not bucket.frozen:
                     bucket.freeze()
             cutoff = now - self.config.retention
             stale = [key for key, (ts, _) in self.open.items() if ts < cutoff]
@@ -182,7 +207,8 @@ class InsightsStore:
                 del self.open[key]
 
     def _copies(self, start: int, end: int) -> list[tuple[int, _Bucket]]:
-        return [(i, _copy(b)) for i, b in self.buckets.items() if start <= i < end]
+        """The buckets in [start, end): frozen ones as they are, the few still filling copied."""
+        return [(i, b if b.frozen else b.thaw()) for i, b in self.buckets.items() if start <= i < end]
 
     def series(self, window: float) -> tuple[float, list[tuple[float, _Bucket]]]:
         """(now, [(bucket start time, copy of the bucket)]) for the last `window` seconds, oldest first."""
@@ -205,32 +231,29 @@ class InsightsStore:
             open_items = [OpenItem(kind, name, now - ts) for (kind, _), (ts, name) in self.open.items()]
             exact = self.dropped == 0
         periods = (Period(baseline - window), Period(window))
-        parts: tuple[dict[Subject, list[np.ndarray]], dict[Subject, list[np.ndarray]]] = ({}, {})
-        for i, bucket in chosen:
-            at = int(i >= split)
-            period = periods[at]
-            for subject, sums in bucket.sums.items():
-                have = period.sums.get(subject)
-                if have is None:
-                    period.sums[subject] = sums
-                else:
-                    for k, v in enumerate(sums):
-                        have[k] += v
-            for subject, values in bucket.durations.items():
-                parts[at].setdefault(subject, []).append(np.asarray(values, dtype=np.float64))
-            period.errors.update(bucket.errors)
-            period.failures.update(bucket.failures)
-        for period, chunks in zip(periods, parts):
-            period.durations = {s: np.concatenate(c) if len(c) > 1 else c[0] for s, c in chunks.items()}
+        for at, period in enumerate(periods):
+            mine = [b for i, b in chosen if int(i >= split) == at]
+            period.sums, period.durations = _sum_buckets(mine)
+            if at:  # error kinds and failures per invocation are judged in the window only
+                for bucket in mine:
+                    period.errors.update(bucket.errors)
+                    period.failures.update(bucket.failures)
         return Snapshot(window=periods[1], baseline=periods[0], open=open_items, as_of=now, exact=exact)
 
 
-def _copy(bucket: _Bucket) -> _Bucket:
-    """What a query reads of one bucket: sums and the lists of a bucket still filling are copied;
-    frozen arrays are shared (never written in place: a late event replaces the array)."""
-    out = _Bucket()
-    out.sums = {s: v[:] for s, v in bucket.sums.items()}
-    out.durations = {s: (v[:] if isinstance(v, list) else v) for s, v in bucket.durations.items()}
-    out.errors = bucket.errors.copy()
-    out.failures = bucket.failures.copy()
-    return out
+def _sum_buckets(buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
+    """Per-subject sums (one scatter-add per bucket) and all durations of these buckets."""
+    index: dict[Subject, int] = {}
+    rows = []
+    chunks: dict[Subject, list[np.ndarray]] = {}
+    for bucket in buckets:
+        keys, table = bucket.rows()
+        rows.append((np.array([index.setdefault(k, len(index)) for k in keys], dtype=np.intp), table))
+        for subject, values in bucket.durations.items():
+            chunks.setdefault(subject, []).append(np.asarray(values, dtype=np.float64))
+    total = np.zeros((len(index), len(FIELDS)))
+    for idx, table in rows:
+        total[idx] += table  # a subject appears once per bucket: no repeated index
+    totals = total.tolist()
+    sums = {subject: totals[j] for subject, j in index.items()}
+    return sums, {s: np.concatenate(c) if len(c) > 1 else c[0] for s, c in chunks.items()}

@@ -86,6 +86,17 @@ function fmt(value, digits = 1) {
   return Number.isInteger(value) ? String(value) : value.toFixed(digits);
 }
 
+// A duration in the unit a person reads (850 ms, 8.1 s, 1.1 min), not "67.9k ms".
+function duration(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return "–";
+  if (Math.abs(ms) < 1000) return `${Number.isInteger(ms) ? ms : ms.toFixed(1)} ms`;
+  if (Math.abs(ms) < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  if (Math.abs(ms) < 3600000) return `${(ms / 60000).toFixed(1)} min`;
+  return `${(ms / 3600000).toFixed(1)} h`;
+}
+
+const NO_AGENT = "(no agent)"; // the row of events that name no agent
+
 function money(value) {
   if (value === null || value === undefined) return "–";
   return `$${value < 1 ? value.toFixed(4) : value.toFixed(2)}`;
@@ -323,7 +334,7 @@ function fillRow(li, ev) {
     text(ev.type),
     text(ev.agent),
     text(ev.workflow),
-    Number.isFinite(ev.duration_ms) ? `${fmt(ev.duration_ms)} ms` : "",
+    Number.isFinite(ev.duration_ms) ? duration(ev.duration_ms) : "",
     text(tokensOf(ev) ?? ""),
     Number.isFinite(ev.cost_usd) ? money(ev.cost_usd) : "",
   ];
@@ -524,9 +535,9 @@ function showStats(s) {
   const r = s.rates || {};
   $("#stats-window").textContent = s.window ?? state.window;
   setOutput("events_per_second", r.events_per_second, fmt(r.events_per_second, 2));
-  setOutput("p50", d.p50, fmt(d.p50));
-  setOutput("p95", d.p95, fmt(d.p95));
-  setOutput("p99", d.p99, fmt(d.p99));
+  setOutput("p50", d.p50, duration(d.p50));
+  setOutput("p95", d.p95, duration(d.p95));
+  setOutput("p99", d.p99, duration(d.p99));
   setOutput("tokens_per_second", r.tokens_per_second, fmt(r.tokens_per_second));
   setOutput("cost_per_hour_usd", r.cost_per_hour_usd, money(r.cost_per_hour_usd));
   setOutput("events", s.events, fmt(s.events));
@@ -544,9 +555,9 @@ function showStats(s) {
 function showAgents(groups) {
   const rows = groups.map((g) => {
     const tr = document.createElement("tr");
-    tr.dataset.key = g.key;
+    tr.dataset.key = g.key ?? "";
     const d = g.duration_ms || {};
-    const cells = [g.key, fmt(g.events), fmt(g.errors), fmt(d.p50), fmt(d.p95), fmt(d.p99), fmt((g.tokens || {}).total ?? null), money(g.cost_usd)];
+    const cells = [g.key ?? NO_AGENT, fmt(g.events), fmt(g.errors), duration(d.p50), duration(d.p95), duration(d.p99), fmt((g.tokens || {}).total ?? null), money(g.cost_usd)];
     cells.forEach((value, i) => {
       const cell = document.createElement(i === 0 ? "th" : "td");
       if (i === 0) cell.scope = "row";
@@ -607,7 +618,7 @@ function drawCharts() {
     }
     ctx.fillStyle = css.getPropertyValue("--dim");
     ctx.font = "10px sans-serif";
-    ctx.fillText(fmt(max), 2, 10);
+    ctx.fillText(canvas.dataset.chart === "duration" ? duration(max) : fmt(max), 2, 10);
   }
 }
 

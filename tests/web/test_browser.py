@@ -280,6 +280,24 @@ def test_charts_show_the_numbers_of_v1_stats_for_the_chosen_window(open_page):
         assert {"llm.call", "agent.failed"} <= set(options)
 
 
+def test_durations_read_in_their_unit_and_events_without_an_agent_have_a_named_row(open_page):
+    with running_sidecar(clock=FakeClock()) as sc:
+        events = [event("llm.call", agent="coder", duration_ms=67_900.0), event("llm.call", agent="coder", duration_ms=118_300.0),
+                  event("workflow.completed", workflow="triage", duration_ms=4_200.0)]
+        sc.send_unix(ndjson(*events))
+        sc.wait_processed(len(events))
+        page = open_page(sc.url + "/")
+        page.wait_for_function("document.querySelector('output[data-metric=\"events\"]').dataset.value === '3'")
+        assert page.text_content('output[data-metric="p99"]') == "2.0 min"  # not "118.3k ms"
+        rows = page.locator("#agents tbody tr")
+        expect(rows).to_have_count(2)
+        expect(page.locator('#agents tbody tr[data-key="coder"] td').nth(3)).to_have_text("2.0 min")
+        expect(page.locator('#agents tbody tr[data-key=""] th')).to_have_text("(no agent)")
+        expect(page.locator('#agents tbody tr[data-key=""] td').nth(3)).to_have_text("4.2 s")
+        sc.send_unix(ndjson(event("tool.call", agent="coder", duration_ms=67_900.0)))  # the list shows what arrives live
+        expect(page.locator("#events")).to_contain_text("1.1 min")
+
+
 def test_with_auth_token_the_page_asks_once_and_keeps_it_for_the_tab(open_page):
     with running_sidecar(**{"auth.token": "s3cret"}) as sc:
         page = open_page(sc.url + "/", wait=None)
