@@ -371,17 +371,12 @@ def token_bloat(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
 def retry_storm(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
     storms: dict[str | None, list[int]] = {}
     models: dict[str | None, Counter[str]] = {}
-    per_ident: Counter[tuple[str | None, str]] = Counter()
-    for (agent, model, ident), count in snap.window.failures.items():
-        per_ident[(agent, ident)] += count
-        if model is not None:
-            models.setdefault(agent, Counter())[model] += count
-    checked: set[str | None] = set()
-    for (agent, _), count in per_ident.items():
-        checked.add(agent)
-        if count >= c.retry_failures:
-            storms.setdefault(agent, []).append(count)
-    out.checked["retry_storm"] += len(checked)
+    for storm in snap.storms:
+        storms.setdefault(storm.agent, []).append(storm.failures)
+        if storm.model is not None:
+            models.setdefault(storm.agent, Counter())[storm.model] += 1
+    # subjects examined: the agents with any failure in the window
+    out.checked["retry_storm"] += len({k[0] for k, v in _group_sums(snap.window, ("agent",)).items() if v[ERRORS]})
     for agent, counts in storms.items():
         if len(counts) < c.retry_storms:
             continue

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,14 @@ from sidecar.config import InsightsConfig
 from sidecar.types import Batch
 
 Subject = tuple[str, str | None, str | None, str | None]  # type, agent, workflow, model
-Failure = tuple[str | None, str | None, str]  # agent, model, invocation (or run) id
+
+@dataclass(frozen=True)
+class Storm:
+    """An invocation (or run) whose failures reached insights.retry_failures."""
+
+    agent: str | None
+    model: str | None  # of its first failure
+    failures: int  # so far
 # Per-subject sums, in this order (a list each, so the hot path bumps items in place).
 EVENTS, ERRORS, COST, INPUT, TOKEN_CALLS, TOKENS = FIELDS = range(6)  # TOKENS: input + output + other
 _OPENS = {"workflow.started": ("run", "run_id"), "agent.invoked": ("invocation", "invocation_id")}
@@ -41,14 +49,13 @@ class _Bucket:
     goes into a thawed copy that replaces it (`thaw`), so a query may read a frozen bucket
     outside the lock while the pipeline goes on."""
 
-    __slots__ = ("sums", "durations", "errors", "failures", "frozen", "keys", "table")
+    __slots__ = ("sums", "durations", "errors", "frozen", "keys", "table")
 
     def __init__(self) -> None:
         self.sums: dict[Subject, list[float]] = {}
         # lists while the bucket fills, arrays once frozen
         self.durations: dict[Subject, list[float] | np.ndarray] = {}
         self.errors: Counter[tuple[Subject, str]] = Counter()
-        self.failures: Counter[Failure] = Counter()
         self.frozen = False
         self.keys: list[Subject] = []  # when frozen: the subjects, and their sums as rows of `table`
         self.table = np.empty((0, len(FIELDS)))
@@ -65,7 +72,6 @@ class _Bucket:
         out.sums = {s: v[:] for s, v in self.sums.items()}
         out.durations = dict(self.durations)
         out.errors = self.errors.copy()
-        out.failures = self.failures.copy()
         return out
 
     def rows(self) -> tuple[list[Subject], np.ndarray]:
@@ -77,13 +83,12 @@ class _Bucket:
 @dataclass
 class Period:
     """Sums over a span of buckets: what `sidecar.insights` judges (one for the window, one for the
-    baseline). `errors` and `failures` are filled for the window only: no rule reads the baseline's."""
+    baseline). `errors` is filled for the window only: no rule reads the baseline's."""
 
     seconds: float
     sums: dict[Subject, list[float]] = field(default_factory=dict)
     durations: dict[Subject, np.ndarray] = field(default_factory=dict)
     errors: Counter[tuple[Subject, str]] = field(default_factory=Counter)
-    failures: Counter[Failure] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class Snapshot:
     window: Period
     baseline: Period
     open: list[OpenItem]
+    storms: list[Storm]  # invocations whose retry_failures-th failure fell in the window
     as_of: float
     exact: bool  # False when the subject cap or max_active dropped something
 
@@ -114,7 +120,10 @@ class InsightsStore:
         self.clock = clock
         self.width = config.bucket
         self.buckets: dict[int, _Bucket] = {}
-        self.open: dict[tuple[str, str], tuple[float, str | None]] = {}  # insertion order ~ start order
+        self.open: dict[tuple[str, str], tuple[float, str, str | None]] = {}  # (kind, id) -> (start, kind, name);  # insertion order ~ start order
+        # failures per invocation (or run) id: [count, first failure ts, agent, model], oldest first
+        self.fails: dict[str, list[Any]] = {}
+        self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
         self._lock = threading.Lock()
 
@@ -172,8 +181,8 @@ class InsightsStore:
                     sums[ERRORS] += 1
                     bucket.errors[(subject, ev.error or "unknown")] += 1
                     ident = ev.invocation_id or ev.run_id
-                    if ident is not None and len(bucket.failures) < cap:
-                        bucket.failures[(ev.agent, ev.model, ident)] += 1
+                    if ident is not None:
+                        self._failed(ident, ts, ev.agent, ev.model)
                 if ev.type in _OPENS:
                     kind, attr = _OPENS[ev.type]
                     ident = getattr(ev, attr)
@@ -185,11 +194,23 @@ class InsightsStore:
                     if ident is not None:
                         self.open.pop((kind, ident), None)
 
+    def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
+        """Count failures per invocation as they come, so a query reads only the storms."""
+        entry = self.fails.get(ident)
+        if entry is None:
+            if len(self.fails) >= self.config.max_active:
+                del self.fails[next(iter(self.fails))]
+                self.dropped += 1
+            entry = self.fails[ident] = [0, ts, agent, model]
+        entry[0] += 1
+        if entry[0] == self.config.retry_failures:
+            self.storms.append((ts, ident))
+
     def _opened(self, key: tuple[str, str], ts: float, name: str | None) -> None:
         if key not in self.open and len(self.open) >= self.config.max_active:
             del self.open[next(iter(self.open))]
             self.dropped += 1
-        self.open[key] = (ts, name)
+        self.open[key] = (ts, key[0], name)
 
     def maintain(self, now: float) -> None:
         """Drop buckets past retention, freeze past ones into arrays, forget stale open items."""
@@ -202,9 +223,16 @@ class InsightsStore:
                 if index < current - 1 and not bucket.frozen:
                     bucket.freeze()
             cutoff = now - self.config.retention
-            stale = [key for key, (ts, _) in self.open.items() if ts < cutoff]
+            stale = [key for key, (ts, _, _) in self.open.items() if ts < cutoff]
             for key in stale:
                 del self.open[key]
+            while self.fails:  # oldest first failure first
+                ident = next(iter(self.fails))
+                if self.fails[ident][1] >= cutoff:
+                    break
+                del self.fails[ident]
+            while self.storms and self.storms[0][0] < cutoff:
+                self.storms.popleft()
 
     def _copies(self, start: int, end: int) -> list[tuple[int, _Bucket]]:
         """The buckets in [start, end): frozen ones as they are, the few still filling copied."""
@@ -226,19 +254,26 @@ class InsightsStore:
         end = math.floor(now / width) + 1  # the bucket holding `now` belongs to the window
         split = end - round(window / width)
         start = end - round(baseline / width)
+        window_start = split * width
         with self._lock:
             chosen = self._copies(start, end)
-            open_items = [OpenItem(kind, name, now - ts) for (kind, _), (ts, name) in self.open.items()]
+            opened = list(self.open.values())  # a C-level copy; OpenItems are built outside the lock
+            storms = [_storm(self.fails[i]) for ts, i in self.storms if ts >= window_start and i in self.fails]
             exact = self.dropped == 0
+        open_items = [OpenItem(kind, name, now - ts) for ts, kind, name in opened]
         periods = (Period(baseline - window), Period(window))
         for at, period in enumerate(periods):
             mine = [b for i, b in chosen if int(i >= split) == at]
             period.sums, period.durations = _sum_buckets(mine)
-            if at:  # error kinds and failures per invocation are judged in the window only
+            if at:  # error kinds are judged in the window only
                 for bucket in mine:
                     period.errors.update(bucket.errors)
-                    period.failures.update(bucket.failures)
-        return Snapshot(window=periods[1], baseline=periods[0], open=open_items, as_of=now, exact=exact)
+        return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact)
+
+
+def _storm(entry: list[Any]) -> Storm:
+    count, _, agent, model = entry
+    return Storm(agent, model, count)
 
 
 def _sum_buckets(buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
