@@ -202,7 +202,8 @@ def test_events_past_retention_are_ignored_and_late_events_reach_their_bucket():
     assert store.buckets == {}
     send(now - 100, 3)
     store.maintain(now)  # freezes past buckets into arrays
-    send(now - 100, 2)  # late, into a frozen bucket
+    assert store.snapshot(300.0, 1200.0).window.sums[("tool.call", "a", None, None)][0] == 3  # and remembers their sums
+    send(now - 100, 2)  # late, into a frozen bucket: a thawed copy replaces it, the remembered sums are stale
     snap = store.snapshot(300.0, 1200.0)
     assert snap.window.sums[("tool.call", "a", None, None)][0] == 5
     assert len(snap.window.durations[("tool.call", "a", None, None)]) == 5

@@ -13,6 +13,7 @@ worker thread, so a query never holds up ingest for longer than that copy.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -44,12 +45,15 @@ _ENDS = {
 }
 
 
+_SERIALS = itertools.count()
+
+
 class _Bucket:
     """One bucket of event time. Once past (`freeze`), it is never written again: a late event
     goes into a thawed copy that replaces it (`thaw`), so a query may read a frozen bucket
     outside the lock while the pipeline goes on."""
 
-    __slots__ = ("sums", "durations", "errors", "frozen", "keys", "table")
+    __slots__ = ("sums", "durations", "errors", "frozen", "keys", "table", "serial")
 
     def __init__(self) -> None:
         self.sums: dict[Subject, list[float]] = {}
@@ -57,6 +61,7 @@ class _Bucket:
         self.durations: dict[Subject, list[float] | np.ndarray] = {}
         self.errors: Counter[tuple[Subject, str]] = Counter()
         self.frozen = False
+        self.serial = next(_SERIALS)  # a thawed copy gets a new one: cached sums of frozen buckets key on it
         self.keys: list[Subject] = []  # when frozen: the subjects, and their sums as rows of `table`
         self.table = np.empty((0, len(FIELDS)))
 
@@ -125,6 +130,7 @@ class InsightsStore:
         self.fails: dict[str, list[Any]] = {}
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
+        self._cache: dict[int, tuple[tuple[int, ...], dict[Subject, list[float]], dict[Subject, np.ndarray]]] = {}
         self._lock = threading.Lock()
 
     async def start(self) -> None:
@@ -238,6 +244,29 @@ class InsightsStore:
         """The buckets in [start, end): frozen ones as they are, the few still filling copied."""
         return [(i, b if b.frozen else b.thaw()) for i, b in self.buckets.items() if start <= i < end]
 
+    def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
+        """_sum_buckets, with the frozen buckets' part remembered (per role: baseline, window)
+        until a bucket enters, leaves or thaws: queries within one bucket width reuse it."""
+        frozen = [b for b in buckets if b.frozen]
+        key = tuple(b.serial for b in frozen)
+        cached = self._cache.get(role)
+        if cached is None or cached[0] != key:
+            cached = self._cache[role] = (key, *_sum_buckets(frozen))
+        _, sums, durations = cached
+        live = [b for b in buckets if not b.frozen]
+        if not live:
+            return sums, durations
+        more_sums, more_durations = _sum_buckets(live)
+        sums = {s: v[:] for s, v in sums.items()}  # the cached lists stay as they were
+        for subject, v in more_sums.items():
+            have = sums.get(subject)
+            sums[subject] = v if have is None else [a + b for a, b in zip(have, v)]
+        durations = dict(durations)
+        for subject, values in more_durations.items():
+            have_values = durations.get(subject)
+            durations[subject] = values if have_values is None else np.concatenate((have_values, values))
+        return sums, durations
+
     def series(self, window: float) -> tuple[float, list[tuple[float, _Bucket]]]:
         """(now, [(bucket start time, copy of the bucket)]) for the last `window` seconds, oldest first."""
         now = self.clock()
@@ -264,7 +293,7 @@ class InsightsStore:
         periods = (Period(baseline - window), Period(window))
         for at, period in enumerate(periods):
             mine = [b for i, b in chosen if int(i >= split) == at]
-            period.sums, period.durations = _sum_buckets(mine)
+            period.sums, period.durations = self._sums(at, mine)
             if at:  # error kinds are judged in the window only
                 for bucket in mine:
                     period.errors.update(bucket.errors)
