@@ -204,6 +204,7 @@ def test_events_past_retention_are_ignored_and_late_events_reach_their_bucket():
     store.maintain(now)  # freezes past buckets into arrays
     assert store.snapshot(300.0, 1200.0).window.sums[("tool.call", "a", None, None)][0] == 3  # and remembers their sums
     send(now - 100, 2)  # late, into a frozen bucket: a thawed copy replaces it, the remembered sums are stale
+    store.maintain(now)  # frozen again, as a new bucket
     snap = store.snapshot(300.0, 1200.0)
     assert snap.window.sums[("tool.call", "a", None, None)][0] == 5
     assert len(snap.window.durations[("tool.call", "a", None, None)]) == 5
