@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.config import InsightsConfig
-from sidecar.types import Batch
+from sidecar.types import Batch, Event
 
 Subject = tuple[str, str | None, str | None, str | None]  # type, agent, workflow, model
 
@@ -43,6 +43,7 @@ _ENDS = {
     "workflow.completed": ("run", "run_id"), "workflow.failed": ("run", "run_id"),
     "agent.completed": ("invocation", "invocation_id"), "agent.failed": ("invocation", "invocation_id"),
 }
+_LIFECYCLE = frozenset(_OPENS) | frozenset(_ENDS)
 
 
 _SERIALS = itertools.count()
@@ -145,60 +146,68 @@ class InsightsStore:
         oldest = now - self.config.retention
         cap = self.config.max_subjects
         buckets = self.buckets
+        last_index, bucket, sums_of, durations_of = None, None, {}, {}  # most events of a batch share a bucket
         with self._lock:
             for ev in batch.events:
                 ts = ev.timestamp
                 assert isinstance(ts, float)  # the decoder normalises timestamps to epoch seconds
                 if ts < oldest:
                     continue
-                index = math.floor(ts / width)
-                bucket = buckets.get(index)
-                if bucket is None:
-                    bucket = buckets[index] = _Bucket()
-                elif bucket.frozen:  # a late event: a query may be reading the frozen one
-                    bucket = buckets[index] = bucket.thaw()
-                subject = (ev.type, ev.agent, ev.workflow, ev.model)
-                sums = bucket.sums.get(subject)
+                index = int(ts // width)
+                if index != last_index or bucket is None:
+                    bucket = buckets.get(index)
+                    if bucket is None:
+                        bucket = buckets[index] = _Bucket()
+                    elif bucket.frozen:  # a late event: a query may be reading the frozen one
+                        bucket = buckets[index] = bucket.thaw()
+                    last_index, sums_of, durations_of = index, bucket.sums, bucket.durations
+                etype = ev.type
+                subject = (etype, ev.agent, ev.workflow, ev.model)
+                sums = sums_of.get(subject)
                 if sums is None:
-                    if len(bucket.sums) >= cap:
+                    if len(sums_of) >= cap:
                         self.dropped += 1
                         continue
-                    sums = bucket.sums[subject] = [0.0] * len(FIELDS)
+                    sums = sums_of[subject] = [0.0] * len(FIELDS)
                 sums[EVENTS] += 1
                 if ev.cost_usd:
                     sums[COST] += ev.cost_usd
-                if ev.input_tokens is not None:
-                    sums[INPUT] += ev.input_tokens
+                tin = ev.input_tokens
+                if tin is not None:
+                    sums[INPUT] += tin
                     sums[TOKEN_CALLS] += 1
-                    sums[TOKENS] += ev.input_tokens
-                if ev.output_tokens is not None:
-                    sums[TOKENS] += ev.output_tokens
-                if ev.tokens is not None:
-                    sums[TOKENS] += ev.tokens
-                if ev.duration_ms is not None:
-                    values = bucket.durations.get(subject)
+                    sums[TOKENS] += tin + (ev.output_tokens or 0) + (ev.tokens or 0)
+                elif ev.output_tokens is not None or ev.tokens is not None:
+                    sums[TOKENS] += (ev.output_tokens or 0) + (ev.tokens or 0)
+                took = ev.duration_ms
+                if took is not None:
+                    values = durations_of.get(subject)
                     if values is None:
-                        bucket.durations[subject] = [ev.duration_ms]
+                        durations_of[subject] = [took]
                     elif isinstance(values, list):
-                        values.append(ev.duration_ms)
-                    else:  # a late event into a frozen bucket
-                        bucket.durations[subject] = np.append(values, ev.duration_ms)
+                        values.append(took)
+                    else:  # the bucket was thawed: its arrays are shared with the frozen one
+                        durations_of[subject] = np.append(values, took)
                 if ev.success is False:
                     sums[ERRORS] += 1
                     bucket.errors[(subject, ev.error or "unknown")] += 1
                     ident = ev.invocation_id or ev.run_id
                     if ident is not None:
                         self._failed(ident, ts, ev.agent, ev.model)
-                if ev.type in _OPENS:
-                    kind, attr = _OPENS[ev.type]
-                    ident = getattr(ev, attr)
-                    if ident is not None:
-                        self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
-                elif ev.type in _ENDS:
-                    kind, attr = _ENDS[ev.type]
-                    ident = getattr(ev, attr)
-                    if ident is not None:
-                        self.open.pop((kind, ident), None)
+                if etype in _LIFECYCLE:
+                    self._lifecycle(ev, ts)
+
+    def _lifecycle(self, ev: Event, ts: float) -> None:
+        if ev.type in _OPENS:
+            kind, attr = _OPENS[ev.type]
+            ident = getattr(ev, attr)
+            if ident is not None:
+                self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
+        else:
+            kind, attr = _ENDS[ev.type]
+            ident = getattr(ev, attr)
+            if ident is not None:
+                self.open.pop((kind, ident), None)
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
         """Count failures per invocation as they come, so a query reads only the storms."""
