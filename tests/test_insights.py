@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from sidecar.config import Config
 from sidecar.insights import KINDS, find, human_ms, p95
 from sidecar.protocol import EventDecoder
 from sidecar.sinks.insights import InsightsStore
-from sidecar.testing import running_sidecar
+from sidecar.testing import FakeClock, running_sidecar
 from sidecar.types import Batch
 
 from conftest import REPO
@@ -220,3 +221,27 @@ def test_p95_is_the_nearest_rank_of_stats():
 
     assert p95(np.arange(1, 101, dtype=np.float64)) == 95.0
     assert p95(np.array([3.0])) == 3.0
+
+
+def test_the_rolled_sums_equal_a_fresh_sum_as_time_passes_and_late_events_arrive():
+    clock = FakeClock(1_000_000.0)
+    config = Config().replace(**SHORT)
+    rolled, fresh = InsightsStore(config.insights, clock=clock), InsightsStore(config.insights, clock=clock)
+    decoder = EventDecoder(max_clock_skew=math.inf)
+    rng = random.Random(3)
+    for step in range(200):  # 2000 s: buckets enter the window, move to the baseline, leave
+        clock.advance(10)
+        lines = [json.dumps({"type": rng.choice(["llm.call", "tool.call"]), "agent": rng.choice("ab"), "success": rng.random() > 0.1,
+                             "timestamp": clock() - rng.choice([1, 1, 1, 400, 900]), "duration_ms": rng.random() * 100,
+                             "cost_usd": 0.01}).encode() for _ in range(rng.randint(0, 30))]
+        events, _, _ = decoder.decode(lines, clock())
+        for store in (rolled, fresh):
+            store.consume(Batch(events, lines, clock(), "test"))
+            store.maintain(clock())
+        fresh._cache.clear()  # the oracle sums every bucket again
+        a, b = rolled.snapshot(300.0, 1200.0), fresh.snapshot(300.0, 1200.0)
+        for got, want in ((a.window, b.window), (a.baseline, b.baseline)):
+            assert got.sums.keys() == want.sums.keys()
+            for subject, sums in want.sums.items():
+                assert got.sums[subject] == pytest.approx(sums)
+                assert sorted(got.durations.get(subject, [])) == sorted(want.durations.get(subject, []))

@@ -131,7 +131,8 @@ class InsightsStore:
         self.fails: dict[str, list[Any]] = {}
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
-        self._cache: dict[int, tuple[tuple[int, ...], dict[Subject, list[float]], dict[Subject, np.ndarray]]] = {}
+        self._cache: dict[int, _Rolling] = {}
+        self._rolling_lock = threading.Lock()
         self._lock = threading.Lock()
 
     async def start(self) -> None:
@@ -254,19 +255,16 @@ class InsightsStore:
         return [(i, b if b.frozen else b.thaw()) for i, b in self.buckets.items() if start <= i < end]
 
     def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
-        """_sum_buckets, with the frozen buckets' part remembered (per role: baseline, window)
-        until a bucket enters, leaves or thaws: queries within one bucket width reuse it."""
-        frozen = [b for b in buckets if b.frozen]
-        key = tuple(b.serial for b in frozen)
-        cached = self._cache.get(role)
-        if cached is None or cached[0] != key:
-            cached = self._cache[role] = (key, *_sum_buckets(frozen))
-        _, sums, durations = cached
+        """The period's sums: the frozen buckets' part kept per role (baseline, window) and rolled
+        forward as buckets enter, leave or thaw, plus the buckets still filling."""
+        with self._rolling_lock:  # two queries at once must not roll the same state
+            rolling = self._cache.setdefault(role, _Rolling())
+            sums, durations = rolling.update([b for b in buckets if b.frozen])
         live = [b for b in buckets if not b.frozen]
         if not live:
             return sums, durations
         more_sums, more_durations = _sum_buckets(live)
-        sums = {s: v[:] for s, v in sums.items()}  # the cached lists stay as they were
+        sums = {s: v[:] for s, v in sums.items()}  # the kept lists stay as they were
         for subject, v in more_sums.items():
             have = sums.get(subject)
             sums[subject] = v if have is None else [a + b for a, b in zip(have, v)]
@@ -307,6 +305,57 @@ class InsightsStore:
                 for bucket in mine:
                     period.errors.update(bucket.errors)
         return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact)
+
+
+class _Rolling:
+    """Sums and durations of a set of frozen buckets, updated by the buckets that entered or left
+    (one or two per bucket width) instead of re-summed: a query pays O(subjects), not O(buckets x
+    subjects). A subject whose events drop to zero leaves, so float dust cannot linger."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.buckets: dict[int, _Bucket] = {}
+        self.total: dict[Subject, np.ndarray] = {}
+        self.chunks: dict[Subject, dict[int, np.ndarray]] = {}
+        self.result: tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]] | None = None
+
+    def update(self, frozen: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
+        wanted = {b.serial: b for b in frozen}
+        removed = [serial for serial in self.buckets if serial not in wanted]
+        added = [b for serial, b in wanted.items() if serial not in self.buckets]
+        if len(removed) + len(added) > len(wanted) // 2 + 1:
+            self.reset()  # mostly new: start over
+            removed, added = [], frozen
+        for serial in removed:
+            self._apply(self.buckets.pop(serial), -1)
+        for bucket in added:
+            self.buckets[bucket.serial] = bucket
+            self._apply(bucket, 1)
+        if self.result is None or removed or added:
+            sums = {s: row.tolist() for s, row in self.total.items()}
+            durations = {s: np.concatenate(list(c.values())) if len(c) > 1 else next(iter(c.values())) for s, c in self.chunks.items()}
+            self.result = (sums, durations)
+        return self.result
+
+    def _apply(self, bucket: _Bucket, sign: int) -> None:
+        keys, table = bucket.rows()
+        for j, subject in enumerate(keys):
+            row = self.total.get(subject)
+            row = table[j] * sign if row is None else row + table[j] * sign
+            if row[EVENTS] > 0:
+                self.total[subject] = row
+            else:
+                self.total.pop(subject, None)
+        for subject, values in bucket.durations.items():
+            if sign > 0:
+                self.chunks.setdefault(subject, {})[bucket.serial] = np.asarray(values, dtype=np.float64)
+            else:
+                chunks = self.chunks[subject]
+                del chunks[bucket.serial]
+                if not chunks:
+                    del self.chunks[subject]
 
 
 def _storm(entry: list[Any]) -> Storm:
