@@ -24,13 +24,16 @@ from sidecar import __version__
 from sidecar.api.health import health_routes
 from sidecar.api.metrics import metrics_route
 from sidecar.api.page import page_routes
+from sidecar.api.reload import reload_route
 from sidecar.api.stats import stats_route
 from sidecar.api.tail import tail_route
 from sidecar.config import Config
 from sidecar.ingest.http import events_route
 from sidecar.ingest.unix import UnixListener
+from sidecar.live import LiveConfig
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
+from sidecar.reload import Reloader
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.tail import TailHub
@@ -59,16 +62,22 @@ class Sinks:
 class Sidecar:
     """Everything one running sidecar owns, reachable from routes as `request.app.state.sidecar`."""
 
-    config: Config
+    live: LiveConfig
     clock: Callable[[], float]
     registry: CollectorRegistry
     metrics: SelfMetrics
     decoder: EventDecoder
     pipeline: Pipeline
     sinks: Sinks
+    reloader: Reloader
     listeners: list[UnixListener] = field(default_factory=list)
     http_url: str | None = None
     ready: bool = False
+
+    @property
+    def config(self) -> Config:
+        """The config in force now (a reload may have swapped it since start)."""
+        return self.live.current
 
     def listener_names(self) -> list[str]:
         names = [self.http_url] if self.http_url else []
@@ -89,32 +98,48 @@ def build_app(
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
     http_url: str | None = None,
+    reload_from: Callable[[], Config] | None = None,
 ) -> Starlette:
+    """`reload_from` gives the config a reload applies (run: the --config file and the flags)."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = SelfMetrics(registry)
     sinks = build_sinks(config, registry, clock)
     pipeline = Pipeline(sinks.in_order(), metrics, config.ingest.queue_size)
     decoder = EventDecoder(config.ingest.max_clock_skew)
-    sidecar = Sidecar(config, clock, registry, metrics, decoder, pipeline, sinks, http_url=http_url)
+    live = LiveConfig(config)
+    reloader = Reloader(live, reload_from, registry, clock)
+    sidecar = Sidecar(live, clock, registry, metrics, decoder, pipeline, sinks, reloader, http_url=http_url)
     if config.listen.unix:
         sidecar.listeners.append(
             UnixListener(config.listen.unix, config.listen.unix_mode, config.ingest, decoder, pipeline, metrics, clock)
         )
+    live.on_change(lambda new: _apply(sidecar, new))
     app = Starlette(routes=build_routes(sidecar), lifespan=_lifespan)
     app.state.sidecar = sidecar
     return app
 
 
+def _apply(sidecar: Sidecar, config: Config) -> None:
+    """Hand a reloaded config to the parts that keep values of their own (routes read `live`)."""
+    sidecar.sinks.metrics.reconfigure(config.metrics, config.lifecycle)
+    sidecar.sinks.tail.reconfigure(config.tail)
+    sidecar.decoder.max_clock_skew = config.ingest.max_clock_skew
+    for listener in sidecar.listeners:
+        listener.config = config.ingest  # read per connection and per check, never kept
+
+
 def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
-    config = sidecar.config
-    token = config.auth.token
+    """Routes get `live` (or one of its readers), never a value: a reload reaches the next request."""
+    live = sidecar.live
+    token = live.token
     return [
-        events_route(config.ingest, token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        events_route(live, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
         stats_route(sidecar.sinks.window, token),
         metrics_route(sidecar.registry, sidecar.metrics, token),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
-        *page_routes(config.web),
-        tail_route(sidecar.sinks.tail, config.tail, token),
+        *page_routes(lambda: live.current.web),
+        tail_route(sidecar.sinks.tail, live),
+        reload_route(sidecar.reloader, token),
     ]
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ from sidecar.exceptions import ConfigError
 DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # Field "kind" metadata drives parsing; the Python type is what the rest of the code sees.
+# `live=True` declares that a reload applies the key to the running sidecar (sidecar/reload.py);
+# every other key keeps its running value until a restart.
 def _f(default: Any, kind: str, doc: str, **extra: Any) -> Any:
     meta = {"kind": kind, "doc": doc, **extra}
     if isinstance(default, (list, tuple, dict)):
@@ -43,37 +46,38 @@ class ListenConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    token: str | None = _f(None, "token", "bearer token required on HTTP ingest and queries (null: no authentication)")
+    token: str | None = _f(None, "token", "bearer token required on HTTP ingest and queries (null: no authentication)", live=True)
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     max_event_bytes: int = _f(64 * 1024, "size", "longest accepted line / event")
-    max_body_bytes: int = _f(10 * 1024 * 1024, "size", "largest accepted HTTP body (after decompression)")
-    max_clock_skew: float = _f(300.0, "duration", "events stamped further in the future are rejected")
+    max_body_bytes: int = _f(10 * 1024 * 1024, "size", "largest accepted HTTP body (after decompression)", live=True)
+    max_clock_skew: float = _f(300.0, "duration", "events stamped further in the future are rejected", live=True)
     queue_size: int = _f(1024, "positive_int", "batches waiting for the pipeline before backpressure / 503")
-    max_connections: int = _f(512, "positive_int", "concurrent Unix socket clients (beyond: new ones wait in the backlog)")
+    max_connections: int = _f(512, "positive_int", "concurrent Unix socket clients (beyond: new ones wait in the backlog)", live=True)
     max_http_connections: int = _f(
-        1100, "positive_int", "concurrent HTTP connections, tail WebSockets included (beyond: 503); above tail.max_clients, and with max_connections it must fit `ulimit -n`"
+        1100, "positive_int", "concurrent HTTP connections, tail WebSockets included (beyond: 503); above tail.max_clients, and with max_connections it must fit `ulimit -n`",
+        live=True,
     )
     read_size: int = _f(256 * 1024, "size", "bytes read from a socket client at once")
-    idle_timeout: float = _f(300.0, "duration", "a Unix client that delivered no complete event this long is closed (the SDK reconnects)")
-    evict_after: float = _f(10.0, "duration", "at max_connections, a Unix client that delivered no complete event this long makes room for a new one")
-    header_timeout: float = _f(10.0, "duration", "an HTTP request's headers must arrive within this (slowloris)")
-    body_timeout: float = _f(30.0, "duration", "an HTTP request's body must arrive within this of its headers (else 408)")
+    idle_timeout: float = _f(300.0, "duration", "a Unix client that delivered no complete event this long is closed (the SDK reconnects)", live=True)
+    evict_after: float = _f(10.0, "duration", "at max_connections, a Unix client that delivered no complete event this long makes room for a new one", live=True)
+    header_timeout: float = _f(10.0, "duration", "an HTTP request's headers must arrive within this (slowloris)", live=True)
+    body_timeout: float = _f(30.0, "duration", "an HTTP request's body must arrive within this of its headers (else 408)", live=True)
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    max_series_per_metric: int = _f(10_000, "positive_int", "cardinality guard per metric")
-    series_ttl: float = _f(3600.0, "duration", "a series not updated this long leaves /metrics")
+    max_series_per_metric: int = _f(10_000, "positive_int", "cardinality guard per metric", live=True)
+    series_ttl: float = _f(3600.0, "duration", "a series not updated this long leaves /metrics", live=True)
     duration_buckets: tuple[float, ...] = _f(DEFAULT_BUCKETS, "buckets", "histogram bucket bounds in seconds")
-    exemplars: bool = _f(True, "bool", "attach {trace_id} exemplars to duration buckets")
+    exemplars: bool = _f(True, "bool", "attach {trace_id} exemplars to duration buckets", live=True)
 
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    abandon_after: float = _f(3600.0, "duration", "a run or invocation with no end this long is abandoned")
+    abandon_after: float = _f(3600.0, "duration", "a run or invocation with no end this long is abandoned", live=True)
     max_active: int = _f(100_000, "positive_int", "runs / invocations tracked at once")
 
 
@@ -92,23 +96,23 @@ class WindowsConfig:
 
 @dataclass(frozen=True)
 class TailConfig:
-    max_batch: int = _f(500, "positive_int", "events per WebSocket message")
-    client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop")
-    max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)")
-    token: str | None = _f(None, "token", "token for /v1/tail instead of auth.token")
-    allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own")
+    max_batch: int = _f(500, "positive_int", "events per WebSocket message", live=True)
+    client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop", live=True)
+    max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)", live=True)
+    token: str | None = _f(None, "token", "token for /v1/tail instead of auth.token", live=True)
+    allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own", live=True)
     ping_interval: float = _f(20.0, "duration", "WebSocket keepalive: ping this often, close if no pong within as long")
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = _f("info", "choice", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+    level: str = _f("info", "choice", "debug, info, warning or error", choices=("debug", "info", "warning", "error"), live=True)
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    enabled: bool = _f(True, "bool", "serve the built-in live page at GET /")
-    max_rows: int = _f(1000, "positive_int", "events the page's list keeps at most (a page may ask for fewer with ?rows=)")
+    enabled: bool = _f(True, "bool", "serve the built-in live page at GET /", live=True)
+    max_rows: int = _f(1000, "positive_int", "events the page's list keeps at most (a page may ask for fewer with ?rows=)", live=True)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class Config:
     tail: TailConfig = field(default_factory=TailConfig)
     log: LogConfig = field(default_factory=LogConfig)
     web: WebConfig = field(default_factory=WebConfig)
-    shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take")
+    shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take", live=True)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with dotted keys changed, e.g. replace(**{"listen.http": "127.0.0.1:0"})."""
@@ -429,6 +433,17 @@ def _yaml_node_problems(root: yaml.Node) -> list[str]:
         elif isinstance(node, yaml.SequenceNode):
             stack += [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
     return problems
+
+
+def leaves(config: Any, prefix: str = "") -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """Every key of a config (or of one section) as (YAML path, value, field metadata), in file order."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, path)
+        else:
+            yield path, value, f.metadata
 
 
 def describe_defaults() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -15,9 +16,9 @@ from sidecar.auth import check_bearer, unauthorized
 from sidecar.selfmetrics import SelfMetrics
 
 
-def metrics_route(registry: CollectorRegistry, metrics: SelfMetrics, token: str | None) -> Route:
+def metrics_route(registry: CollectorRegistry, metrics: SelfMetrics, token: Callable[[], str | None]) -> Route:
     async def get_metrics(request: Request) -> Response:
-        if not check_bearer(request, token):
+        if not check_bearer(request, token()):
             return unauthorized()
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         started = time.perf_counter()

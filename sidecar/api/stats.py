@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,9 +37,9 @@ def parse_query(params: dict[str, str], sink: WindowSink) -> tuple[str | None, d
     return window, filters, by, int(limit_text)
 
 
-def stats_route(sink: WindowSink, token: str | None) -> Route:
+def stats_route(sink: WindowSink, token: Callable[[], str | None]) -> Route:
     async def get_stats(request: Request) -> Response:
-        if not check_bearer(request, token):
+        if not check_bearer(request, token()):
             return unauthorized()
         try:
             window, filters, by, limit = parse_query(dict(request.query_params), sink)

@@ -15,7 +15,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from sidecar.auth import check_bearer
-from sidecar.config import TailConfig
+from sidecar.live import LiveConfig
 from sidecar.sinks.tail import FilterError, TailHub, parse_filter, parse_interval
 
 PATH = "/v1/tail"
@@ -51,15 +51,14 @@ def origin_ok(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc == ws.headers.get("host")
 
 
-def tail_route(hub: TailHub, config: TailConfig, auth_token: str | None) -> WebSocketRoute:
-    token = config.token or auth_token
+def tail_route(hub: TailHub, live: LiveConfig) -> WebSocketRoute:
     logging.getLogger("uvicorn.error").addFilter(REDACT_TOKENS)  # the same instance: added once
 
     async def tail(ws: WebSocket) -> None:
-        if not check_bearer(ws, token, query_param=True):
+        if not check_bearer(ws, live.tail_token(), query_param=True):
             await ws.send_denial_response(JSONResponse({"error": "missing or wrong token"}, status_code=401))
             return
-        if not origin_ok(ws, config.allowed_origins):
+        if not origin_ok(ws, live.current.tail.allowed_origins):
             origin = ws.headers.get("origin")
             await ws.send_denial_response(JSONResponse({"error": f"origin {origin} is not allowed (tail.allowed_origins)"}, status_code=403))
             return

@@ -319,6 +319,18 @@ class MetricsSink:
                 if dropped:
                     self._slots.clear()  # slots may hold cells that just left their tables
 
+    def reconfigure(self, config: MetricsConfig, lifecycle: LifecycleConfig) -> None:
+        """Apply reloaded limits: the cap to new series (existing ones stay), the TTL and the
+        abandon timeout from the next sweep, exemplars from the next batch. Bucket bounds and
+        max_active need a restart (sidecar/reload.py keeps their running values)."""
+        with self._lock:
+            self.config = config
+            self.lifecycle = lifecycle
+            for table in self.tables:
+                table.cap = config.max_series_per_metric
+            self._sweep_every = min(config.series_ttl / 10, 10.0)
+            self._next_sweep = 0.0
+
     # -- exposition -----------------------------------------------------------
 
     def describe(self) -> list[Metric]:

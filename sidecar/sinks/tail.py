@@ -508,6 +508,11 @@ class TailHub:
     def maintain(self, now: float) -> None:
         pass  # keepalive is the WebSocket server's (ping/pong); nothing expires here
 
+    def reconfigure(self, config: TailConfig) -> None:
+        """Apply reloaded limits: max_clients from the next handshake; a client's queue size and
+        batch size are set when it connects (connected clients keep theirs)."""
+        self.config = config
+
     # -- shutdown ---------------------------------------------------------------
 
     async def begin_shutdown(self) -> None:
