@@ -163,14 +163,14 @@ class Reloader:
             loaded = self.source()
         except ConfigError as exc:
             return Outcome(exc.problems, [], [])
-        problems = host_problems(loaded, reachable_limit())
+        problems = validate(loaded)  # what load_config checked already, plus the host
         if problems:
             return Outcome(problems, [], [])
         config, applied, restart = compare(self.live.current, loaded)
         if applied:
             # Only a key left at its running value can make the result differ from the valid file.
             kept = ", ".join(c.key for c in restart)
-            problems = [f"{p} (with {kept} kept at the running value until a restart)" for p in validate(config)]
+            problems = [f"{p} (with {kept} kept at the running value until a restart)" for p in validate(config)] if kept else []
             if problems:
                 return Outcome(problems, [], [])
             self.live.swap(config)

@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: None)
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            started = runner.run(serve(config, reload_from=lambda: build_config(args)))
+            started = runner.run(serve(config, reload_from=(lambda: build_config(args)) if args.config else None))
     except SidecarError as exc:
         print(f"agent-sidecar: {exc}", file=sys.stderr)
         return 1

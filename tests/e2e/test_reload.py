@@ -4,6 +4,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -254,3 +255,53 @@ def test_a_reload_under_load_loses_no_event(spawn):
     assert metric(proc, "sidecar_config_last_reload_successful", "t") == 1
     assert proc.stop() == 0
     assert f"received={sent} accepted={sent} rejected=0 dropped=0 processed={sent}" in proc.output
+
+
+def test_without_config_file_a_reload_says_there_is_nothing_to_re_read(spawn):
+    proc = spawn()
+    r = reload(proc)
+    assert r.status_code == 400
+    assert r.json()["problems"] == ["the sidecar was started without --config: there is no file to re-read"]
+    sighup(proc)
+    assert proc.poll() is None
+
+
+def test_log_level_applies_from_the_reload_on(spawn):
+    proc = spawn(config="log:\n  level: info\n")
+    path = config_path(proc)
+    path.write_text("log:\n  level: warning\n")
+    assert reload(proc).status_code == 200  # its own INFO line is already under the new level
+    assert reload(proc).json()["changed"] == []
+    assert not any("config reloaded" in line for line in proc.lines)
+    path.write_text("log:\n  level: info\n")
+    assert reload(proc).status_code == 200
+    assert sum("config reloaded (POST /-/reload): applied log.level" in line for line in proc.lines) == 1
+
+
+def never_reading_tail(proc: SidecarProcess) -> socket.socket:
+    """A tail client that completes the handshake and then reads nothing more."""
+    parts = urlsplit(proc.url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=LIVENESS)
+    sock.sendall(
+        f"GET /v1/tail HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)  # byte by byte: nothing after the handshake is read
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_a_reloaded_shutdown_grace_bounds_the_next_shutdown(spawn):
+    proc = spawn(config="shutdown_grace: 60s\n")
+    config_path(proc).write_text("shutdown_grace: 2s\n")
+    assert reload(proc).json()["changed"] == [{"key": "shutdown_grace", "from": 60.0, "to": 2.0}]
+    with never_reading_tail(proc), socket.socket(socket.AF_UNIX) as s:
+        s.connect(proc.unix)
+        pad = "x" * 4000
+        for _ in range(8):  # 16 MB for a reader that reads nothing: its send buffers fill
+            s.sendall(ndjson(*[event(agent="a", pad=pad) for _ in range(500)]))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stop(timeout=30) == 0  # under the running 60 s it would still be waiting
+    assert "1 live-tail client(s) read nothing" in proc.output
