@@ -11,7 +11,7 @@ import msgspec
 
 from sidecar.contract import MAX_COUNT, SEVERITIES
 
-__all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink"]
+__all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink", "SinkDrops"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]
 
 # `le=max float` turns 1e999 (which JSON decoders read as inf) into a validation error.
@@ -70,6 +70,11 @@ class Batch:
     transport: str
 
 
+# Events of a batch a sink had to leave out: position in `Batch.events` -> reason (a label of
+# sidecar_sink_events_dropped_total). The pipeline does not count them as processed.
+SinkDrops = dict[int, str]
+
+
 class Sink(Protocol):
     """Something the pipeline feeds. Only the pipeline task calls `consume`.
 
@@ -81,7 +86,9 @@ class Sink(Protocol):
 
     async def start(self) -> None: ...
 
-    def consume(self, batch: Batch) -> None: ...
+    def consume(self, batch: Batch) -> SinkDrops | None:
+        """Take a batch. A sink that cannot take one event isolates it (the rest of the batch
+        still counts) and returns it here; None when it took them all."""
 
     def maintain(self, now: float) -> None:
         """Periodic housekeeping (expiry, abandon sweeps); called about once a second."""
