@@ -172,6 +172,30 @@ async def test_a_client_queue_is_bounded_in_bytes_dropping_the_oldest_and_counti
     await hub.close()
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6), st.integers(1, 60),
+    st.lists(st.lists(st.integers(1, 25), max_size=9), max_size=8),
+)
+def test_queue_bounds_keep_the_newest_suffix_and_count_every_eviction(max_events, max_bytes, batches):
+    async def run():
+        hub = TailHub(TailConfig(client_queue=max_events, client_queue_bytes=max_bytes), CollectorRegistry())
+        client = hub.connect(None, parse_filter([]))
+        await hub.disconnect(client)  # no sender: only `offer` touches the queue
+        offered, evicted = [], 0
+        for sizes in batches:
+            items = [b"%d:" % (len(offered) + k) + b"x" * n for k, n in enumerate(sizes)]
+            offered += items
+            evicted += client.offer(items, sum(map(len, items)))
+            queue = list(client.queue)
+            assert client.queued_bytes == sum(map(len, queue))
+            assert len(queue) <= max_events and (client.queued_bytes <= max_bytes or len(queue) == 1)
+            assert offered[len(offered) - len(queue) :] == queue and evicted + len(queue) == len(offered)
+        assert client.dropped == evicted
+
+    asyncio.run(run())
+
+
 async def test_replies_are_never_dropped_the_route_is_told_to_stop_reading_instead():
     hub = TailHub(TailConfig(), CollectorRegistry())
     client = hub.connect(None, parse_filter([]))
