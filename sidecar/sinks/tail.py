@@ -37,6 +37,7 @@ import json
 import logging
 import re
 from collections import deque
+from itertools import islice
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -250,8 +251,8 @@ class TailClient:
         self.ws = ws
         self.filter = tail_filter
         self.group: _Group | None = None
-        # Bounded by tail.client_queue events and tail.client_queue_bytes bytes (see `offer`).
-        self.queue: deque[bytes] = deque()
+        # Bounded by tail.client_queue events (the deque evicts) and tail.client_queue_bytes (`offer`).
+        self.queue: deque[bytes] = deque(maxlen=hub.config.client_queue)
         self.queued_bytes = 0
         self.dropped = 0  # dropped since the last message; reported in the next one
         self.control: deque[bytes] = deque()
@@ -276,20 +277,25 @@ class TailClient:
         """Queue a batch's matching events (`nbytes` in all); evict the oldest beyond the
         count or byte bound, always keeping the newest. Returns how many were evicted."""
         queue = self.queue
-        queue.extend(items)
         size = self.queued_bytes + nbytes
-        over = len(queue) - self.hub.config.client_queue
+        held = len(queue)
+        evicted = held + len(items) - self.hub.config.client_queue
+        if evicted > 0:  # the deque evicts these itself (in C); their bytes leave the count
+            if evicted <= held:
+                size -= sum(map(len, islice(queue, evicted)))
+            else:
+                size -= self.queued_bytes + sum(map(len, items[: evicted - held]))
+        else:
+            evicted = 0
+        queue.extend(items)
         limit = self.hub.config.client_queue_bytes
-        evicted = 0
-        if over > 0 or size > limit:
+        if size > limit:  # large events: the byte bound binds before the count
             popleft = queue.popleft
-            while (over > 0 or size > limit) and len(queue) > 1:
+            while size > limit and len(queue) > 1:
                 size -= len(popleft())
-                over -= 1
                 evicted += 1
         self.queued_bytes = size
-        if evicted:
-            self.dropped += evicted
+        self.dropped += evicted
         return evicted
 
     def clear(self) -> None:
@@ -599,7 +605,7 @@ class TailHub:
                 item = spliced[i]
                 if item is None:
                     item = spliced[i] = self._splice(raws[i], suffix, received_at, i, failed)
-                if item is not _FAILED:
+                if item:  # not _FAILED
                     items.append(item)
             if items:
                 matched[group] = items, sum(map(len, items))
