@@ -36,8 +36,10 @@ import fnmatch
 import json
 import logging
 import re
+from array import array
+from bisect import bisect_left
 from collections import deque
-from itertools import islice
+from itertools import accumulate
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -242,7 +244,7 @@ class TailClient:
     """One subscriber: its filter, its bounded queue of encoded events, and its sender task."""
 
     __slots__ = (
-        "hub", "ws", "filter", "group", "queue", "queued_bytes", "dropped", "control", "room",
+        "hub", "ws", "filter", "group", "queue", "segments", "queued_bytes", "dropped", "control", "room",
         "paused", "interval", "wakeup", "sender", "_loop",
     )
 
@@ -253,6 +255,10 @@ class TailClient:
         self.group: _Group | None = None
         # Bounded by tail.client_queue events (the deque evicts) and tail.client_queue_bytes (`offer`).
         self.queue: deque[bytes] = deque(maxlen=hub.config.client_queue)
+        # The queue's bytes, without touching its events again (that is a cache miss each): the
+        # queue is runs of batches, each [sizes, lo, hi] = its events lo..hi-1 still queued, with
+        # `sizes` the batch's running byte totals, computed once per group while they are hot.
+        self.segments: deque[list[Any]] = deque()
         self.queued_bytes = 0
         self.dropped = 0  # dropped since the last message; reported in the next one
         self.control: deque[bytes] = deque()
@@ -273,34 +279,66 @@ class TailClient:
             self.room.clear()
         self.wakeup.set()
 
-    def offer(self, items: list[bytes], nbytes: int) -> int:
-        """Queue a batch's matching events (`nbytes` in all); evict the oldest beyond the
-        count or byte bound, always keeping the newest. Returns how many were evicted."""
+    def offer(self, items: list[bytes], sizes: array[int]) -> int:
+        """Queue a batch's matching events (`sizes`: their running byte totals from 0); evict
+        the oldest beyond the count or byte bound, always keeping the newest. Returns how
+        many were evicted."""
         queue = self.queue
-        size = self.queued_bytes + nbytes
-        held = len(queue)
-        evicted = held + len(items) - self.hub.config.client_queue
-        if evicted > 0:  # the deque evicts these itself (in C); their bytes leave the count
-            if evicted <= held:
-                size -= sum(map(len, islice(queue, evicted)))
-            else:
-                size -= self.queued_bytes + sum(map(len, items[: evicted - held]))
+        n = len(items)
+        self.segments.append([sizes, 0, n])
+        self.queued_bytes += sizes[n]
+        evicted = len(queue) + n - self.hub.config.client_queue
+        if evicted > 0:
+            self.release(evicted)  # the deque evicts them itself, in C
         else:
             evicted = 0
         queue.extend(items)
-        limit = self.hub.config.client_queue_bytes
-        if size > limit:  # large events: the byte bound binds before the count
+        excess = self.queued_bytes - self.hub.config.client_queue_bytes
+        if excess > 0:  # large events: the byte bound binds before the count
+            over = self._count_bytes(excess, len(queue) - 1)
+            self.release(over)
             popleft = queue.popleft
-            while size > limit and len(queue) > 1:
-                size -= len(popleft())
-                evicted += 1
-        self.queued_bytes = size
+            for _ in range(over):
+                popleft()
+            evicted += over
         self.dropped += evicted
         return evicted
+
+    def release(self, k: int) -> None:
+        """The `k` oldest events have left the queue: take their bytes off the count."""
+        segments = self.segments
+        freed = 0
+        while k:
+            segment = segments[0]
+            sizes, lo, hi = segment
+            took = min(k, hi - lo)
+            freed += sizes[lo + took] - sizes[lo]
+            if lo + took == hi:
+                segments.popleft()
+            else:
+                segment[1] = lo + took
+            k -= took
+        self.queued_bytes -= freed
+
+    def _count_bytes(self, excess: int, most: int) -> int:
+        """How many of the oldest events hold at least `excess` bytes (at most `most`)."""
+        count = 0
+        for sizes, lo, hi in self.segments:
+            held = sizes[hi] - sizes[lo]
+            if held < excess:
+                excess -= held
+                count += hi - lo
+            else:
+                count += bisect_left(sizes, sizes[lo] + excess, lo, hi) - lo
+                break
+            if count >= most:
+                break
+        return min(count, most)
 
     def clear(self) -> None:
         """Forget the queued events (a new filter: they matched the old one)."""
         self.queue.clear()
+        self.segments.clear()
         self.queued_bytes = 0
 
     def _encode(self, events: list[bytes], dropped: int) -> tuple[str, int]:
@@ -353,8 +391,7 @@ class TailClient:
                         text, used = self._encode(events, dropped)
                         if used < len(events):
                             queue.extendleft(reversed(events[used:]))  # room: they were just taken out
-                            events = events[:used]
-                        self.queued_bytes -= sum(map(len, events))
+                        self.release(used)
                         turns.spend(len(text))
                         await ws.send({"type": "websocket.send", "text": text})
                         sent = True
@@ -594,7 +631,7 @@ class TailHub:
         suffix = b',"received_at":' + repr(received_at).encode() + b"}"
         spliced: list[bytes | None] = [None] * n
         failed: SinkDrops = {}
-        matched: dict[_Group, tuple[list[bytes], int]] = {}
+        matched: dict[_Group, tuple[list[bytes], array[int]]] = {}
         for group, at in wanted.items():
             if not at:
                 continue
@@ -608,12 +645,12 @@ class TailHub:
                 if item:  # not _FAILED
                     items.append(item)
             if items:
-                matched[group] = items, sum(map(len, items))
+                matched[group] = items, array("q", accumulate(map(len, items), initial=0))
         # Per client, one C-level extend per batch: the per-event work above is per filter.
         dropped = 0
-        for group, (items, nbytes) in matched.items():
+        for group, (items, sizes) in matched.items():
             for client in group.clients:
-                dropped += client.offer(items, nbytes)
+                dropped += client.offer(items, sizes)
                 if not client.paused:
                     client.wakeup.set()
         if dropped:

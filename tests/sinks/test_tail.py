@@ -4,6 +4,8 @@ import asyncio
 import fnmatch
 import json
 import re
+from array import array
+from itertools import accumulate
 
 import pytest
 from hypothesis import given, settings
@@ -175,22 +177,29 @@ async def test_a_client_queue_is_bounded_in_bytes_dropping_the_oldest_and_counti
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(1, 6), st.integers(1, 60),
-    st.lists(st.lists(st.integers(1, 25), max_size=9), max_size=8),
+    st.lists(st.tuples(st.lists(st.integers(1, 25), max_size=9), st.integers(0, 4)), max_size=8),
 )
 def test_queue_bounds_keep_the_newest_suffix_and_count_every_eviction(max_events, max_bytes, batches):
+    """Batches arrive, a sender takes some (as `run` does); the byte count never drifts."""
     async def run():
         hub = TailHub(TailConfig(client_queue=max_events, client_queue_bytes=max_bytes), CollectorRegistry())
         client = hub.connect(None, parse_filter([]))
         await hub.disconnect(client)  # no sender: only `offer` touches the queue
-        offered, evicted = [], 0
-        for sizes in batches:
+        offered, evicted, sent = [], 0, 0
+        for sizes, take in batches:
             items = [b"%d:" % (len(offered) + k) + b"x" * n for k, n in enumerate(sizes)]
             offered += items
-            evicted += client.offer(items, sum(map(len, items)))
+            evicted += client.offer(items, array("q", accumulate(map(len, items), initial=0)))
             queue = list(client.queue)
             assert client.queued_bytes == sum(map(len, queue))
             assert len(queue) <= max_events and (client.queued_bytes <= max_bytes or len(queue) == 1)
-            assert offered[len(offered) - len(queue) :] == queue and evicted + len(queue) == len(offered)
+            assert offered[len(offered) - len(queue) :] == queue and evicted + sent + len(queue) == len(offered)
+            took = min(take, len(queue))
+            for _ in range(took):
+                client.queue.popleft()
+            client.release(took)
+            sent += took
+            assert client.queued_bytes == sum(map(len, client.queue))
         assert client.dropped == evicted
 
     asyncio.run(run())
