@@ -160,6 +160,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             await sink.close()
         totals = sidecar.metrics.totals()
         log.info(
-            "agent-sidecar stopped: received=%d accepted=%d rejected=%d dropped=%d processed=%d",
+            "agent-sidecar stopped: received=%d accepted=%d rejected=%d dropped=%d processed=%d sink_dropped=%d",
             totals["received"], totals["accepted"], totals["rejected"], totals["dropped"], sidecar.pipeline.processed,
+            sidecar.pipeline.sink_dropped,
         )

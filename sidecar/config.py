@@ -94,6 +94,7 @@ class WindowsConfig:
 class TailConfig:
     max_batch: int = _f(500, "positive_int", "events per WebSocket message")
     client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop")
+    client_queue_bytes: int = _f(8 * 1024 * 1024, "size", "bytes of events buffered per client before the oldest drop (the newest is always kept)")
     max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)")
     token: str | None = _f(None, "token", "token for /v1/tail instead of auth.token")
     allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own")
