@@ -1,0 +1,266 @@
+"""GenAI spans -> agent event dicts, following the OpenTelemetry GenAI semantic conventions. No I/O.
+
+`read_span` turns one decoded OTLP span into what the span tree needs to know about it (`Node`:
+its parent, and the agent or workflow it stands for) and, for the GenAI operations the sidecar
+maps, a `Draft`: the event dict without the fields that come from ancestors (`agent`,
+`workflow`, `invocation_id`), which `sidecar/ingest/spantree.py` resolves later.
+
+    gen_ai.operation.name                           event
+    chat, text_completion, generate_content,
+    embeddings                                      llm.call
+    execute_tool                                    tool.call
+    invoke_agent                                    agent.completed / agent.failed
+    invoke_workflow                                 workflow.completed / workflow.failed
+    anything else                                   none (ignored, counted)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from sidecar.config import OtlpConfig
+
+INFERENCE = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+EVENT_TYPES = {"execute_tool": "tool.call", "invoke_agent": "agent", "invoke_workflow": "workflow", **{op: "llm.call" for op in INFERENCE}}
+
+# Message content: prompts, completions, instructions, tool arguments and results, in their current
+# names, the deprecated ones, and the copies frameworks keep under their own names. Out of the
+# payload unless otlp.keep_content.
+CONTENT_KEYS = frozenset({
+    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+    "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "gen_ai.prompt", "gen_ai.completion",
+    "pydantic_ai.all_messages", "all_messages_events", "final_result", "tool_arguments", "tool_response",
+    "input.value", "output.value", "llm.prompts", "traceloop.entity.input", "traceloop.entity.output",
+})
+CONTENT_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.", "llm.output_messages.")
+
+# A cost some instrumentations put on the span (Pydantic AI/Logfire, Langfuse, OpenInference).
+COST_KEYS = ("operation.cost", "gen_ai.usage.cost", "llm.cost.total")
+INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")  # current, then deprecated
+OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+PROVIDER = ("gen_ai.provider.name", "gen_ai.system")
+SESSION = ("gen_ai.conversation.id", "session.id")
+
+TRACE_ID_BYTES, SPAN_ID_BYTES = 16, 8
+MAX_VALUE_DEPTH = 8  # AnyValue arrays/kvlists nested deeper than this show as a marker in the payload
+TOO_DEEP = "<nested too deeply>"
+_IS_REMOTE = 0x100 | 0x200  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+_ERROR = Status.STATUS_CODE_ERROR
+_encode = msgspec.json.encode
+
+
+@dataclass(slots=True)
+class Node:
+    """What a span tells its descendants: its parent and the agent or workflow it stands for."""
+
+    parent: bytes | None  # trace id + parent span id; None for a root or a remote parent
+    is_agent: bool  # an invoke_agent span: its id is its descendants' invocation_id
+    agent: str | None  # gen_ai.agent.name of an invoke_agent span
+    workflow: str | None  # gen_ai.workflow.name of any span
+
+
+@dataclass(slots=True)
+class Draft:
+    """An event dict still missing what ancestors give, with what it falls back to."""
+
+    event: dict[str, Any]
+    kind: str  # llm.call, tool.call, agent or workflow
+    failed: bool
+    provider: str | None
+    fallback_agent: str | None
+    fallback_workflow: str | None
+
+
+class Refused(Exception):
+    """A span that cannot be mapped; `reason` is the label of the rejected-span counter."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def span_key(trace_id: bytes, span_id: bytes) -> bytes:
+    return trace_id + span_id
+
+
+def any_value(value: AnyValue, depth: int = 0) -> Any:
+    """An AnyValue as plain JSON-able Python; bytes as hex; nesting bounded."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        d = value.double_value
+        return d if math.isfinite(d) else str(d)  # JSON has no inf/NaN
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    if kind is None:
+        return None
+    if depth >= MAX_VALUE_DEPTH:
+        return TOO_DEEP
+    if kind == "array_value":
+        return [any_value(v, depth + 1) for v in value.array_value.values]
+    return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+
+
+def _str(attrs: dict[str, AnyValue], keys: tuple[str, ...] | str) -> str | None:
+    for key in (keys,) if isinstance(keys, str) else keys:
+        v = attrs.get(key)
+        if v is not None and v.WhichOneof("value") == "string_value" and v.string_value:
+            return v.string_value
+    return None
+
+
+def _number(attrs: dict[str, AnyValue], keys: tuple[str, ...]) -> tuple[str, Any] | None:
+    """The first of `keys` present, as (key, number); integral doubles become ints (tokens)."""
+    for key in keys:
+        v = attrs.get(key)
+        if v is None:
+            continue
+        kind = v.WhichOneof("value")
+        if kind == "int_value":
+            return key, v.int_value
+        if kind == "double_value":
+            d = v.double_value
+            return key, int(d) if d.is_integer() else d
+        return key, any_value(v)  # a string or worse: the decoder refuses it, naming the field
+    return None
+
+
+def resource_attributes(attributes: Any) -> dict[str, AnyValue]:
+    return {kv.key: kv.value for kv in attributes}
+
+
+def check_ids(span: Span) -> None:
+    if len(span.trace_id) != TRACE_ID_BYTES:
+        raise Refused("bad_trace_id", f"trace_id must be {TRACE_ID_BYTES} bytes (32 hex digits), got {len(span.trace_id)}")
+    if len(span.span_id) != SPAN_ID_BYTES:
+        raise Refused("bad_span_id", f"span_id must be {SPAN_ID_BYTES} bytes (16 hex digits), got {len(span.span_id)}")
+    if span.parent_span_id and len(span.parent_span_id) != SPAN_ID_BYTES:
+        raise Refused("bad_parent_span_id", f"parent_span_id must be empty or {SPAN_ID_BYTES} bytes, got {len(span.parent_span_id)}")
+
+
+def _error_kind(span: Span, attrs: dict[str, AnyValue]) -> str:
+    kind = _str(attrs, "error.type")
+    if kind:
+        return kind
+    for ev in span.events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.type" and kv.value.string_value:
+                    return kv.value.string_value
+    return "error"
+
+
+def _payload(attrs: dict[str, AnyValue], used: set[str], config: OtlpConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """The attributes not mapped to fields, message content left out, within max_payload_bytes."""
+    budget = config.max_payload_bytes
+    payload: dict[str, Any] = {}
+    left_out = 0
+    for key, value in {**extra, **attrs}.items():
+        if key in used:
+            continue
+        if not config.keep_content and (key in CONTENT_KEYS or key.startswith(CONTENT_PREFIXES)):
+            continue
+        raw = _encode(any_value(value) if isinstance(value, AnyValue) else value)
+        budget -= len(key) + len(raw) + 4
+        if budget < 0:
+            left_out += 1
+            continue
+        payload[key] = msgspec.Raw(raw)
+    if left_out:
+        payload["otel.attributes_left_out"] = left_out
+    return payload
+
+
+def read_span(span: Span, resource: dict[str, AnyValue], config: OtlpConfig) -> tuple[bytes, Node, Draft | str]:
+    """The span's key, its `Node`, and a `Draft`, or the reason it is ignored (not a mapped operation).
+
+    Raises `Refused` for a span that breaks the protocol (ids, attribute count, times)."""
+    check_ids(span)
+    if len(span.attributes) > config.max_attributes:
+        raise Refused("too_many_attributes", f"{len(span.attributes)} attributes, more than otlp.max_attributes ({config.max_attributes})")
+    trace_id = span.trace_id
+    remote_parent = span.flags & _IS_REMOTE == _IS_REMOTE
+    parent = span_key(trace_id, span.parent_span_id) if span.parent_span_id and not remote_parent else None
+    attrs: dict[str, AnyValue] = {kv.key: kv.value for kv in span.attributes}
+    op = _str(attrs, "gen_ai.operation.name")
+    own_agent = _str(attrs, "gen_ai.agent.name")
+    workflow = _str(attrs, "gen_ai.workflow.name")
+    is_agent = op == "invoke_agent"
+    node = Node(parent, is_agent, own_agent if is_agent else None, workflow)
+    key = span_key(trace_id, span.span_id)
+    kind = EVENT_TYPES.get(op) if op else None
+    if kind is None:
+        return key, node, "no_operation" if op is None else "other_operation"
+
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if start and end and end < start:
+        raise Refused("bad_time", "end_time_unix_nano is before start_time_unix_nano")
+    failed = span.status.code == _ERROR or "error.type" in attrs
+    trace_hex = trace_id.hex()
+    event: dict[str, Any] = {"type": kind, "trace_id": trace_hex, "span_id": span.span_id.hex(), "run_id": trace_hex}
+    used = {"gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.workflow.name", "error.type"}
+    if end:
+        event["timestamp"] = end / 1e9
+        if start:
+            event["duration_ms"] = (end - start) / 1e6
+    if own_agent and kind != "workflow":
+        event["agent"] = own_agent
+    if workflow:
+        event["workflow"] = workflow
+    if is_agent:
+        event["invocation_id"] = span.span_id.hex()
+    session = _str(attrs, SESSION)
+    if session:
+        event["session_id"] = session
+        used.update(SESSION)
+    if kind == "llm.call":
+        model = _str(attrs, ("gen_ai.response.model", "gen_ai.request.model"))
+        if model:
+            event["model"] = model
+            used.update(("gen_ai.response.model", "gen_ai.request.model"))
+        # Tokens only from inference spans: an agent span's (aggregated) usage repeats its children's.
+        for field, keys in (("input_tokens", INPUT_TOKENS), ("output_tokens", OUTPUT_TOKENS)):
+            found = _number(attrs, keys)
+            if found is not None:
+                event[field] = found[1]
+                used.update(keys)
+        cost = _number(attrs, COST_KEYS)
+        if cost is not None:
+            event["cost_usd"] = cost[1]
+            used.add(cost[0])
+    elif kind == "tool.call":
+        tool = _str(attrs, "gen_ai.tool.name")
+        if tool:
+            event["tool"] = tool  # not yet a first-class field: rides in the raw JSON to the tail
+            used.add("gen_ai.tool.name")
+    if failed:
+        event["success"] = False
+        event["severity"] = "error"
+        event["error"] = _error_kind(span, attrs)
+    if kind in ("agent", "workflow"):
+        event["type"] = f"{kind}.failed" if failed else f"{kind}.completed"
+    extra: dict[str, Any] = {"span.name": span.name} if span.name else {}
+    service = _str(resource, "service.name")
+    if service:
+        extra["service.name"] = service
+    event["payload"] = _payload(attrs, used, config, extra)
+    draft = Draft(
+        event,
+        kind,
+        failed,
+        _str(attrs, PROVIDER),
+        _str(resource, config.agent_attribute) if config.agent_attribute else None,
+        _str(resource, config.workflow_attribute) if config.workflow_attribute else None,
+    )
+    return key, node, draft
