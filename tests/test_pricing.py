@@ -73,12 +73,13 @@ def test_pricing_can_be_turned_off():
     assert "cost_usd" not in ev
 
 
-def test_tiered_prices_follow_the_library_and_an_unknown_provider_falls_back_to_the_model_name():
-    rate = table_rate("gemini-2.5-pro", "no-such-provider")
+@pytest.mark.parametrize("model", ["gemini-2.5-pro", "claude-sonnet-4-5", "gpt-4o"])
+def test_prices_match_the_library_across_its_tiers_and_an_unknown_provider_falls_back_to_the_model_name(model):
+    rate = table_rate(model, "no-such-provider")
     assert rate is not None
-    for tokens in (1000, 300_000):  # below and above the long-context tier
-        expected = calc_price(Usage(input_tokens=tokens, output_tokens=1000), "gemini-2.5-pro").total_price
-        assert rate(tokens, 1000) == pytest.approx(float(expected))
+    for tokens in (0, 1000, 128_000, 128_001, 200_000, 200_001, 300_000):  # below, at and above long-context tiers
+        expected = calc_price(Usage(input_tokens=tokens, output_tokens=1000), model).total_price
+        assert rate(tokens, 1000) == pytest.approx(float(expected), rel=1e-12), tokens
     assert table_rate("surely-not-a-model-name", None) is None
 
 

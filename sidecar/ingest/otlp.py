@@ -392,8 +392,12 @@ class OtlpReceiver:
         if events and not self.pipeline.try_submit(Batch(events, raws, now, TRANSPORT)):
             return False
         self.metrics.count(TRANSPORT, len(events), rejections)
+        mapped: dict[str, int] = {}
         for held in items:
-            self.spans.labels("mapped", held.item[0].kind).inc()
+            kind = held.item[0].kind
+            mapped[kind] = mapped.get(kind, 0) + 1
+        for kind, n in mapped.items():
+            self.spans.labels("mapped", kind).inc(n)
         return True
 
     def _count_spans(self, ignored: dict[str, int], rejected: dict[str, int]) -> None:
