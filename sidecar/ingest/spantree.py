@@ -11,7 +11,9 @@ Memory is bounded twice: `max_tracked` recent spans remembered (oldest forgotten
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Generic, TypeVar
 
 from sidecar.ingest.genai import Node
@@ -47,14 +49,16 @@ class SpanTree(Generic[T]):
         self.max_tracked = max_tracked
         self.max_held = max_held
         self.hold = hold
-        self.nodes: dict[bytes, Node] = {}
-        self.held: dict[bytes, Held[T]] = {}  # insertion order is deadline order (restore re-sorts)
+        # OrderedDicts, not dicts: a dict that keeps deleting its oldest key makes `next(iter(d))` skip
+        # every deleted slot before it, ~90 us per insert at 100,000 entries; popitem(last=False) is O(1).
+        self.nodes: OrderedDict[bytes, Node] = OrderedDict()
+        self.held: OrderedDict[bytes, Held[T]] = OrderedDict()  # insertion order is deadline order (restore re-sorts)
         self._waiting: dict[bytes, list[bytes]] = {}  # missing ancestor -> keys of held spans waiting on it
 
     def remember(self, key: bytes, node: Node) -> None:
         nodes = self.nodes
         if key not in nodes and len(nodes) >= self.max_tracked:
-            del nodes[next(iter(nodes))]
+            nodes.popitem(last=False)
         nodes[key] = node
 
     def walk(self, key: bytes, own: Node) -> tuple[Context, bytes | None]:
@@ -123,8 +127,7 @@ class SpanTree(Generic[T]):
         overflow: list[Held[T]] = []
         excess = len(self.held) - len(timed_out) - self.max_held
         if excess > 0:
-            for held in list(self.held.values())[len(timed_out) : len(timed_out) + excess]:
-                overflow.append(held)
+            overflow = list(islice(self.held.values(), len(timed_out), len(timed_out) + excess))
         for held in timed_out + overflow:
             self._release(held)
             held.context, _ = self.walk(held.key, held.own)
@@ -140,7 +143,7 @@ class SpanTree(Generic[T]):
         if not items:
             return
         merged = sorted([*self.held.values(), *(h for h in items if h.key not in self.held)], key=lambda h: h.deadline)
-        self.held = {h.key: h for h in merged}
+        self.held = OrderedDict((h.key, h) for h in merged)
         for held in items:
             held.context, missing = self.walk(held.key, held.own)
             held.waiting_on = missing or held.waiting_on
