@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from sidecar.config import OtlpConfig
@@ -112,32 +112,45 @@ def any_value(value: AnyValue, depth: int = 0) -> Any:
     return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
 
 
-def _str(attrs: dict[str, AnyValue], keys: tuple[str, ...] | str) -> str | None:
+def _str(attrs: dict[str, Any], keys: tuple[str, ...] | str) -> str | None:
     for key in (keys,) if isinstance(keys, str) else keys:
         v = attrs.get(key)
-        if v is not None and v.WhichOneof("value") == "string_value" and v.string_value:
-            return v.string_value
+        if v.__class__ is str and v:
+            return v
     return None
 
 
-def _number(attrs: dict[str, AnyValue], keys: tuple[str, ...]) -> tuple[str, Any] | None:
-    """The first of `keys` present, as (key, number); integral doubles become ints (tokens)."""
+def _number(attrs: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
+    """The first of `keys` present, as (key, value); integral doubles become ints (tokens)."""
     for key in keys:
-        v = attrs.get(key)
-        if v is None:
-            continue
-        kind = v.WhichOneof("value")
-        if kind == "int_value":
-            return key, v.int_value
-        if kind == "double_value":
-            d = v.double_value
-            return key, int(d) if d.is_integer() else d
-        return key, any_value(v)  # a string or worse: the decoder refuses it, naming the field
+        if key in attrs:
+            v = attrs[key]
+            if v.__class__ is float and v.is_integer():
+                v = int(v)
+            return key, v  # a string or worse: the decoder refuses it, naming the field
     return None
 
 
-def resource_attributes(attributes: Any) -> dict[str, AnyValue]:
-    return {kv.key: kv.value for kv in attributes}
+@dataclass(slots=True)
+class ResourceInfo:
+    """What a span's resource gives every span under it (read once per resource)."""
+
+    service: str | None
+    agent: str | None  # the value of otlp.agent_attribute
+    workflow: str | None  # the value of otlp.workflow_attribute
+
+
+def read_resource(attributes: Any, config: OtlpConfig) -> ResourceInfo:
+    attrs = {kv.key: any_value(kv.value) for kv in attributes}
+    return ResourceInfo(
+        _str(attrs, "service.name"),
+        _str(attrs, config.agent_attribute) if config.agent_attribute else None,
+        _str(attrs, config.workflow_attribute) if config.workflow_attribute else None,
+    )
+
+
+def _is_content(key: str) -> bool:
+    return key in CONTENT_KEYS or key.startswith(CONTENT_PREFIXES)
 
 
 def check_ids(span: Span) -> None:
@@ -149,7 +162,7 @@ def check_ids(span: Span) -> None:
         raise Refused("bad_parent_span_id", f"parent_span_id must be empty or {SPAN_ID_BYTES} bytes, got {len(span.parent_span_id)}")
 
 
-def _error_kind(span: Span, attrs: dict[str, AnyValue]) -> str:
+def _error_kind(span: Span, attrs: dict[str, Any]) -> str:
     kind = _str(attrs, "error.type")
     if kind:
         return kind
@@ -161,28 +174,25 @@ def _error_kind(span: Span, attrs: dict[str, AnyValue]) -> str:
     return "error"
 
 
-def _payload(attrs: dict[str, AnyValue], used: set[str], config: OtlpConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    """The attributes not mapped to fields, message content left out, within max_payload_bytes."""
-    budget = config.max_payload_bytes
-    payload: dict[str, Any] = {}
+def _payload(attrs: dict[str, Any], used: set[str], budget: int) -> msgspec.Raw:
+    """The attributes not mapped to fields (content is already out), as JSON within `budget` bytes."""
+    payload = {k: v for k, v in attrs.items() if k not in used}
+    raw = _encode(payload)
+    if len(raw) <= budget:
+        return msgspec.Raw(raw)
+    kept: dict[str, Any] = {}
     left_out = 0
-    for key, value in {**extra, **attrs}.items():
-        if key in used:
-            continue
-        if not config.keep_content and (key in CONTENT_KEYS or key.startswith(CONTENT_PREFIXES)):
-            continue
-        raw = _encode(any_value(value) if isinstance(value, AnyValue) else value)
-        budget -= len(key) + len(raw) + 4
+    for key, value in payload.items():  # over budget (rare): keep attributes in order while they fit
+        budget -= len(key) + len(_encode(value)) + 4
         if budget < 0:
             left_out += 1
-            continue
-        payload[key] = msgspec.Raw(raw)
-    if left_out:
-        payload["otel.attributes_left_out"] = left_out
-    return payload
+        else:
+            kept[key] = value
+    kept["otel.attributes_left_out"] = left_out
+    return msgspec.Raw(_encode(kept))
 
 
-def read_span(span: Span, resource: dict[str, AnyValue], config: OtlpConfig) -> tuple[bytes, Node, Draft | str]:
+def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[bytes, Node, Draft | str]:
     """The span's key, its `Node`, and a `Draft`, or the reason it is ignored (not a mapped operation).
 
     Raises `Refused` for a span that breaks the protocol (ids, attribute count, times)."""
@@ -192,7 +202,12 @@ def read_span(span: Span, resource: dict[str, AnyValue], config: OtlpConfig) -> 
     trace_id = span.trace_id
     remote_parent = span.flags & _IS_REMOTE == _IS_REMOTE
     parent = span_key(trace_id, span.parent_span_id) if span.parent_span_id and not remote_parent else None
-    attrs: dict[str, AnyValue] = {kv.key: kv.value for kv in span.attributes}
+    keep_content = config.keep_content
+    attrs: dict[str, Any] = {}
+    for kv in span.attributes:  # message content never even becomes a Python string
+        k = kv.key
+        if keep_content or not _is_content(k):
+            attrs[k] = any_value(kv.value)
     op = _str(attrs, "gen_ai.operation.name")
     own_agent = _str(attrs, "gen_ai.agent.name")
     workflow = _str(attrs, "gen_ai.workflow.name")
@@ -250,17 +265,9 @@ def read_span(span: Span, resource: dict[str, AnyValue], config: OtlpConfig) -> 
         event["error"] = _error_kind(span, attrs)
     if kind in ("agent", "workflow"):
         event["type"] = f"{kind}.failed" if failed else f"{kind}.completed"
-    extra: dict[str, Any] = {"span.name": span.name} if span.name else {}
-    service = _str(resource, "service.name")
-    if service:
-        extra["service.name"] = service
-    event["payload"] = _payload(attrs, used, config, extra)
-    draft = Draft(
-        event,
-        kind,
-        failed,
-        _str(attrs, PROVIDER),
-        _str(resource, config.agent_attribute) if config.agent_attribute else None,
-        _str(resource, config.workflow_attribute) if config.workflow_attribute else None,
-    )
-    return key, node, draft
+    if span.name:
+        attrs["span.name"] = span.name
+    if resource.service:
+        attrs["service.name"] = resource.service
+    event["payload"] = _payload(attrs, used, config.max_payload_bytes)
+    return key, node, Draft(event, kind, failed, _str(attrs, PROVIDER), resource.agent, resource.workflow)

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from sidecar.auth import check_bearer
 from sidecar.config import Config
-from sidecar.ingest.genai import Draft, Refused, read_span, resource_attributes
+from sidecar.ingest.genai import Draft, Refused, read_resource, read_span
 from sidecar.ingest.http import BadEncoding, BodyTooLarge, _Gunzip, read_body
 from sidecar.ingest.spantree import Held, SpanTree
 from sidecar.pipeline import Pipeline
@@ -310,7 +310,7 @@ class OtlpReceiver:
         arrived: list[bytes] = []
         placed: list[tuple[bytes, Any, Draft]] = []
         for i, rs in enumerate(request.resource_spans):
-            resource = resource_attributes(rs.resource.attributes)
+            resource = read_resource(rs.resource.attributes, otlp)
             for j, ss in enumerate(rs.scope_spans):
                 for k, span in enumerate(ss.spans):
                     received += 1

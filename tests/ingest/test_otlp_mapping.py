@@ -9,18 +9,18 @@ import pytest
 from otlp_spans import NOW_NS, TRACE, nested, span
 
 from sidecar.config import OtlpConfig
-from sidecar.ingest.genai import TOO_DEEP, Draft, Node, Refused, any_value, read_span
+from sidecar.ingest.genai import TOO_DEEP, Draft, Node, Refused, ResourceInfo, any_value, read_resource, read_span
 from sidecar.ingest.spantree import SpanTree
 
 CONFIG = OtlpConfig()
 RESOURCE = {"service.name": "svc"}
+NONE = ResourceInfo(None, None, None)
 
 
 def mapped(s, config: OtlpConfig = CONFIG, resource=None) -> tuple[dict, Draft]:
     from otlp_spans import attributes
 
-    res = {kv.key: kv.value for kv in attributes(RESOURCE if resource is None else resource)}
-    _, _, draft = read_span(s, res, config)
+    _, _, draft = read_span(s, read_resource(attributes(RESOURCE if resource is None else resource), config), config)
     assert isinstance(draft, Draft), draft
     return json.loads(msgspec.json.encode(draft.event)), draft
 
@@ -38,7 +38,7 @@ def test_each_genai_operation_maps_to_its_event_type(op, event_type):
 
 @pytest.mark.parametrize(("op", "reason"), [(None, "no_operation"), ("create_agent", "other_operation"), ("retrieval", "other_operation")])
 def test_other_spans_are_ignored_with_a_reason(op, reason):
-    _, node, outcome = read_span(span(op), {}, CONFIG)
+    _, node, outcome = read_span(span(op), NONE, CONFIG)
     assert outcome == reason and node.parent is None
 
 
@@ -122,11 +122,18 @@ def test_message_content_stays_out_of_the_payload_unless_keep_content():
     assert {k: kept["payload"][k] for k in CONTENT} == CONTENT
 
 
+def test_resource_fallbacks_come_from_the_configured_attributes():
+    _, draft = mapped(span("chat"), OtlpConfig(workflow_attribute="service.namespace"), {"service.name": "bot", "service.namespace": "billing"})
+    assert (draft.fallback_agent, draft.fallback_workflow) == ("bot", "billing")
+    _, draft = mapped(span("chat"), OtlpConfig(agent_attribute=None), {"service.name": "bot"})
+    assert (draft.fallback_agent, draft.fallback_workflow) == (None, None)
+
+
 def test_payload_is_bounded_and_says_how_many_attributes_it_left_out():
     ev, _ = mapped(span("chat", attrs={f"k{i}": "x" * 100 for i in range(200)}), OtlpConfig(max_payload_bytes=2048))
     payload = ev["payload"]
     assert len(json.dumps(payload)) <= 2048 + 100
-    assert payload["otel.attributes_left_out"] + len(payload) - 1 - 2 == 200  # minus the marker, span.name, service.name
+    assert payload["otel.attributes_left_out"] + len(payload) - 1 == 202  # 200, span.name and service.name; minus the marker
 
 
 @pytest.mark.parametrize(
@@ -139,7 +146,7 @@ def test_payload_is_bounded_and_says_how_many_attributes_it_left_out():
 )
 def test_protocol_errors_refuse_the_span_with_a_reason(kwargs, reason):
     with pytest.raises(Refused) as exc:
-        read_span(span("chat", **kwargs), {}, CONFIG)
+        read_span(span("chat", **kwargs), NONE, CONFIG)
     assert exc.value.reason == reason
 
 
@@ -147,13 +154,13 @@ def test_wrong_length_span_ids_and_too_many_attributes_are_refused():
     s = span("chat")
     s.span_id = b"\x01" * 5
     with pytest.raises(Refused, match="span_id must be 8 bytes"):
-        read_span(s, {}, CONFIG)
+        read_span(s, NONE, CONFIG)
     s = span("chat")
     s.parent_span_id = b"\x01" * 9
     with pytest.raises(Refused, match="parent_span_id"):
-        read_span(s, {}, CONFIG)
+        read_span(s, NONE, CONFIG)
     with pytest.raises(Refused, match="more than otlp.max_attributes") as exc:
-        read_span(span("chat", attrs={f"a{i}": i for i in range(11)}), {}, OtlpConfig(max_attributes=10))
+        read_span(span("chat", attrs={f"a{i}": i for i in range(11)}), NONE, OtlpConfig(max_attributes=10))
     assert exc.value.reason == "too_many_attributes"
 
 
@@ -225,7 +232,7 @@ def test_a_parent_cycle_ends_and_a_remote_parent_is_a_root():
     tree.remember(key(1), node(2))
     tree.remember(key(2), node(1))
     assert tree.place(key(3), node(1), 0, now=0) is not None  # walked, gave up, no hang
-    _, n, _ = read_span(span("chat", 4, 3, remote_parent=True), {}, CONFIG)
+    _, n, _ = read_span(span("chat", 4, 3, remote_parent=True), NONE, CONFIG)
     assert n.parent is None and tree.place(key(4), n, 1, now=0) is not None
 
 
