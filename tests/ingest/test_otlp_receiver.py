@@ -27,23 +27,22 @@ def post(s, body: bytes, content_type: str = PB, path: str = "/v1/traces", **hea
     return httpx.post(s.url + path, content=body, headers={"Content-Type": content_type, **headers}, timeout=30)
 
 
+def parse(r: httpx.Response, message):
+    """The response body as `message`, in the encoding the answer says it is in."""
+    if r.headers["content-type"].startswith(PB):
+        message.ParseFromString(r.content)
+    else:
+        json_format.Parse(r.content, message)
+    return message
+
+
 def answer(r: httpx.Response) -> ExportTraceServiceResponse:
     assert r.status_code == 200, r.content
-    out = ExportTraceServiceResponse()
-    if r.headers["content-type"].startswith(PB):
-        out.ParseFromString(r.content)
-    else:
-        json_format.Parse(r.content, out)
-    return out
+    return parse(r, ExportTraceServiceResponse())
 
 
 def status(r: httpx.Response) -> Status:
-    out = Status()
-    if r.headers["content-type"].startswith(PB):
-        out.ParseFromString(r.content)
-    else:
-        json_format.Parse(r.content, out)
-    return out
+    return parse(r, Status())
 
 
 def spans_by_outcome(s) -> dict[str, float]:
@@ -262,11 +261,7 @@ def test_metrics_and_logs_are_accepted_counted_and_ignored(content_type):
             body = req.SerializeToString() if content_type == PB else json_format.MessageToJson(req).encode()
             r = post(s, body, content_type, path)
             assert r.status_code == 200 and r.headers["content-type"] == content_type
-            out = resp_type()
-            if content_type == PB:
-                out.ParseFromString(r.content)
-            else:
-                json_format.Parse(r.content, out)
+            parse(r, resp_type())
         assert s.value("sidecar_otlp_requests_total", {"signal": "metrics", "outcome": "ignored"}) == 1
         assert s.value("sidecar_otlp_requests_total", {"signal": "logs", "outcome": "ignored"}) == 1
         assert not s.value("sidecar_events_received_total", {"transport": "otlp"})  # the spans already say it all
