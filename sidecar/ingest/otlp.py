@@ -16,7 +16,7 @@ import asyncio
 import re
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from sidecar.auth import check_bearer
 from sidecar.config import Config
-from sidecar.ingest.genai import Draft, Refused, read_resource, read_span
+from sidecar.ingest.genai import Draft, Node, Refused, read_resource, read_span
 from sidecar.ingest.http import BadEncoding, BodyTooLarge, _Gunzip, read_body
 from sidecar.ingest.spantree import Held, SpanTree
 from sidecar.pipeline import Pipeline
@@ -65,6 +65,19 @@ class BadBody(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+@dataclass
+class Prepared:
+    """One request's spans, decoded and mapped, before the span tree and the pipeline see them."""
+
+    received: int = 0
+    problems: list[str] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
+    nodes: list[tuple[bytes, Node]] = field(default_factory=list)
+    valid: list[tuple[bytes, Node, Draft, Event]] = field(default_factory=list)
+    bad: list[Rejection] = field(default_factory=list)
 
 
 @dataclass
@@ -284,86 +297,103 @@ class OtlpReceiver:
         if refusal is not None:
             return refusal
         assert body is not None and content_type is not None
-        outcome, answer = self.handle(body, content_type, self.clock())
+        now = self.clock()
+        # Decoding and mapping touch no shared state: a worker thread does them, so a large body
+        # (10 MiB is ~17,000 spans, ~1.5 s of Python) does not stall the event loop meanwhile.
+        prepared = await asyncio.to_thread(self.prepare, body, content_type, now)
+        outcome, answer = prepared if isinstance(prepared, tuple) else self.commit(prepared, now)
         self._schedule()
         return self._respond("traces", outcome, content_type, answer)
 
-    # -- the work: no awaits below, so one request's spans are handled between two batches ------
+    # -- the work -----------------------------------------------------------------------------------
 
     def handle(self, body: bytes, content_type: str, now: float) -> tuple[str, Answer]:
         """Decode, map, resolve and submit one body's spans; the outcome label and the answer."""
+        prepared = self.prepare(body, content_type, now)
+        return prepared if isinstance(prepared, tuple) else self.commit(prepared, now)
+
+    def prepare(self, body: bytes, content_type: str, now: float) -> Prepared | tuple[str, Answer]:
+        """Decode a body and map its spans (any thread: no shared state but counters and caches)."""
         try:
             request, bad_ids = decode_request(body, content_type)
         except BadBody as exc:
             return exc.reason, Answer(400, Status(code=_INVALID_ARGUMENT, message=f"{exc.reason}: {exc}"))
-        return self.handle_request(request, bad_ids, now)
+        return self.map_request(request, bad_ids, now)
 
-    def handle_request(
-        self, request: ExportTraceServiceRequest, bad_ids: dict[tuple[int, int, int], Refused], now: float
-    ) -> tuple[str, Answer]:
+    def map_request(self, request: ExportTraceServiceRequest, bad_ids: dict[tuple[int, int, int], Refused], now: float) -> Prepared:
+        """Spans -> event drafts, priced and validated by the EventDecoder; nothing resolved or queued yet."""
         otlp = self.otlp
-        tree = self.tree
-        received = 0
-        problems: list[str] = []
-        rejected: dict[str, int] = {}
-        ignored: dict[str, int] = {}
-        arrived: list[bytes] = []
-        placed: list[tuple[bytes, Any, Draft]] = []
+        out = Prepared()
+        placed: list[tuple[bytes, Node, Draft]] = []
         for i, rs in enumerate(request.resource_spans):
             resource = read_resource(rs.resource.attributes, otlp)
             for j, ss in enumerate(rs.scope_spans):
                 for k, span in enumerate(ss.spans):
-                    received += 1
+                    out.received += 1
                     try:
                         if (i, j, k) in bad_ids:
                             raise bad_ids[i, j, k]
                         key, node, draft = read_span(span, resource, otlp)
                     except Refused as exc:
-                        rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-                        problems.append(f"{exc.reason}: {exc} (span {span.name[:60]!r}, resourceSpans[{i}].scopeSpans[{j}].spans[{k}])")
+                        out.rejected[exc.reason] = out.rejected.get(exc.reason, 0) + 1
+                        out.problems.append(f"{exc.reason}: {exc} (span {span.name[:60]!r}, resourceSpans[{i}].scopeSpans[{j}].spans[{k}])")
                         continue
-                    tree.remember(key, node)
-                    arrived.append(key)
+                    out.nodes.append((key, node))
                     if isinstance(draft, str):
-                        ignored[draft] = ignored.get(draft, 0) + 1
+                        out.ignored[draft] = out.ignored.get(draft, 0) + 1
                     else:
                         placed.append((key, node, draft))
-        self.spans_received.inc(received)
-        for draft in (p[2] for p in placed):
+        for _, _, draft in placed:
             self.pricer.fill(draft.event, draft.provider)
-        events, _, bad = self.decoder.decode([_encode(p[2].event) for p in placed], now)
-        refused_at = {r.index: r for r in bad}
+        events, _, out.bad = self.decoder.decode([_encode(p[2].event) for p in placed], now)
+        refused_at = {r.index: r for r in out.bad}
         for index, r in refused_at.items():
-            rejected[r.reason] = rejected.get(r.reason, 0) + 1
-            draft = placed[index][2]
-            problems.append(f"{r.reason}: {r.message} (span {draft.event['span_id']})")
+            out.rejected[r.reason] = out.rejected.get(r.reason, 0) + 1
+            out.problems.append(f"{r.reason}: {r.message} (span {placed[index][2].event['span_id']})")
         valid = [p for index, p in enumerate(placed) if index not in refused_at]
+        out.valid = [(key, node, draft, event) for (key, node, draft), event in zip(valid, events)]
+        return out
+
+    def handle_request(
+        self, request: ExportTraceServiceRequest, bad_ids: dict[tuple[int, int, int], Refused], now: float
+    ) -> tuple[str, Answer]:
+        return self.commit(self.map_request(request, bad_ids, now), now)
+
+    def commit(self, prepared: Prepared, now: float) -> tuple[str, Answer]:
+        """Resolve ancestry, queue one batch, count, answer. On the event loop, with no await:
+        the span tree and the pipeline's queue are touched by nothing else meanwhile."""
+        tree = self.tree
+        p = prepared
+        self.spans_received.inc(p.received)
+        for key, node in p.nodes:
+            tree.remember(key, node)
         ready: list[Held[Pending]] = []
         new_held: list[bytes] = []
-        for (key, node, draft), event in zip(valid, events):
+        for key, node, draft, event in p.valid:
             done = tree.place(key, node, (draft, event), now)
             if done is None:
                 new_held.append(key)
             else:
                 ready.append(done)
-        woken = tree.wake(arrived)
+        woken = tree.wake([key for key, _ in p.nodes])
         timed_out, overflow = tree.expire(now)
         released = woken + timed_out + overflow
-        if not self._submit(ready + released, now, bad):
+        if not self._submit(ready + released, now, p.bad):
             tree.discard(new_held)  # the exporter sends this request again
             tree.restore(released)  # these came in earlier requests, already answered: keep them
-            self.metrics.count(TRANSPORT, 0, bad, dropped=len(ready) + len(new_held))
-            self._count_spans(ignored, rejected)
+            self.metrics.count(TRANSPORT, 0, p.bad, dropped=len(ready) + len(new_held))
+            self._count_spans(p.ignored, p.rejected)
             self.spans.labels("dropped", "queue_full").inc(len(ready) + len(new_held))
             status = Status(code=_UNAVAILABLE, message="queue_full: the sidecar is overloaded, retry later")
             return "queue_full", Answer(503, status, {"Retry-After": "1"})
-        self._count_spans(ignored, rejected)
+        self._count_spans(p.ignored, p.rejected)
         self._count_released(woken, timed_out, overflow)
-        n_rejected = sum(rejected.values())
+        n_rejected = sum(p.rejected.values())
         if not n_rejected:
             return "accepted", Answer(200, ExportTraceServiceResponse())
+        problems = p.problems
         message = "; ".join(problems[:MAX_ERRORS]) + (f"; and {len(problems) - MAX_ERRORS} more" if len(problems) > MAX_ERRORS else "")
-        if n_rejected == received:
+        if n_rejected == p.received:
             return "refused", Answer(400, Status(code=_INVALID_ARGUMENT, message=f"every span was refused: {message}"))
         partial = ExportTracePartialSuccess(rejected_spans=n_rejected, error_message=message)
         return "partial", Answer(200, ExportTraceServiceResponse(partial_success=partial))
