@@ -85,10 +85,6 @@ class Refused(Exception):
         self.reason = reason
 
 
-def span_key(trace_id: bytes, span_id: bytes) -> bytes:
-    return trace_id + span_id
-
-
 def any_value(value: AnyValue, depth: int = 0) -> Any:
     """An AnyValue as plain JSON-able Python; bytes as hex; nesting bounded."""
     kind = value.WhichOneof("value")
@@ -109,7 +105,9 @@ def any_value(value: AnyValue, depth: int = 0) -> Any:
         return TOO_DEEP
     if kind == "array_value":
         return [any_value(v, depth + 1) for v in value.array_value.values]
-    return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+    return None  # a kind newer than this code (string_value_strindex needs the request's string table)
 
 
 def _str(attrs: dict[str, Any], keys: tuple[str, ...] | str) -> str | None:
@@ -149,17 +147,13 @@ def read_resource(attributes: Any, config: OtlpConfig) -> ResourceInfo:
     )
 
 
-def _is_content(key: str) -> bool:
-    return key in CONTENT_KEYS or key.startswith(CONTENT_PREFIXES)
-
-
-def check_ids(span: Span) -> None:
-    if len(span.trace_id) != TRACE_ID_BYTES:
-        raise Refused("bad_trace_id", f"trace_id must be {TRACE_ID_BYTES} bytes (32 hex digits), got {len(span.trace_id)}")
-    if len(span.span_id) != SPAN_ID_BYTES:
-        raise Refused("bad_span_id", f"span_id must be {SPAN_ID_BYTES} bytes (16 hex digits), got {len(span.span_id)}")
-    if span.parent_span_id and len(span.parent_span_id) != SPAN_ID_BYTES:
-        raise Refused("bad_parent_span_id", f"parent_span_id must be empty or {SPAN_ID_BYTES} bytes, got {len(span.parent_span_id)}")
+def check_ids(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> None:
+    if len(trace_id) != TRACE_ID_BYTES:
+        raise Refused("bad_trace_id", f"trace_id must be {TRACE_ID_BYTES} bytes (32 hex digits), got {len(trace_id)}")
+    if len(span_id) != SPAN_ID_BYTES:
+        raise Refused("bad_span_id", f"span_id must be {SPAN_ID_BYTES} bytes (16 hex digits), got {len(span_id)}")
+    if parent_span_id and len(parent_span_id) != SPAN_ID_BYTES:
+        raise Refused("bad_parent_span_id", f"parent_span_id must be empty or {SPAN_ID_BYTES} bytes, got {len(parent_span_id)}")
 
 
 def _error_kind(span: Span, attrs: dict[str, Any]) -> str:
@@ -196,24 +190,28 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
     """The span's key, its `Node`, and a `Draft`, or the reason it is ignored (not a mapped operation).
 
     Raises `Refused` for a span that breaks the protocol (ids, attribute count, times)."""
-    check_ids(span)
-    if len(span.attributes) > config.max_attributes:
-        raise Refused("too_many_attributes", f"{len(span.attributes)} attributes, more than otlp.max_attributes ({config.max_attributes})")
-    trace_id = span.trace_id
+    trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id  # each read makes a new bytes
+    check_ids(trace_id, span_id, parent_id)
+    attributes = span.attributes
+    if len(attributes) > config.max_attributes:
+        raise Refused("too_many_attributes", f"{len(attributes)} attributes, more than otlp.max_attributes ({config.max_attributes})")
     remote_parent = span.flags & _IS_REMOTE == _IS_REMOTE
-    parent = span_key(trace_id, span.parent_span_id) if span.parent_span_id and not remote_parent else None
+    parent = trace_id + parent_id if parent_id and not remote_parent else None
     keep_content = config.keep_content
     attrs: dict[str, Any] = {}
-    for kv in span.attributes:  # message content never even becomes a Python string
+    for kv in attributes:  # message content never even becomes a Python string
         k = kv.key
-        if keep_content or not _is_content(k):
-            attrs[k] = any_value(kv.value)
+        if not keep_content and (k in CONTENT_KEYS or k.startswith(CONTENT_PREFIXES)):
+            continue
+        v = kv.value
+        which = v.WhichOneof("value")  # strings and ints inline: they are nearly all attributes
+        attrs[k] = v.string_value if which == "string_value" else v.int_value if which == "int_value" else any_value(v)
     op = _str(attrs, "gen_ai.operation.name")
     own_agent = _str(attrs, "gen_ai.agent.name")
     workflow = _str(attrs, "gen_ai.workflow.name")
     is_agent = op == "invoke_agent"
     node = Node(parent, is_agent, own_agent if is_agent else None, workflow)
-    key = span_key(trace_id, span.span_id)
+    key = trace_id + span_id
     kind = EVENT_TYPES.get(op) if op else None
     if kind is None:
         return key, node, "no_operation" if op is None else "other_operation"
@@ -223,7 +221,8 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
         raise Refused("bad_time", "end_time_unix_nano is before start_time_unix_nano")
     failed = span.status.code == _ERROR or "error.type" in attrs
     trace_hex = trace_id.hex()
-    event: dict[str, Any] = {"type": kind, "trace_id": trace_hex, "span_id": span.span_id.hex(), "run_id": trace_hex}
+    span_hex = span_id.hex()
+    event: dict[str, Any] = {"type": kind, "trace_id": trace_hex, "span_id": span_hex, "run_id": trace_hex}
     used = {"gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.workflow.name", "error.type"}
     if end:
         event["timestamp"] = end / 1e9
@@ -234,7 +233,7 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
     if workflow:
         event["workflow"] = workflow
     if is_agent:
-        event["invocation_id"] = span.span_id.hex()
+        event["invocation_id"] = span_hex
     session = _str(attrs, SESSION)
     if session:
         event["session_id"] = session
