@@ -46,6 +46,7 @@ INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")  # cu
 OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system")
 SESSION = ("gen_ai.conversation.id", "session.id")
+MODEL = ("gen_ai.response.model", "gen_ai.request.model")  # the response's wins
 
 TRACE_ID_BYTES, SPAN_ID_BYTES = 16, 8
 MAX_VALUE_DEPTH = 8  # AnyValue arrays/kvlists nested deeper than this show as a marker in the payload
@@ -118,17 +119,6 @@ def _str(attrs: dict[str, Any], keys: tuple[str, ...] | str) -> str | None:
     return None
 
 
-def _number(attrs: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
-    """The first of `keys` present, as (key, value); integral doubles become ints (tokens)."""
-    for key in keys:
-        if key in attrs:
-            v = attrs[key]
-            if v.__class__ is float and v.is_integer():
-                v = int(v)
-            return key, v  # a string or worse: the decoder refuses it, naming the field
-    return None
-
-
 @dataclass(slots=True)
 class ResourceInfo:
     """What a span's resource gives every span under it (read once per resource)."""
@@ -156,10 +146,28 @@ def check_ids(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> None:
         raise Refused("bad_parent_span_id", f"parent_span_id must be empty or {SPAN_ID_BYTES} bytes, got {len(parent_span_id)}")
 
 
-def _error_kind(span: Span, attrs: dict[str, Any]) -> str:
-    kind = _str(attrs, "error.type")
-    if kind:
-        return kind
+def _take_str(attrs: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """Remove `keys` from attrs; the first non-empty string among them."""
+    found = None
+    for key in keys:
+        v = attrs.pop(key, None)
+        if found is None and v.__class__ is str and v:
+            found = v
+    return found
+
+
+def _take_number(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """Remove `keys` from attrs; the first present, integral doubles as ints (a string or worse goes
+    to the decoder, which refuses it naming the field)."""
+    found = None
+    for key in keys:
+        v = attrs.pop(key, None)
+        if found is None and v is not None:
+            found = int(v) if v.__class__ is float and v.is_integer() else v
+    return found
+
+
+def _exception_type(span: Span) -> str:
     for ev in span.events:
         if ev.name == "exception":
             for kv in ev.attributes:
@@ -168,15 +176,14 @@ def _error_kind(span: Span, attrs: dict[str, Any]) -> str:
     return "error"
 
 
-def _payload(attrs: dict[str, Any], used: set[str], budget: int) -> msgspec.Raw:
+def _payload(attrs: dict[str, Any], budget: int) -> msgspec.Raw:
     """The attributes not mapped to fields (content is already out), as JSON within `budget` bytes."""
-    payload = {k: v for k, v in attrs.items() if k not in used}
-    raw = _encode(payload)
+    raw = _encode(attrs)
     if len(raw) <= budget:
         return msgspec.Raw(raw)
     kept: dict[str, Any] = {}
     left_out = 0
-    for key, value in payload.items():  # over budget (rare): keep attributes in order while they fit
+    for key, value in attrs.items():  # over budget (rare): keep attributes in order while they fit
         budget -= len(key) + len(_encode(value)) + 4
         if budget < 0:
             left_out += 1
@@ -206,9 +213,10 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
         v = kv.value
         which = v.WhichOneof("value")  # strings and ints inline: they are nearly all attributes
         attrs[k] = v.string_value if which == "string_value" else v.int_value if which == "int_value" else any_value(v)
-    op = _str(attrs, "gen_ai.operation.name")
-    own_agent = _str(attrs, "gen_ai.agent.name")
-    workflow = _str(attrs, "gen_ai.workflow.name")
+    # Attributes that become fields leave `attrs`; what is left is the payload.
+    op = _take_str(attrs, ("gen_ai.operation.name",))
+    own_agent = _take_str(attrs, ("gen_ai.agent.name",))
+    workflow = _take_str(attrs, ("gen_ai.workflow.name",))
     is_agent = op == "invoke_agent"
     node = Node(parent, is_agent, own_agent if is_agent else None, workflow)
     key = trace_id + span_id
@@ -219,11 +227,11 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start and end and end < start:
         raise Refused("bad_time", "end_time_unix_nano is before start_time_unix_nano")
-    failed = span.status.code == _ERROR or "error.type" in attrs
+    error_type = attrs.pop("error.type", None)
+    failed = error_type is not None or span.status.code == _ERROR
     trace_hex = trace_id.hex()
     span_hex = span_id.hex()
     event: dict[str, Any] = {"type": kind, "trace_id": trace_hex, "span_id": span_hex, "run_id": trace_hex}
-    used = {"gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.workflow.name", "error.type"}
     if end:
         event["timestamp"] = end / 1e9
         if start:
@@ -234,39 +242,31 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
         event["workflow"] = workflow
     if is_agent:
         event["invocation_id"] = span_hex
-    session = _str(attrs, SESSION)
+    session = _take_str(attrs, SESSION)
     if session:
         event["session_id"] = session
-        used.update(SESSION)
     if kind == "llm.call":
-        model = _str(attrs, ("gen_ai.response.model", "gen_ai.request.model"))
+        model = _take_str(attrs, MODEL)
         if model:
             event["model"] = model
-            used.update(("gen_ai.response.model", "gen_ai.request.model"))
         # Tokens only from inference spans: an agent span's (aggregated) usage repeats its children's.
-        for field, keys in (("input_tokens", INPUT_TOKENS), ("output_tokens", OUTPUT_TOKENS)):
-            found = _number(attrs, keys)
+        for field, keys in (("input_tokens", INPUT_TOKENS), ("output_tokens", OUTPUT_TOKENS), ("cost_usd", COST_KEYS)):
+            found = _take_number(attrs, keys)
             if found is not None:
-                event[field] = found[1]
-                used.update(keys)
-        cost = _number(attrs, COST_KEYS)
-        if cost is not None:
-            event["cost_usd"] = cost[1]
-            used.add(cost[0])
+                event[field] = found
     elif kind == "tool.call":
-        tool = _str(attrs, "gen_ai.tool.name")
+        tool = _take_str(attrs, ("gen_ai.tool.name",))
         if tool:
             event["tool"] = tool  # not yet a first-class field: rides in the raw JSON to the tail
-            used.add("gen_ai.tool.name")
     if failed:
         event["success"] = False
         event["severity"] = "error"
-        event["error"] = _error_kind(span, attrs)
+        event["error"] = error_type if error_type.__class__ is str and error_type else _exception_type(span)
     if kind in ("agent", "workflow"):
         event["type"] = f"{kind}.failed" if failed else f"{kind}.completed"
     if span.name:
         attrs["span.name"] = span.name
     if resource.service:
         attrs["service.name"] = resource.service
-    event["payload"] = _payload(attrs, used, config.max_payload_bytes)
+    event["payload"] = _payload(attrs, config.max_payload_bytes)
     return key, node, Draft(event, kind, failed, _str(attrs, PROVIDER), resource.agent, resource.workflow)
