@@ -28,6 +28,7 @@ from sidecar.api.stats import stats_route
 from sidecar.api.tail import tail_route
 from sidecar.config import Config
 from sidecar.ingest.http import events_route
+from sidecar.ingest.otlp import otlp_routes
 from sidecar.ingest.unix import UnixListener
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
@@ -110,6 +111,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     token = config.auth.token
     return [
         events_route(config.ingest, token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        *otlp_routes(config, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.registry, sidecar.clock),
         stats_route(sidecar.sinks.window, token),
         metrics_route(sidecar.registry, sidecar.metrics, token),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
