@@ -28,7 +28,7 @@ from sidecar.api.stats import stats_route
 from sidecar.api.tail import tail_route
 from sidecar.config import Config
 from sidecar.ingest.http import events_route
-from sidecar.ingest.otlp import otlp_routes
+from sidecar.ingest.otlp import OtlpReceiver
 from sidecar.ingest.unix import UnixListener
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
@@ -68,6 +68,7 @@ class Sidecar:
     pipeline: Pipeline
     sinks: Sinks
     listeners: list[UnixListener] = field(default_factory=list)
+    otlp: OtlpReceiver | None = None
     http_url: str | None = None
     ready: bool = False
 
@@ -101,6 +102,8 @@ def build_app(
         sidecar.listeners.append(
             UnixListener(config.listen.unix, config.listen.unix_mode, config.ingest, decoder, pipeline, metrics, clock)
         )
+    if config.otlp.enabled:
+        sidecar.otlp = OtlpReceiver(config, decoder, pipeline, metrics, registry, clock)
     app = Starlette(routes=build_routes(sidecar), lifespan=_lifespan)
     app.state.sidecar = sidecar
     return app
@@ -111,7 +114,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     token = config.auth.token
     return [
         events_route(config.ingest, token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
-        *otlp_routes(config, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.registry, sidecar.clock),
+        *(sidecar.otlp.routes() if sidecar.otlp else []),
         stats_route(sidecar.sinks.window, token),
         metrics_route(sidecar.registry, sidecar.metrics, token),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
@@ -152,6 +155,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         grace = sidecar.config.shutdown_grace
         for listener in sidecar.listeners:
             await listener.stop()  # stop intake first ...
+        if sidecar.otlp is not None:  # ... hand on the spans still waiting for an ancestor ...
+            sidecar.otlp.flush(float("inf"))
+            sidecar.otlp.close()
         if not pipeline_task.done():  # ... then process everything accepted
             try:
                 await asyncio.wait_for(_drain(sidecar.pipeline, pipeline_task), grace)

@@ -470,17 +470,3 @@ class OtlpReceiver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def otlp_routes(
-    config: Config,
-    decoder: EventDecoder,
-    pipeline: Pipeline,
-    metrics: SelfMetrics,
-    registry: CollectorRegistry,
-    clock: Callable[[], float],
-) -> list[Route]:
-    """POST /v1/traces, /v1/metrics and /v1/logs, or nothing when otlp.enabled is false."""
-    if not config.otlp.enabled:
-        return []
-    return OtlpReceiver(config, decoder, pipeline, metrics, registry, clock).routes()

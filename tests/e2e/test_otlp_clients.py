@@ -196,3 +196,20 @@ def test_the_example_configured_by_otel_exporter_otlp_endpoint_alone_exports_wit
     wait_until(lambda: value(proc.url, "agent_events_total", type="agent.failed", agent="support", workflow="", severity="error") == 1, "failed run")
     assert value(proc.url, "agent_events_total", type="agent.completed", agent="support", workflow="", severity="info") == 1
     assert proc.stop() == 0
+
+
+def test_spans_still_held_at_shutdown_go_out_with_what_is_known(spawn):
+    from otlp_spans import request, span
+
+    from sidecar.testing import final_totals
+
+    proc = spawn(config="otlp:\n  hold: 1h\n")
+    # An LLM call whose agent span (id 7) never arrives: held, waiting for its ancestor.
+    body = request(span("chat", 2, parent=7, attrs={"gen_ai.request.model": "m", "gen_ai.usage.input_tokens": 5})).SerializeToString()
+    r = httpx.post(proc.url + "/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"})
+    assert r.status_code == 200
+    wait_until(lambda: value(proc.url, "sidecar_otlp_spans_held") == 1, "the span to be held")
+    assert processed(proc.url) == 0
+    assert proc.stop() == 0
+    totals = final_totals(proc.output)
+    assert totals["accepted"] == 1 and totals["processed"] == 1, proc.output
