@@ -29,6 +29,7 @@ from sidecar.api.stats import stats_route
 from sidecar.api.tail import tail_route
 from sidecar.config import Config
 from sidecar.ingest.http import events_route
+from sidecar.ingest.otlp import OtlpReceiver
 from sidecar.ingest.unix import UnixListener
 from sidecar.live import LiveConfig
 from sidecar.pipeline import Pipeline
@@ -71,6 +72,7 @@ class Sidecar:
     sinks: Sinks
     reloader: Reloader
     listeners: list[UnixListener] = field(default_factory=list)
+    otlp: OtlpReceiver | None = None
     http_url: str | None = None
     ready: bool = False
 
@@ -113,6 +115,8 @@ def build_app(
         sidecar.listeners.append(
             UnixListener(config.listen.unix, config.listen.unix_mode, config.ingest, decoder, pipeline, metrics, clock)
         )
+    if config.otlp.enabled:
+        sidecar.otlp = OtlpReceiver(config, decoder, pipeline, metrics, registry, clock)
     live.on_change(lambda new: _apply(sidecar, new))
     app = Starlette(routes=build_routes(sidecar), lifespan=_lifespan)
     app.state.sidecar = sidecar
@@ -126,6 +130,8 @@ def _apply(sidecar: Sidecar, config: Config) -> None:
     sidecar.decoder.max_clock_skew = config.ingest.max_clock_skew
     for listener in sidecar.listeners:
         listener.config = config.ingest  # read per connection and per check, never kept
+    if sidecar.otlp is not None:
+        sidecar.otlp.config = config  # its token and body limit are read per request; otlp.* is kept
 
 
 def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
@@ -134,6 +140,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
     token = live.token
     return [
         events_route(live, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
+        *(sidecar.otlp.routes() if sidecar.otlp else []),
         stats_route(sidecar.sinks.window, token),
         metrics_route(sidecar.registry, sidecar.metrics, token),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
@@ -175,6 +182,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         grace = sidecar.config.shutdown_grace
         for listener in sidecar.listeners:
             await listener.stop()  # stop intake first ...
+        if sidecar.otlp is not None:  # ... hand on the spans still waiting for an ancestor ...
+            sidecar.otlp.flush(float("inf"))
+            sidecar.otlp.close()
         if not pipeline_task.done():  # ... then process everything accepted
             try:
                 await asyncio.wait_for(_drain(sidecar.pipeline, pipeline_task), grace)
@@ -185,6 +195,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             await sink.close()
         totals = sidecar.metrics.totals()
         log.info(
-            "agent-sidecar stopped: received=%d accepted=%d rejected=%d dropped=%d processed=%d",
+            "agent-sidecar stopped: received=%d accepted=%d rejected=%d dropped=%d processed=%d sink_dropped=%d",
             totals["received"], totals["accepted"], totals["rejected"], totals["dropped"], sidecar.pipeline.processed,
+            sidecar.pipeline.sink_dropped,
         )

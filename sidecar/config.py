@@ -98,6 +98,7 @@ class WindowsConfig:
 class TailConfig:
     max_batch: int = _f(500, "positive_int", "events per WebSocket message", live=True)
     client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop", live=True)
+    client_queue_bytes: int = _f(8 * 1024 * 1024, "size", "bytes of events buffered per client before the oldest drop (the newest is always kept)", live=True)
     max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)", live=True)
     token: str | None = _f(None, "token", "token for /v1/tail instead of auth.token", live=True)
     allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own", live=True)
@@ -115,6 +116,44 @@ class WebConfig:
     max_rows: int = _f(1000, "positive_int", "events the page's list keeps at most (a page may ask for fewer with ?rows=)", live=True)
 
 
+# -- OpenTelemetry (OTLP/HTTP) intake and the price table: one block, see sidecar/ingest/otlp.py ----------
+@dataclass(frozen=True)
+class OtlpConfig:
+    enabled: bool = _f(True, "bool", "accept OTLP/HTTP on /v1/traces (GenAI spans become events), /v1/metrics and /v1/logs")
+    keep_content: bool = _f(False, "bool", "keep prompts, completions and tool arguments/results in the event payload")
+    agent_attribute: str | None = _f("service.name", "optional_str", "resource attribute naming the agent when neither the span nor an ancestor does")
+    workflow_attribute: str | None = _f(None, "optional_str", "resource attribute naming the workflow when neither the span nor an ancestor does")
+    hold: float = _f(30.0, "duration", "a span whose ancestors have not arrived waits this long for them")
+    max_held: int = _f(10_000, "positive_int", "spans waiting for their ancestors at most; past it the oldest go out with what is known")
+    max_tracked_spans: int = _f(100_000, "positive_int", "recent spans remembered (parent, agent, workflow) to resolve later children")
+    max_attributes: int = _f(1024, "positive_int", "a span with more attributes than this is refused")
+    max_payload_bytes: int = _f(8 * 1024, "size", "span attributes carried as the event payload, beyond it the rest are left out")
+
+
+def _parse_prices(value: Any) -> dict[str, dict[str, float]]:
+    """`{model: {input_per_mtok: 2.5, output_per_mtok: 10}}`, US dollars per million tokens."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of model name to {input_per_mtok, output_per_mtok}")
+    out = {}
+    for model, prices in value.items():
+        if not isinstance(model, str) or not isinstance(prices, dict) or set(prices) != {"input_per_mtok", "output_per_mtok"}:
+            raise ValueError(f"{model}: must be {{input_per_mtok: N, output_per_mtok: N}} (US dollars per million tokens)")
+        for key, n in prices.items():
+            if isinstance(n, bool) or not isinstance(n, (int, float)) or not 0 <= n < 1e9:
+                raise ValueError(f"{model}.{key}: must be a number >= 0, not {n!r}")
+        out[model] = {k: float(n) for k, n in prices.items()}
+    return out
+
+
+@dataclass(frozen=True)
+class PricingConfig:
+    enabled: bool = _f(True, "bool", "fill in cost_usd from model and tokens when an event has none (genai-prices' table)")
+    models: dict[str, dict[str, float]] = _f({}, "prices", "per-model prices that win over the table: {model: {input_per_mtok, output_per_mtok}}")
+# -- end of the OTLP / pricing block ------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -127,6 +166,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     web: WebConfig = field(default_factory=WebConfig)
     shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take", live=True)
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with dotted keys changed, e.g. replace(**{"listen.http": "127.0.0.1:0"})."""
@@ -257,6 +298,14 @@ def _parse_token(value: Any) -> str | None:
     return value
 
 
+def _parse_optional_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
 def _parse_strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError("must be a list of strings")
@@ -285,6 +334,7 @@ _PARSERS = {
     "path": _parse_path,
     "mode": _parse_mode,
     "token": _parse_token,
+    "optional_str": _parse_optional_str,
     "size": parse_size,
     "duration": parse_duration,
     "positive_int": _parse_positive_int,
@@ -292,6 +342,7 @@ _PARSERS = {
     "strings": _parse_strings,
     "durations": _parse_durations,
     "buckets": _parse_buckets,
+    "prices": _parse_prices,
 }
 
 

@@ -215,3 +215,36 @@ async def test_a_new_tail_client_gets_the_reloaded_batch_size():
                 message = json.loads(await asyncio.wait_for(ws.recv(), LIVENESS))
                 sizes.append(len(message.get("events", [])))
             assert max(sizes) == 2
+
+
+def test_a_rotated_token_guards_every_data_route_at_once():
+    with running_sidecar(**{"auth.token": "old"}) as s:
+        reload_to(s, **{"auth.token": "new"})
+        routes = [("GET", "/v1/stats"), ("GET", "/metrics"), ("POST", "/v1/events"), ("POST", "/v1/logs"), ("POST", "/-/reload")]
+        for method, path in routes:
+            for token, allowed in (("old", False), ("new", True)):
+                r = httpx.request(
+                    method, s.url + path, content=b"{}", headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+                )
+                assert (r.status_code != 401) == allowed, (method, path, token, r.status_code)
+
+
+async def test_a_connected_tail_client_keeps_its_queue_size_and_counts_what_it_drops():
+    with running_sidecar(**{"tail.client_queue": 5}) as s:
+        async with connect(ws_url(s)) as before:
+            await before.send(json.dumps({"op": "pause"}))
+            assert json.loads(await asyncio.wait_for(before.recv(), LIVENESS)) == {"op": "paused"}
+            await asyncio.to_thread(reload_to, s, **{"tail.client_queue": 10})
+            async with connect(ws_url(s)) as after:
+                await after.send(json.dumps({"op": "pause"}))
+                assert json.loads(await asyncio.wait_for(after.recv(), LIVENESS)) == {"op": "paused"}
+                await asyncio.to_thread(s.send_unix, ndjson(*(event(agent=f"a{i}") for i in range(8))))
+                await asyncio.to_thread(s.wait_processed, 8)
+                for ws, kept in ((before, 5), (after, 8)):
+                    await ws.send(json.dumps({"op": "resume"}))
+                    got, dropped = [], 0
+                    while "op" not in (message := json.loads(await asyncio.wait_for(ws.recv(), LIVENESS))):
+                        got += message["events"]
+                        dropped += message["dropped"]
+                    assert message == {"op": "resumed"}
+                    assert (len(got), dropped) == (kept, 8 - kept)

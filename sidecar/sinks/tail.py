@@ -19,6 +19,13 @@ clients of a group that keep up send one shared encoded message.
 Senders share the event loop with ingest: a loop turn allows at most
 SENDS_PER_TURN messages / SEND_BYTES_PER_TURN bytes, the rest wait (in order) for
 the next turn, so the ingest readers get the loop between them.
+
+What one client can cost is bounded whatever it subscribes with: a filter holds at
+most MAX_GLOBS globs of at most MAX_GLOB_LENGTH characters, matched against the
+label value (the first 128 characters, as /metrics shows it), so one event costs
+each glob filter a bounded amount of regex work however long the sender made the
+value; its queue is bounded in events and in bytes; its replies are bounded by
+MAX_CONTROL, past which the route stops reading its messages until it reads ours.
 """
 
 from __future__ import annotations
@@ -26,19 +33,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import logging
 import re
+from array import array
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from itertools import accumulate
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecar.config import TailConfig
-from sidecar.types import SEVERITIES, Batch, Event
+from sidecar.sinks.series import MAX_LABEL_LENGTH
+from sidecar.types import SEVERITIES, Batch, Event, SinkDrops
 
 log = logging.getLogger("agent_sidecar.tail")
 
@@ -48,8 +60,15 @@ GLOB_KEYS = frozenset({"type", "agent"})
 INDEX_KEYS = ("agent", "run_id", "type", "workflow", "model")
 MAX_VALUES = 100  # values per key in one filter
 MAX_VALUE_LENGTH = 256
+# Globs are regexes run per event per filter: their number and length (against a value cut to
+# MAX_LABEL_LENGTH) bound that work. A glob longer than the longest label value it can meet
+# buys nothing.
+MAX_GLOBS = 16  # per filter, all keys together
+MAX_GLOB_LENGTH = MAX_LABEL_LENGTH
 MAX_INTERVAL_MS = 60_000
-MAX_CONTROL = 64  # replies (acks, errors) waiting for one client; beyond, errors are dropped
+# Replies (acks, errors) waiting for one client. At this many the route stops reading the
+# client's messages until it has read our replies: no reply is ever dropped.
+MAX_CONTROL = 64
 MAX_MESSAGE_BYTES = (1 << 20) - 64  # leaves room for the envelope under a 1 MiB client limit
 CLOSE_WAIT = 1.0  # seconds shutdown waits for close frames to be written
 # Fair share with ingest: senders run on the loop that reads ingest sockets, and one loop turn
@@ -59,6 +78,11 @@ SENDS_PER_TURN = 16
 SEND_BYTES_PER_TURN = 256 * 1024
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+# A spliced event that failed: never sent (empty bytes is no event's splice).
+_FAILED = b""
+
+Check: TypeAlias = Callable[[Event], bool]
 
 
 class FilterError(ValueError):
@@ -93,22 +117,19 @@ class TailFilter:
                 return key, vals
         return None
 
-    def predicate(self, skip: str | None = None) -> Callable[[Event], bool] | None:
+    def predicate(self, skip: str | None = None) -> Check | None:
         """A function checking every condition except `skip` (already satisfied by the index);
         None when nothing is left to check."""
-        checks: list[Callable[[Event], bool]] = []
+        checks: list[Check] = []
         for key, vals in self.values:
             if key == skip:
                 continue
             if key in GLOB_KEYS and any(_GLOB_CHARS.search(v) for v in vals):
-                rx = re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in vals)).match
-                checks.append(lambda ev, k=key, m=rx: m(getattr(ev, k) or "") is not None)
+                checks.append(_glob_check(key, vals))
             else:
-                allowed = frozenset(vals)
-                checks.append(lambda ev, k=key, s=allowed: getattr(ev, k) in s)
+                checks.append(_exact_check(key, frozenset(vals)))
         if self.min_severity:
-            floor = _RANK[self.min_severity]
-            checks.append(lambda ev: _RANK[ev.severity] >= floor)
+            checks.append(_severity_check(_RANK[self.min_severity]))
         if not checks:
             return None
         if len(checks) == 1:
@@ -116,10 +137,28 @@ class TailFilter:
         return lambda ev: all(check(ev) for check in checks)
 
 
+def _glob_check(key: str, globs: tuple[str, ...]) -> Check:
+    # Matched on the label value (cut to MAX_LABEL_LENGTH): the regex work per event is then
+    # bounded by the filter's limits, not by what the sender put in the field.
+    match = re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in globs)).match
+    field = attrgetter(key)
+    return lambda ev: match((field(ev) or "")[:MAX_LABEL_LENGTH]) is not None
+
+
+def _exact_check(key: str, allowed: frozenset[str]) -> Check:
+    field = attrgetter(key)
+    return lambda ev: field(ev) in allowed
+
+
+def _severity_check(floor: int) -> Check:
+    return lambda ev: _RANK[ev.severity or "info"] >= floor
+
+
 def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
     """Build a filter from (key, value) pairs: a query string's items, or a JSON object's items
     where a value may be a string or a list of strings. Raises FilterError naming the problem."""
     values: dict[str, list[str]] = {}
+    globs = 0
     for key, value in items:
         if key not in FILTER_KEYS:
             raise FilterError(f"unknown filter key {key!r} (expected one of: {', '.join(FILTER_KEYS)})")
@@ -130,8 +169,15 @@ def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
             if len(v) > MAX_VALUE_LENGTH:
                 raise FilterError(f"filter {key}: a value is longer than {MAX_VALUE_LENGTH} characters")
             bucket = values.setdefault(key, [])
-            if v not in bucket:
-                bucket.append(v)
+            if v in bucket:
+                continue
+            bucket.append(v)
+            if key in GLOB_KEYS and _GLOB_CHARS.search(v):
+                if len(v) > MAX_GLOB_LENGTH:
+                    raise FilterError(f"filter {key}: a glob is longer than {MAX_GLOB_LENGTH} characters (globs match the first {MAX_LABEL_LENGTH} characters of a value)")
+                globs += 1
+                if globs > MAX_GLOBS:
+                    raise FilterError(f"filter: at most {MAX_GLOBS} globs (values with * ? or [) in one filter")
         if len(values.get(key, ())) > MAX_VALUES:
             raise FilterError(f"filter {key}: at most {MAX_VALUES} values")
     min_severity = None
@@ -145,8 +191,9 @@ def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
 
 
 def parse_interval(value: Any) -> float:
-    """`interval_ms` (0..60000) as seconds."""
-    if isinstance(value, str) and value.isdigit():
+    """`interval_ms` (0..60000) as seconds. A string must be ASCII digits: `int()` also takes
+    other scripts' digits and `str.isdigit()` is true for ones `int()` refuses ("²")."""
+    if isinstance(value, str) and _ASCII_DIGITS.fullmatch(value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTERVAL_MS:
         raise FilterError(f"interval_ms must be an integer from 0 to {MAX_INTERVAL_MS}, not {value!r}")
@@ -156,21 +203,49 @@ def parse_interval(value: Any) -> float:
 class Transport(Protocol):
     """What a client's sender needs from its WebSocket (Starlette's WebSocket fits)."""
 
-    async def send(self, message: Mapping[str, Any]) -> None: ...
+    async def send(self, message: MutableMapping[str, Any]) -> None: ...
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
 _encode = msgspec.json.encode
-_decode_message = msgspec.json.Decoder(dict).decode
+
+
+def _decode_message(text: str | bytes) -> dict[str, Any]:
+    """A client message as a JSON object. Duplicate keys are refused at any depth: decoders
+    silently keep the last one, so `{"agent": "a", "agent": "b"}` would quietly mean "b"."""
+    try:
+        msg = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, FilterError):
+            raise
+        raise FilterError("message must be a JSON object") from None
+    if not isinstance(msg, dict):
+        raise FilterError("message must be a JSON object")
+    return msg
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FilterError(f"duplicate key {key!r} in the message (give several values as a list)")
+            seen.add(key)
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise FilterError(f"{name} is not JSON")
 
 
 class TailClient:
     """One subscriber: its filter, its bounded queue of encoded events, and its sender task."""
 
     __slots__ = (
-        "hub", "ws", "filter", "group", "queue", "dropped", "control", "paused",
-        "interval", "wakeup", "sender", "_loop",
+        "hub", "ws", "filter", "group", "queue", "segments", "queued_bytes", "dropped", "control", "room",
+        "paused", "interval", "wakeup", "sender", "_loop",
     )
 
     def __init__(self, hub: TailHub, ws: Transport, tail_filter: TailFilter, interval: float):
@@ -178,20 +253,95 @@ class TailClient:
         self.ws = ws
         self.filter = tail_filter
         self.group: _Group | None = None
+        # Bounded by tail.client_queue events (the deque evicts) and tail.client_queue_bytes (`offer`).
         self.queue: deque[bytes] = deque(maxlen=hub.config.client_queue)
+        # The queue's bytes, without touching its events again (that is a cache miss each): the
+        # queue is runs of batches, each [sizes, lo, hi] = its events lo..hi-1 still queued, with
+        # `sizes` the batch's running byte totals, computed once per group while they are hot.
+        self.segments: deque[list[Any]] = deque()
+        self.queued_bytes = 0
         self.dropped = 0  # dropped since the last message; reported in the next one
         self.control: deque[bytes] = deque()
+        self.room = asyncio.Event()  # set while fewer than MAX_CONTROL replies wait
+        self.room.set()
         self.paused = False
         self.interval = interval
         self.wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.sender: asyncio.Task | None = None
+        self.sender: asyncio.Task[None] | None = None
 
     def reply(self, message: dict[str, Any]) -> None:
-        """Queue a control reply; it goes out after the events already queued (up to max_batch)."""
-        if len(self.control) < MAX_CONTROL:
-            self.control.append(_encode(message))
+        """Queue a control reply; it goes out after the events already queued (up to max_batch).
+        Never dropped: at MAX_CONTROL waiting, `room` clears and the route reads no more
+        messages from this client until it has read our replies."""
+        self.control.append(_encode(message))
+        if len(self.control) >= MAX_CONTROL:
+            self.room.clear()
         self.wakeup.set()
+
+    def offer(self, items: list[bytes], sizes: array[int]) -> int:
+        """Queue a batch's matching events (`sizes`: their running byte totals from 0); evict
+        the oldest beyond the count or byte bound, always keeping the newest. Returns how
+        many were evicted."""
+        queue = self.queue
+        n = len(items)
+        self.segments.append([sizes, 0, n])
+        self.queued_bytes += sizes[n]
+        limit = queue.maxlen  # the client_queue it connected with: a reload changes new clients' only
+        assert limit is not None
+        evicted = len(queue) + n - limit
+        if evicted > 0:
+            self.release(evicted)  # the deque evicts them itself, in C
+        else:
+            evicted = 0
+        queue.extend(items)
+        excess = self.queued_bytes - self.hub.config.client_queue_bytes
+        if excess > 0:  # large events: the byte bound binds before the count
+            over = self._count_bytes(excess, len(queue) - 1)
+            self.release(over)
+            popleft = queue.popleft
+            for _ in range(over):
+                popleft()
+            evicted += over
+        self.dropped += evicted
+        return evicted
+
+    def release(self, k: int) -> None:
+        """The `k` oldest events have left the queue: take their bytes off the count."""
+        segments = self.segments
+        freed = 0
+        while k:
+            segment = segments[0]
+            sizes, lo, hi = segment
+            took = min(k, hi - lo)
+            freed += sizes[lo + took] - sizes[lo]
+            if lo + took == hi:
+                segments.popleft()
+            else:
+                segment[1] = lo + took
+            k -= took
+        self.queued_bytes -= freed
+
+    def _count_bytes(self, excess: int, most: int) -> int:
+        """How many of the oldest events hold at least `excess` bytes (at most `most`)."""
+        count = 0
+        for sizes, lo, hi in self.segments:
+            held = sizes[hi] - sizes[lo]
+            if held < excess:
+                excess -= held
+                count += hi - lo
+            else:
+                count += bisect_left(sizes, sizes[lo] + excess, lo, hi) - lo
+                break
+            if count >= most:
+                break
+        return min(count, most)
+
+    def clear(self) -> None:
+        """Forget the queued events (a new filter: they matched the old one)."""
+        self.queue.clear()
+        self.segments.clear()
+        self.queued_bytes = 0
 
     def _encode(self, events: list[bytes], dropped: int) -> tuple[str, int]:
         """One message from the first events that fit in MAX_MESSAGE_BYTES, and how many it holds.
@@ -243,11 +393,14 @@ class TailClient:
                         text, used = self._encode(events, dropped)
                         if used < len(events):
                             queue.extendleft(reversed(events[used:]))  # room: they were just taken out
+                        self.release(used)
                         turns.spend(len(text))
                         await ws.send({"type": "websocket.send", "text": text})
                         sent = True
                     while control:
                         await ws.send({"type": "websocket.send", "text": control.popleft().decode()})
+                        if len(control) < MAX_CONTROL:
+                            self.room.set()
                         sent = True
                     if not sent:
                         break
@@ -255,6 +408,8 @@ class TailClient:
             raise
         except Exception as exc:  # the peer went away mid-send; the route's receive loop sees it too
             log.debug("tail sender stopped: %r", exc)
+        finally:
+            self.room.set()  # nobody will send the replies now: let the route read on (and see the close)
 
 
 class _Turns:
@@ -269,7 +424,7 @@ class _Turns:
     def __init__(self, sends: int, nbytes: int):
         self.sends, self.bytes = sends, nbytes
         self.left, self.bytes_left = sends, nbytes
-        self.waiting: deque[asyncio.Future] = deque()
+        self.waiting: deque[asyncio.Future[None]] = deque()
         self.armed = False
 
     def take(self) -> bool:
@@ -285,7 +440,7 @@ class _Turns:
 
     async def wait(self) -> None:
         """Wait for a later turn; on return one message of that turn is claimed."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         self._arm()
         await future
@@ -377,8 +532,8 @@ class TailHub:
         """Apply one message from a client; a bad one gets an error reply, never a disconnect."""
         try:
             msg = _decode_message(text)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            client.reply({"op": "error", "error": "message must be a JSON object"})
+        except FilterError as exc:
+            client.reply({"op": "error", "error": str(exc)})
             return
         op = msg.get("op")
         try:
@@ -391,7 +546,7 @@ class TailHub:
                 self._unfile(client)
                 client.filter = new_filter
                 client.interval = interval
-                client.queue.clear()  # queued events matched the old filter
+                client.clear()  # queued events matched the old filter
                 self._file(client)
                 ack: dict[str, Any] = {"op": "subscribed", "filter": new_filter.as_dict()}
                 if interval:
@@ -445,9 +600,12 @@ class TailHub:
 
     # -- the hot path (pipeline task) -----------------------------------------
 
-    def consume(self, batch: Batch) -> None:
+    def consume(self, batch: Batch) -> SinkDrops | None:
+        """Queue each event for the clients whose filters it matches. An event whose bytes
+        cannot be prepared is left out (and returned, so the pipeline does not count it as
+        processed); the rest of the batch still reaches every client."""
         if not self.clients:
-            return
+            return None
         events = batch.events
         n = len(events)
         # Which events each group wants, as positions: first through the index (events grouped
@@ -474,33 +632,44 @@ class TailHub:
         received_at = batch.received_at
         suffix = b',"received_at":' + repr(received_at).encode() + b"}"
         spliced: list[bytes | None] = [None] * n
-        matched: dict[_Group, list[bytes]] = {}
+        failed: SinkDrops = {}
+        matched: dict[_Group, tuple[list[bytes], array[int]]] = {}
         for group, at in wanted.items():
             if not at:
                 continue
             if group.indexed is not None and len(group.indexed[1]) > 1:
                 at.sort()  # gathered value by value; deliver in arrival order
-            items = matched[group] = []
+            items: list[bytes] = []
             for i in at:
                 item = spliced[i]
                 if item is None:
-                    item = spliced[i] = _with_received_at(raws[i], suffix, received_at)
-                items.append(item)
+                    item = spliced[i] = self._splice(raws[i], suffix, received_at, i, failed)
+                if item:  # not _FAILED
+                    items.append(item)
+            if items:
+                matched[group] = items, array("q", accumulate(map(len, items), initial=0))
         # Per client, one C-level extend per batch: the per-event work above is per filter.
         dropped = 0
-        for group, items in matched.items():
-            n = len(items)
+        for group, (items, sizes) in matched.items():
             for client in group.clients:
-                queue = client.queue
-                over = len(queue) + n - queue.maxlen
-                if over > 0:  # the deque evicts the oldest; count them
-                    client.dropped += over
-                    dropped += over
-                queue.extend(items)
+                dropped += client.offer(items, sizes)
                 if not client.paused:
                     client.wakeup.set()
         if dropped:
             self.dropped_total.inc(dropped)
+        return failed or None
+
+    @staticmethod
+    def _splice(raw: bytes, suffix: bytes, received_at: float, i: int, failed: SinkDrops) -> bytes:
+        """The event as sent plus received_at, or _FAILED (recorded in `failed`): one event
+        that cannot be spliced must not cost its batch."""
+        try:
+            return _with_received_at(raw, suffix, received_at)
+        except Exception as exc:
+            if not failed:  # once per batch: a stream of them must not flood the log
+                log.warning("live tail left out an event it could not splice received_at into: %r", exc)
+            failed[i] = "splice_failed"
+            return _FAILED
 
     async def start(self) -> None:
         pass  # a sender task starts with each client, not with the hub
@@ -526,6 +695,7 @@ class TailHub:
         for client in clients:
             if client.sender is not None:
                 client.sender.cancel()
+            client.room.set()  # a route waiting for reply room reads on and sees the close
         closes = [asyncio.create_task(_close(c.ws, 1001, "sidecar shutting down")) for c in clients]
         # A client that never reads may have a full send buffer: its close waits on it; don't.
         # Its connection is left to uvicorn, which gives up on it after shutdown_grace.
@@ -581,11 +751,21 @@ async def _close(ws: Transport, code: int, reason: str) -> None:
         await ws.close(code, reason)
 
 
+_decode_members = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
 def _with_received_at(raw: bytes, suffix: bytes, received_at: float) -> bytes:
     """The event's bytes as sent with `"received_at":...` spliced in before the closing brace.
-    `raw` decoded as a JSON object with at least `type`, so the splice is valid JSON."""
-    if b'"received_at"' in raw:  # rare: the sender set it; replace it rather than duplicate the key
-        obj = msgspec.json.decode(raw)
-        obj["received_at"] = received_at
-        return _encode(obj)
+    `raw` decoded as a JSON object with at least `type`, so the splice is valid JSON.
+
+    When the sender set `received_at` itself it is replaced, not duplicated. The key may be
+    spelled with escapes (`"received\\u005fat"`), so any `\\u` means looking at the keys.
+    Only the top-level members are decoded (values stay raw bytes): decoding the whole event
+    would refuse what the event decoder accepted without looking, such as `1e999` in a payload."""
+    if b'"received_at"' in raw or b"\\u" in raw:
+        members = _decode_members(raw)
+        if "received_at" in members:
+            del members["received_at"]
+            members["received_at"] = msgspec.Raw(repr(received_at).encode())
+            return _encode(members)
     return raw[: raw.rindex(b"}")] + suffix
