@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import Config, WindowsConfig
 from sidecar.protocol import is_failure_type
-from sidecar.sinks import window as window_mod
+from sidecar.sinks.window import store as window_mod
 from sidecar.sinks.window import SortedValues, WindowSink, nearest_rank
 from sidecar.testing import FakeClock
 from sidecar.types import Batch, Event
@@ -253,7 +253,7 @@ def test_events_older_than_the_largest_window_are_ignored_and_counted_late():
     assert sink.stats("1h")["events"] == 0
     assert sink.stats()["cumulative"]["events"] == 1
     assert registry.get_sample_value("sidecar_window_late_events_total") == 1
-    assert "r9" not in sink.run_ids  # the run id it brought is forgotten again
+    assert "r9" not in sink.store.run_ids  # the run id it brought is forgotten again
 
 
 def test_collector_exports_exact_quantile_gauges_in_seconds():
@@ -357,7 +357,7 @@ def test_many_keys_and_run_ids_grow_every_table_and_stay_exact():
     assert sink.stats("1h")["workflows_active"] == 3000
     clock.advance(3600)
     assert sink.stats("1h")["workflows_active"] == 0
-    assert sink.run_ids == {None: -1}  # every run id left the largest window and was released
+    assert sink.store.run_ids == {None: -1}  # every run id left the largest window and was released
 
 
 def test_sampled_groups_report_their_sample_size():
@@ -417,7 +417,7 @@ def test_stored_events_are_bounded_by_max_events_and_the_answer_says_it_is_not_e
         sink.consume(batch(events, clock.now))
         clock.advance(10)
         sink.maintain(clock.now)
-    assert sink.tail - sink.head <= 2000  # at most max_events plus what arrived since the last flush
+    assert sink.store.tail - sink.store.head <= 2000  # at most max_events plus what arrived since the last flush
     doc = sink.stats("1h")
     assert doc["exact"] is False and doc["events"] <= 2000
     assert sink.stats("1m")["exact"] is False
