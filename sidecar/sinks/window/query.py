@@ -52,7 +52,7 @@ class Query:
 def detach(snap: Snapshot, query: Query) -> Snapshot:
     """The snapshot with rows of its own, to read on another thread: with filters, only the
     matching rows are gathered (the first step of the query anyway); without, they are copied."""
-    ks = None if not query.filters else np.flatnonzero(snap.keys.mask(query.filters))
+    ks = snap.keys.matching(query.filters)
 
     def own(rows: Rows | None) -> Rows | None:
         if rows is None:
@@ -90,7 +90,7 @@ def _section_doc(snap: Snapshot, s: Section, query: Query, stamp: str | None = N
         head["as_of"] = stamp
     head["exact"] = s.exact
     keys = snap.keys
-    ks = None if not query.filters else np.flatnonzero(keys.mask(query.filters))
+    ks = keys.matching(query.filters)
     if s.rows is None:  # the window's own samples (no filter), or one indexed value's
         source, runs = s.indexed if s.indexed is not None else (s.values, s.runs)
         assert source is not None
@@ -231,7 +231,7 @@ def _top_types(keys: KeysView, type_of: Int32s, events_k: Floats) -> tuple[dict[
     if len(present) > MAX_TYPES:
         kth = np.partition(counts[present], len(present) - MAX_TYPES)[len(present) - MAX_TYPES]
         top = present[counts[present] >= kth]
-        top = np.array(sorted(top.tolist(), key=lambda i: (-counts[i], str(names[ids[i]])))[:MAX_TYPES], dtype=np.int64)
+        top = np.array(sorted(top.tolist(), key=lambda i: (-counts[i], str(names[int(ids[i])])))[:MAX_TYPES], dtype=np.int64)
     else:
         top = present
     shown = {names[int(ids[i])]: int(counts[i]) for i in top.tolist()}

@@ -125,7 +125,7 @@ class Keys:
             of={d: self.of[d][:n] for d in DIMENSIONS},
             severity=self.severity[:n],
             failed=self.failed[:n],
-            names=self.names,
+            names=dict(self.names),
             n_names={d: len(self.names[d]) for d in DIMENSIONS},
             index=self.index,
         )
@@ -594,7 +594,10 @@ class WindowStore:
         self.flush(now)
         n_keys = len(self.keys)
         keys = self.keys.view()
-        own = (lambda a: a.copy()) if copy else (lambda a: a)
+
+        def own(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return a.copy() if copy else a
+
         sections = []
         for w in windows:
             window_rows = None

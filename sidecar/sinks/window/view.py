@@ -9,13 +9,13 @@ thread, and plain slices when it is read at once on the writer's own thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from sidecar.sinks.window.sorted_values import Floats, SortedValues
+from sidecar.sinks.window.sorted_values import Floats, Ints, SortedValues
 
 UInt16s = npt.NDArray[np.uint16]
 Int32s = npt.NDArray[np.int32]
@@ -35,7 +35,7 @@ class KeysView:
     of: dict[str, Int32s]
     severity: Int8s
     failed: Bools
-    names: dict[str, Sequence[str | None]]  # append-only lists: indices below n_names[dim] never change
+    names: Mapping[str, Sequence[str | None]]  # append-only lists: indices below n_names[dim] never change
     n_names: dict[str, int]
     index: dict[str, dict[str | None, int]]  # value -> name index; entries are only ever added
 
@@ -43,17 +43,17 @@ class KeysView:
         i = self.index[dim].get(value)
         return i if i is not None and i < self.n_names[dim] else None
 
-    def mask(self, filters: dict[str, str]) -> Bools | None:
-        """Boolean mask over keys matching every filter (None when there are none)."""
+    def matching(self, filters: dict[str, str]) -> Ints | None:
+        """The keys matching every filter (None when there are none: every key)."""
         if not filters:
             return None
         mask = np.ones(self.n, dtype=bool)
         for dim, value in filters.items():
             i = self.name_index(dim, value)
             if i is None:
-                return np.zeros(self.n, dtype=bool)
+                return np.empty(0, dtype=np.int64)
             mask &= self.of[dim] == i
-        return mask
+        return np.flatnonzero(mask)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,4 +115,5 @@ def sampled(ts: Floats | None, dur: Floats, level: int) -> Bools:
     h ^= h >> np.uint64(31)
     h *= np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(29)
-    return has & ((h & np.uint64((1 << level) - 1)) == 0)
+    keep: Bools = has & ((h & np.uint64((1 << level) - 1)) == 0)
+    return keep
