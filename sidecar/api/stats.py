@@ -4,16 +4,17 @@ A query that reads rows (filters without windows.index_by, or `by=` groups) cost
 proportion to the window's events and keys: its snapshot is taken on the event loop (a copy
 of the rows it needs, a few ms per million events), then the document is computed and
 rendered in a worker thread, at most STATS_WORKERS at a time, so /healthz, ingest and
-shutdown never wait behind it. Light queries (counters and sorted samples only) answer inline.
+shutdown never wait behind it. Light queries (counters and sorted samples only, few keys)
+answer inline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,7 +25,8 @@ from sidecar.sinks.window import DIMENSIONS, WindowSink
 from sidecar.sinks.window.query import DEFAULT_LIMIT, MAX_LIMIT, Query, detach, stats_document
 
 PARAMETERS = ("window", "by", "limit", *DIMENSIONS)
-STATS_WORKERS = 2  # heavy /v1/stats computations at once; more wait their turn (holding no snapshot)
+INLINE_KEYS = 2000  # up to this many interned keys, a query without rows is answered on the loop
+STATS_WORKERS = 1  # heavy /v1/stats computations at once; more wait their turn (holding no snapshot)
 
 
 class BadQuery(ValueError):
@@ -61,8 +63,8 @@ def parse_query(items: list[tuple[str, str]], sink: WindowSink) -> Query:
     return Query(window, filters, by, int(limit_text))
 
 
-def _render(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+def _group_json(group: dict[str, Any]) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode(group))
 
 
 def stats_route(sink: WindowSink, token: str | None) -> Route:
@@ -76,12 +78,14 @@ def stats_route(sink: WindowSink, token: str | None) -> Route:
         except BadQuery as exc:
             sink.queries_refused.labels(exc.reason).inc()
             return JSONResponse({"error": str(exc)}, status_code=400)
-        if not query.reads_rows(sink.index_by) and query.by is None:
-            # O(keys) work on counters and sorted samples: cheaper inline than a thread hop.
+        if not query.reads_rows(sink.index_by) and query.by is None and sink.keys() <= INLINE_KEYS:
+            # O(keys) work on counters and sorted samples: with few keys, cheaper inline than a thread hop.
             return JSONResponse(stats_document(sink.snapshot(query), query))
         async with workers:  # the snapshot is taken only once it can be worked on
             snap = detach(sink.snapshot(query), query)
-            body = await anyio.to_thread.run_sync(lambda: _render(stats_document(snap, query)))
+            # Groups are encoded as they are built: one encoder call over a multi-megabyte answer
+            # would hold the GIL (and so the event loop) for its whole duration.
+            body = await anyio.to_thread.run_sync(lambda: msgspec.json.encode(stats_document(snap, query, _group_json)))
         return Response(body, media_type="application/json")
 
     return Route("/v1/stats", get_stats, methods=["GET"])

@@ -11,6 +11,8 @@ its own keys and rows, not to the whole table.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.sinks.window.sorted_values import PERCENTILES, Floats, Ints, at_ranks, ranks_of
-from sidecar.sinks.window.view import Int32s, KeysView, Rows, Section, Snapshot, sampled
+from sidecar.sinks.window.view import COUNTER_FIELDS, Int32s, KeysView, Rows, Section, Snapshot, sampled
 from sidecar.types import SEVERITIES
 
+Pack = Callable[[dict[str, Any]], Any] | None
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000  # groups per section in one answer (?limit= above it is refused)
 MAX_TYPES = 50  # events_by_type entries per document (the most frequent; the rest are summed)
@@ -71,20 +74,23 @@ def as_of(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def stats_document(snap: Snapshot, query: Query) -> dict[str, Any]:
-    """The /v1/stats answer: one window (query.window set; the snapshot holds just it) or all."""
+def stats_document(snap: Snapshot, query: Query, pack: Pack = None) -> dict[str, Any]:
+    """The /v1/stats answer: one window (query.window set; the snapshot holds just it) or all.
+
+    `pack`, if given, is applied to each group document as soon as it is built (the route
+    encodes it to JSON there, so thousands of nested dicts never pile up for the GC to walk)."""
     stamp = as_of(snap.now)
     if query.window is not None:
-        return _section_doc(snap, snap.windows[0], query, stamp)
+        return _section_doc(snap, snap.windows[0], query, pack, stamp)
     assert snap.cumulative is not None
     return {
         "as_of": stamp,
-        "windows": {s.name: _section_doc(snap, s, query) for s in snap.windows},
-        "cumulative": _section_doc(snap, snap.cumulative, query),
+        "windows": {s.name: _section_doc(snap, s, query, pack) for s in snap.windows},
+        "cumulative": _section_doc(snap, snap.cumulative, query, pack),
     }
 
 
-def _section_doc(snap: Snapshot, s: Section, query: Query, stamp: str | None = None) -> dict[str, Any]:
+def _section_doc(snap: Snapshot, s: Section, query: Query, pack: Pack, stamp: str | None = None) -> dict[str, Any]:
     head: dict[str, Any] = {"window": s.name, "window_seconds": _number(s.seconds)}
     if stamp is not None:
         head["as_of"] = stamp
@@ -96,7 +102,7 @@ def _section_doc(snap: Snapshot, s: Section, query: Query, stamp: str | None = N
         assert source is not None
         n = len(source)
         values = source.select(ranks_of(n)) if n else None
-        doc = _doc(keys, s, ks, values, n, runs)
+        doc = _doc(_section_totals(keys, s, ks), 0, s.seconds, values, n, runs)
         if not s.exact:
             doc["sample_size"] = n
         return head | doc
@@ -109,12 +115,17 @@ def _section_doc(snap: Snapshot, s: Section, query: Query, stamp: str | None = N
         runs = _distinct(rows.run)
     else:  # since start, run ids are counted only for the whole stream
         runs = s.runs if not query.filters and query.by is None else None
-    doc = _doc(keys, s, ks, at_ranks(values), len(values), runs)
+    doc = _doc(_section_totals(keys, s, ks), 0, s.seconds, at_ranks(values), len(values), runs)
     if not s.exact:
         doc["sample_size"] = len(values)
     if query.by is None:
         return head | doc
-    return head | doc | _groups(keys, s, ks, rows, keep, query)
+    return head | doc | _groups(keys, s, ks, rows, keep, query, pack)
+
+
+def _section_totals(keys: KeysView, s: Section, ks: Ints | None) -> Totals:
+    pool = np.arange(keys.n) if ks is None else ks
+    return _totals(keys, s, pool, np.zeros(len(pool), dtype=np.int64), 1)
 
 
 def _only(rows: Rows, keys: KeysView, ks: Ints) -> Rows:
@@ -128,79 +139,121 @@ def _only(rows: Rows, keys: KeysView, ks: Ints) -> Rows:
     )
 
 
-def _groups(keys: KeysView, s: Section, ks: Ints | None, rows: Rows, keep: npt.NDArray[np.bool_], query: Query) -> dict[str, Any]:
+def _groups(keys: KeysView, s: Section, ks: Ints | None, rows: Rows, keep: npt.NDArray[np.bool_], query: Query, pack: Pack) -> dict[str, Any]:
     """The `limit` most active values of query.by, each with its own statistics."""
     by = query.by
     assert by is not None
     names = keys.names[by]
     group_of = keys.of[by]
-    events = s.per_key("events")
-    key_weights = events if ks is None else np.bincount(ks, weights=events[ks], minlength=keys.n)
-    per_group = np.bincount(group_of, weights=key_weights, minlength=keys.n_names[by])
+    pool = np.arange(keys.n) if ks is None else ks
+    per_group = np.bincount(group_of[pool], weights=s.per_key("events")[pool], minlength=keys.n_names[by])
     active = np.flatnonzero(per_group > 0)
     limit = min(query.limit, MAX_LIMIT)
     if len(active) > limit:
         # Only values tied with or above the limit-th count can be chosen: sort just those.
         kth = np.partition(per_group[active], len(active) - limit)[len(active) - limit]
         active = active[per_group[active] >= kth]
-    chosen = sorted(active.tolist(), key=lambda g: (-per_group[g], str(names[g])))[:limit]
-    omitted = int(np.count_nonzero(per_group)) - len(chosen)
-    # Keys and rows sorted by group (a radix sort on uint16), then a slice per group.
-    key_pool = np.arange(keys.n) if ks is None else ks
-    key_order = key_pool[np.argsort(group_of[key_pool], kind="stable")]
-    key_groups = group_of[key_order]
+    # Most events first, ties by name. numpy sorts (not sorted() on tuples), so a worker thread
+    # computing this never holds the GIL for long against the event loop.
+    label = np.array([str(names[g]) for g in active.tolist()], dtype=str)
+    chosen = active[np.lexsort((label, -per_group[active]))[:limit]].tolist()
+    # Each chosen group gets a slot; the counter sums of every slot come from one pass over keys.
+    slot = np.full(keys.n_names[by], -1, dtype=np.int64)
+    slot[chosen] = np.arange(len(chosen))
+    pj = slot[group_of[pool]]
+    in_chosen = pj >= 0
+    totals = _totals(keys, s, pool[in_chosen], pj[in_chosen], len(chosen))
+    # Rows sorted by group (a radix sort on uint16), then a slice per group for its quantiles.
     row_group = np.take(group_of.astype(np.uint16), rows.key)
     order = np.argsort(row_group, kind="stable")
     sorted_groups = row_group[order]
+    bounds = np.searchsorted(sorted_groups, np.array(chosen, dtype=np.uint16)), np.searchsorted(sorted_groups, np.array(chosen, dtype=np.uint16), "right")
     groups = []
-    for g in chosen:
-        gkeys = key_order[np.searchsorted(key_groups, g, "left") : np.searchsorted(key_groups, g, "right")]
-        idx = order[np.searchsorted(sorted_groups, g, "left") : np.searchsorted(sorted_groups, g, "right")]
+    for j, (g, lo, hi) in enumerate(zip(chosen, bounds[0].tolist(), bounds[1].tolist())):
+        if j % 32 == 31:
+            time.sleep(0)  # off the loop: hand the GIL to the event loop's thread now and then
+        idx = order[lo:hi]
         gvalues = rows.dur[idx[keep[idx]]]
         runs = None if rows.run is None else _distinct(rows.run[idx])
-        gdoc = _doc(keys, s, gkeys, at_ranks(gvalues), len(gvalues), runs)
+        gdoc = _doc(totals, j, s.seconds, at_ranks(gvalues), len(gvalues), runs)
         if not s.exact:
             gdoc["sample_size"] = len(gvalues)
-        groups.append({"key": names[g]} | gdoc)
-    return {"by": by, "groups": groups, "groups_omitted": omitted}
+        group = {"key": names[g]} | gdoc
+        groups.append(group if pack is None else pack(group))
+    return {"by": by, "groups": groups, "groups_omitted": int(np.count_nonzero(per_group)) - len(chosen)}
 
 
-def _doc(keys: KeysView, s: Section, ks: Ints | None, values: Floats | None, n_values: int, runs: int | None) -> dict[str, Any]:
-    """One section's (or group's) fields over the keys `ks` (None: all keys); `values` are
-    min, p50, p90, p95, p99, max of the duration samples."""
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Counter sums for m slots (a section: one slot; groups: one each), from their keys."""
 
-    def per_key(name: str) -> Floats:
-        column = s.per_key(name)
-        return column if ks is None else column[ks]
+    fields: dict[str, Floats]  # per counter field (and "errors"): one sum per slot
+    severity: Floats  # (m, severities) events
+    agents: Ints  # distinct agents with events, per slot
+    types: list[tuple[dict[str | None, int], dict[str, int]]]  # per slot: top types, and the rest
 
-    def of(dim: str) -> Int32s:
-        return keys.of[dim] if ks is None else keys.of[dim][ks]
 
-    events_k = per_key("events")
-    events = int(events_k.sum())
-    severity = keys.severity if ks is None else keys.severity[ks]
-    failed = keys.failed if ks is None else keys.failed[ks]
-    by_sev = np.bincount(severity, weights=events_k, minlength=len(SEVERITIES))
-    errors = int(events_k[failed].sum())
-    agents = _distinct_names(keys, "agent", of("agent"), events_k)
-    count = int(per_key("durations").sum())
-    total = float(per_key("duration_sum").sum())
-    tin, tout, tother = (int(per_key(f).sum()) for f in ("input", "output", "other"))
+def _totals(keys: KeysView, s: Section, pk: Ints, pj: Ints, m: int) -> Totals:
+    """Sums over keys pk, where key pk[i] belongs to slot pj[i] (one bincount per field, no loop)."""
+    events_k = s.per_key("events")[pk]
+    fields = {f: np.bincount(pj, weights=s.per_key(f)[pk], minlength=m) for f in COUNTER_FIELDS}
+    fields["errors"] = np.bincount(pj, weights=events_k * keys.failed[pk], minlength=m)
+    n_sev = len(SEVERITIES)
+    severity = np.bincount(pj * n_sev + keys.severity[pk], weights=events_k, minlength=m * n_sev).reshape(m, n_sev)
+    live = events_k > 0
+    pk, pj, events_k = pk[live], pj[live], events_k[live]
+    agent = keys.of["agent"][pk]
+    none = keys.name_index("agent", None)
+    if none is not None:
+        agent, pj_a = agent[agent != none], pj[agent != none]
+    else:
+        pj_a = pj
+    pairs = _unique(pj_a * keys.n_names["agent"] + agent)
+    agents = np.bincount(pairs // max(keys.n_names["agent"], 1), minlength=m)
+    return Totals(fields, severity, agents, _top_types(keys, pj, keys.of["type"][pk], events_k, m))
+
+
+def _top_types(keys: KeysView, pj: Ints, type_of: Int32s, events_k: Floats, m: int) -> list[tuple[dict[str | None, int], dict[str, int]]]:
+    """Per slot, the MAX_TYPES most frequent types (ties: first seen) and how many types/events are left out."""
+    n_types = max(keys.n_names["type"], 1)
+    by_pair = np.argsort(pj * n_types + type_of, kind="stable")
+    sorted_pairs = (pj * n_types + type_of)[by_pair]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_pairs[1:] != sorted_pairs[:-1]))) if len(sorted_pairs) else np.empty(0, dtype=np.int64)
+    pairs = sorted_pairs[starts]
+    counts = np.add.reduceat(events_k[by_pair], starts) if len(starts) else np.empty(0)
+    slots, types = pairs // n_types, pairs % n_types
+    order = np.lexsort((types, -counts, slots))
+    slots, types, counts = slots[order], types[order], counts[order]
+    starts = np.searchsorted(slots, np.arange(m + 1))
+    names = keys.names["type"]
+    out = []
+    for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        top = min(hi, lo + MAX_TYPES)
+        shown = {names[t]: int(c) for t, c in zip(types[lo:top].tolist(), counts[lo:top].tolist())}
+        out.append((shown, {"types": hi - top, "events": int(counts[top:hi].sum())}))
+    return out
+
+
+def _doc(t: Totals, j: int, seconds: float, values: Floats | None, n_values: int, runs: int | None) -> dict[str, Any]:
+    """Slot j's fields; `values` are min, p50, p90, p95, p99, max of its duration samples."""
+    f = {name: float(column[j]) for name, column in t.fields.items()}
+    events, errors, count = int(f["events"]), int(f["errors"]), int(f["durations"])
+    total, cost = f["duration_sum"], f["cost"]
+    tin, tout, tother = int(f["input"]), int(f["output"]), int(f["other"])
     tokens = tin + tout + tother
-    cost = float(per_key("cost").sum())
     duration: dict[str, Any] = {"count": count, "sum": _finite(total), "avg": _finite(total / count) if count else None}
     if values is None or not n_values:
         duration |= {"min": None, "max": None} | {f"p{p}": None for p in PERCENTILES}
     else:
         v = [_finite(x) for x in values.tolist()]
         duration |= {"min": v[0], "max": v[-1]} | {f"p{p}": x for p, x in zip(PERCENTILES, v[1:-1])}
-    seconds = s.seconds
-    by_type, omitted = _top_types(keys, of("type"), events_k)
+    by_type, omitted = t.types[j]
+    severity = t.severity[j]
     return {
         "events": events,
         "events_by_type": by_type,
         "events_by_type_omitted": omitted,
-        "events_by_severity": {SEVERITIES[i]: int(by_sev[i]) for i in np.flatnonzero(by_sev).tolist()},
+        "events_by_severity": {SEVERITIES[i]: int(severity[i]) for i in np.flatnonzero(severity).tolist()},
         "errors": errors,
         "error_rate": errors / events if events else None,
         "duration_ms": duration,
@@ -211,42 +264,10 @@ def _doc(keys: KeysView, s: Section, ks: Ints | None, values: Floats | None, n_v
             "tokens_per_second": _finite(tokens / seconds) if seconds > 0 else None,
             "cost_per_hour_usd": _finite(cost / seconds * 3600) if seconds > 0 else None,
         },
-        "agents_active": agents,
+        "agents_active": int(t.agents[j]),
         "runs_seen": runs,
         "workflows_active": runs,  # deprecated alias of runs_seen (one release; see README)
     }
-
-
-def _top_types(keys: KeysView, type_of: Int32s, events_k: Floats) -> tuple[dict[str | None, int], dict[str, int]]:
-    """The MAX_TYPES most frequent types with their events, and how many types/events are left out."""
-    n_names = keys.n_names["type"]
-    if len(type_of) * 8 >= n_names:  # dense (the whole table): a bincount, no sort
-        ids = np.arange(n_names)
-        counts = np.bincount(type_of, weights=events_k, minlength=n_names)
-    else:
-        ids, inverse = np.unique(type_of, return_inverse=True)
-        counts = np.bincount(inverse.reshape(-1), weights=events_k, minlength=len(ids))
-    present = np.flatnonzero(counts > 0)
-    names = keys.names["type"]
-    if len(present) > MAX_TYPES:
-        kth = np.partition(counts[present], len(present) - MAX_TYPES)[len(present) - MAX_TYPES]
-        top = present[counts[present] >= kth]
-        top = np.array(sorted(top.tolist(), key=lambda i: (-counts[i], str(names[int(ids[i])])))[:MAX_TYPES], dtype=np.int64)
-    else:
-        top = present
-    shown = {names[int(ids[i])]: int(counts[i]) for i in top.tolist()}
-    rest = int(counts.sum()) - sum(shown.values())
-    return shown, {"types": len(present) - len(top), "events": rest}
-
-
-def _distinct_names(keys: KeysView, dim: str, of: Int32s, events_k: Floats) -> int:
-    """Distinct values of `dim` (not counting None) among keys with events."""
-    none = keys.name_index(dim, None)
-    if len(of) * 8 >= keys.n_names[dim]:  # dense (the whole table): a bincount, no sort
-        per_name = np.bincount(of, weights=events_k, minlength=keys.n_names[dim])
-        return int(np.count_nonzero(per_name)) - (none is not None and bool(per_name[none] > 0))
-    present = np.unique(of[events_k > 0])
-    return len(present) - (none is not None and bool(np.isin(none, present)))
 
 
 def _distinct(runs: Int32s) -> int:
@@ -256,7 +277,13 @@ def _distinct(runs: Int32s) -> int:
         return 0
     if len(runs) * 8 >= int(runs.max()):
         return int(np.count_nonzero(np.bincount(runs)))
-    return len(np.unique(runs))
+    return len(_unique(runs))
+
+
+def _unique(values: npt.NDArray[np.int64] | Int32s) -> npt.NDArray[Any]:
+    """Sorted distinct values by a plain sort (np.unique's hash path holds the GIL throughout)."""
+    ordered = np.sort(values)
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
 
 
 def _finite(x: float) -> float | None:

@@ -89,6 +89,10 @@ class WindowSink:
             return None
         return next((w for w in self.store.windows if w.seconds == seconds), None)
 
+    def keys(self) -> int:
+        """Interned key combinations: what a query without rows costs in proportion to."""
+        return len(self.store.keys)
+
     def snapshot(self, query: Query, copy: bool = False) -> Snapshot:
         """What `query` reads, as of now (on the writer thread). copy=False: read it right away."""
         if query.window is None:
