@@ -187,8 +187,8 @@ def _groups(keys: KeysView, s: Section, ks: Ints | None, rows: Rows, keep: npt.N
 class Totals:
     """Counter sums for m slots (a section: one slot; groups: one each), from their keys."""
 
-    fields: dict[str, Floats]  # per counter field (and "errors"): one sum per slot
-    severity: Floats  # (m, severities) events
+    fields: dict[str, npt.NDArray[Any]]  # per counter field (and "errors"): one sum per slot
+    severity: npt.NDArray[Any]  # (m, severities) events
     agents: Ints  # distinct agents with events, per slot
     types: list[tuple[dict[str | None, int], dict[str, int]]]  # per slot: top types, and the rest
 
