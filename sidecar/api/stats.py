@@ -54,13 +54,14 @@ def parse_query(items: list[tuple[str, str]], sink: WindowSink) -> Query:
         raise BadQuery("unknown_by", f"unknown by {by!r} (expected one of: {', '.join(DIMENSIONS)})")
     limit_text = params.get("limit", str(DEFAULT_LIMIT))
     # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
-    if not (limit_text.isascii() and limit_text.isdigit()) or int(limit_text) < 1:
-        raise BadQuery("bad_limit", f"limit must be a positive integer, not {limit_text!r}")
-    if len(limit_text) > len(str(MAX_LIMIT)) or int(limit_text) > MAX_LIMIT:  # int() refuses 4,301+ digits
+    digits = limit_text.lstrip("0")
+    if not (limit_text.isascii() and limit_text.isdigit()) or not digits:
+        raise BadQuery("bad_limit", f"limit must be a positive integer, not {limit_text[:20]!r}")
+    if len(digits) > len(str(MAX_LIMIT)) or int(digits) > MAX_LIMIT:  # (int() refuses 4,301+ digits)
         raise BadQuery("bad_limit", f"limit must be at most {MAX_LIMIT}, not {limit_text[:20]}")
     # Values are stored cut to the label length, so a filter on the full value still matches.
     filters = {d: params[d][:MAX_LABEL_LENGTH] for d in DIMENSIONS if d in params}
-    return Query(window, filters, by, int(limit_text))
+    return Query(window, filters, by, int(digits))
 
 
 def _group_json(group: dict[str, Any]) -> msgspec.Raw:
