@@ -109,8 +109,9 @@ def _section_doc(snap: Snapshot, s: Section, query: Query, pack: Pack, stamp: st
     rows = s.rows
     if ks is not None and not rows.filtered:
         rows = _only(rows, keys, ks)
-    keep = sampled(rows.ts, rows.dur, rows.level)
-    values = rows.dur[keep]
+    # The since-start reservoir holds only durations; store rows need their sample mask.
+    keep = None if s.values is None else sampled(rows.ts, rows.dur, rows.level)
+    values = rows.dur if keep is None else rows.dur[keep]
     if rows.run is not None:
         runs = _distinct(rows.run)
     else:  # since start, run ids are counted only for the whole stream
@@ -163,7 +164,7 @@ def _only(rows: Rows, keys: KeysView, ks: Ints) -> Rows:
     )
 
 
-def _groups(keys: KeysView, s: Section, ks: Ints | None, rows: Rows, keep: npt.NDArray[np.bool_], query: Query, pack: Pack) -> dict[str, Any]:
+def _groups(keys: KeysView, s: Section, ks: Ints | None, rows: Rows, keep: npt.NDArray[np.bool_] | None, query: Query, pack: Pack) -> dict[str, Any]:
     """The `limit` most active values of query.by, each with its own statistics."""
     by = query.by
     assert by is not None
@@ -197,7 +198,7 @@ def _groups(keys: KeysView, s: Section, ks: Ints | None, rows: Rows, keep: npt.N
         if j % 32 == 31:
             time.sleep(0)  # off the loop: hand the GIL to the event loop's thread now and then
         idx = order[lo:hi]
-        gvalues = rows.dur[idx[keep[idx]]]
+        gvalues = rows.dur[idx if keep is None else idx[keep[idx]]]
         runs = None if rows.run is None else _distinct(rows.run[idx])
         gdoc = _doc(totals, j, s.seconds, at_ranks(gvalues), len(gvalues), runs)
         if not s.exact:

@@ -48,7 +48,7 @@ from sidecar.types import SEVERITIES, Event
 MAX_KEYS = 65_535  # keys are stored as uint16; near the cap new combinations fold into overflow keys
 OVERFLOW = "__overflow__"
 MAX_TOKENS = 2**32 - 1  # token columns are uint32; larger per-event counts are clamped
-# Durations and costs are clamped to +-MAX_AMOUNT on the way in, so a sum of up to 10**18 of
+# Durations and costs (>= 0) are clamped to MAX_AMOUNT on the way in, so a sum of up to 10**18 of
 # them stays finite (float64 tops out near 1.8e308): /v1/stats never meets an inf it cannot send.
 MAX_AMOUNT = 1e290
 INITIAL_CAPACITY = 1024  # store rows allocated up front (tests lower it)
@@ -265,9 +265,11 @@ def _tokens(values: list[int]) -> npt.NDArray[np.uint32]:
 
 
 def _amounts(values: list[float | None]) -> Floats:
-    column = np.array(values, dtype=np.float64)  # None -> NaN (no value)
-    if len(column) and not (np.abs(column) <= MAX_AMOUNT).all():  # NaN fails too: checked below
-        column = np.clip(column, -MAX_AMOUNT, MAX_AMOUNT)  # keeps NaN
+    """An amount column (None -> NaN: no value), clamped to MAX_AMOUNT. Amounts are >= 0 (the
+    event contract), so one NaN-ignoring max decides whether a clamping pass is needed."""
+    column = np.array(values, dtype=np.float64)
+    if len(column) and np.fmax.reduce(column) > MAX_AMOUNT:
+        column = np.minimum(column, MAX_AMOUNT)  # NaN stays NaN
     return column
 
 
@@ -346,7 +348,7 @@ class WindowStore:
             "tin": _tokens([e.input_tokens or 0 for e in evs]),
             "tout": _tokens([e.output_tokens or 0 for e in evs]),
             "tother": _tokens([e.tokens or 0 for e in evs]),
-            "cost": np.nan_to_num(_amounts([e.cost_usd for e in evs]), nan=0.0),
+            "cost": _amounts([e.cost_usd or 0.0 for e in evs]),
         }
 
     def _intern_run(self, run_id: str) -> int:
