@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from sidecar.contract import MAX_COST_USD, MAX_DURATION_MS
 from sidecar.testing import FakeClock, event, ndjson, running_sidecar
 
 
@@ -98,16 +99,21 @@ def test_bad_query_is_a_400_naming_what_was_wrong_and_is_counted(sidecar, query,
     assert sidecar.value("sidecar_stats_requests_refused_total", {"reason": reason}) == 1
 
 
-def test_amounts_near_the_float_limit_never_make_stats_or_metrics_fail(clocked):
+def test_amounts_at_and_past_the_contract_limits_never_make_stats_or_metrics_fail(clocked):
+    # Past the limits the decoder refuses the event (out_of_range); at them, sums stay finite.
+    # The store's own clamp for values that reach it some other way is the hypothesis test in
+    # tests/sinks/test_window.py.
     s, clock = clocked
     huge = 1.7976931348623157e308
-    send(s, clock, *[event(agent=a, duration_ms=huge, cost_usd=huge, run_id="r") for a in ("a", "a", "b")])
+    r = httpx.post(f"{s.url}/v1/events", json=[event(agent="a", duration_ms=huge), event(agent="a", cost_usd=huge)])
+    assert r.status_code == 400 and {e["error"].split(":")[0] for e in r.json()["errors"]} == {"out_of_range"}
+    send(s, clock, *[event(agent=a, duration_ms=MAX_DURATION_MS, cost_usd=MAX_COST_USD, run_id="r") for a in ("a", "a", "b")])
     for query in ("", "?window=1m", "?by=agent", "?window=5m&agent=a", "?by=agent&model=none"):
         r = httpx.get(f"{s.url}/v1/stats{query}")
         assert r.status_code == 200, (query, r.text[:300])
         assert "Infinity" not in r.text and "NaN" not in r.text
     doc = httpx.get(f"{s.url}/v1/stats?window=1m").json()
-    assert doc["events"] == 3 and 0 < doc["cost_usd"] < huge
+    assert doc["events"] == 3 and doc["cost_usd"] == 3 * MAX_COST_USD
     assert httpx.get(f"{s.url}/metrics").status_code == 200
 
 
@@ -153,3 +159,14 @@ def test_promtool_accepts_the_window_exposition():
     assert "# TYPE agent_window_duration_seconds summary" in body
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tool_is_a_filter_and_a_by_dimension(clocked):
+    s, clock = clocked
+    send(s, clock, event(type="tool.call", agent="coder", tool="search", duration_ms=10.0),
+         event(type="tool.call", agent="coder", tool="search", duration_ms=30.0),
+         event(type="tool.call", agent="coder", tool="shell", duration_ms=500.0), event(agent="coder"))
+    groups = httpx.get(f"{s.url}/v1/stats", params={"window": "1m", "by": "tool"}).json()["groups"]
+    assert {g["key"]: g["events"] for g in groups} == {"search": 2, "shell": 1, None: 1}
+    doc = httpx.get(f"{s.url}/v1/stats", params={"window": "1m", "tool": "shell"}).json()
+    assert doc["events"] == 1 and doc["duration_ms"]["p50"] == 500.0

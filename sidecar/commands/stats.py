@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--url", default=DEFAULT_URL, help=f"sidecar base URL (default {DEFAULT_URL})")
     p.add_argument("--token", help="bearer token (auth.token)")
     p.add_argument("--window", help="one window, e.g. 5m (default: every window and since start)")
-    p.add_argument("--by", choices=("agent", "workflow", "type", "model"), help="one row per value of this field")
-    for dim in ("agent", "workflow", "type", "model"):
+    p.add_argument("--by", choices=("agent", "workflow", "type", "model", "tool"), help="one row per value of this field")
+    for dim in ("agent", "workflow", "type", "model", "tool"):
         p.add_argument(f"--{dim}", dest=f"filter_{dim}", metavar=dim.upper(), help=f"only events with this {dim}")
     p.add_argument("--limit", type=int, help="at most this many --by rows (server default 50)")
     p.add_argument("--json", action="store_true", help="print the raw JSON document")
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def query_url(args: argparse.Namespace) -> str:
     params = {"window": args.window, "by": args.by, "limit": args.limit}
-    for dim in ("agent", "workflow", "type", "model"):
+    for dim in ("agent", "workflow", "type", "model", "tool"):
         params[dim] = getattr(args, f"filter_{dim}")
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     base: str = args.url

@@ -6,7 +6,7 @@ Layout (all numpy, so memory is a few machine words per event, not Python object
   column per field (ts, duration, interned key, run id, tokens, cost). Every window is
   then a suffix of the rows: `[searchsorted(ts, now - w), end)`.
 * per window, **running counters per key** (a key is one interned combination of type,
-  agent, workflow, model, severity and failure): events, durations, tokens and cost, added
+  agent, workflow, model, tool, severity and failure): events, durations, tokens and cost, added
   when events enter the window and subtracted when they leave, so every count and sum
   (filtered or not) is O(keys), independent of the event count.
 * per window, a **sorted multiset of durations** (`SortedValues`) for exact quantiles.
@@ -55,7 +55,7 @@ INITIAL_CAPACITY = 1024  # store rows allocated up front (tests lower it)
 FLUSH_EVENTS = 16_384  # pending events that trigger a flush from consume
 MAX_RUN_HASHES = 4_000_000  # run ids remembered since start (8 bytes each) to count each run once
 
-Combo = tuple[str, str | None, str | None, str | None, str | None, bool | None]  # severity, success: set once decoded
+Combo = tuple[str, str | None, str | None, str | None, str | None, str | None, bool | None]  # ..., tool, severity, success (set once decoded)
 Columns = dict[str, npt.NDArray[Any]]
 
 
@@ -65,7 +65,7 @@ def _cut(value: str | None) -> str | None:
 
 
 class Keys:
-    """Interned combinations of (type, agent, workflow, model, severity, failed).
+    """Interned combinations of (type, agent, workflow, model, tool, severity, failed).
 
     Per dimension, `names[dim]` lists the values and `of[dim][key]` gives a key's
     value index, so any breakdown or filter is an O(keys) numpy operation. Tables only
@@ -85,18 +85,18 @@ class Keys:
         return len(self.ids)
 
     def intern(self, combo: Combo) -> int:
-        """The key of a combination (type, agent, workflow, model, severity, success) not yet seen."""
+        """The key of a combination (type, agent, workflow, model, tool, severity, success) not yet seen."""
         if len(self.ids) >= MAX_KEYS - 2 * len(SEVERITIES):
             # Past the cap the labels fold into __overflow__, but severity and failure stay
             # (at most 10 overflow keys), so errors and severity counts remain exact.
             self.overflowed += 1
-            folded: Combo = (OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW, combo[4], combo[5])
+            folded: Combo = (OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW, combo[5], combo[6])
             key = self.ids.get(folded)
             return key if key is not None else self._add(folded)
         return self._add(combo)
 
     def _add(self, combo: Combo) -> int:
-        type_, agent, workflow, model, severity, success = combo
+        type_, agent, workflow, model, tool, severity, success = combo
         key = len(self.ids)
         if key >= len(self.severity):
             # New arrays (np.resize), never a write below len(self): snapshots hold slices.
@@ -105,7 +105,7 @@ class Keys:
                 self.of[d] = np.resize(self.of[d], size)
             self.severity = np.resize(self.severity, size)
             self.failed = np.resize(self.failed, size)
-        for d, value in zip(DIMENSIONS, (agent, workflow, type_, model)):
+        for d, value in zip(DIMENSIONS, (agent, workflow, type_, model, tool)):
             index = self.index[d]
             i = index.get(value)
             if i is None:
@@ -319,12 +319,12 @@ class WindowStore:
         ts = np.array([e.timestamp for e in evs], dtype=np.float64)
         self.late += int(np.count_nonzero(ts < late_cut))
         combos = self.keys.ids
-        keys = [combos.get((e.type, e.agent, e.workflow, e.model, e.severity, e.success)) for e in evs]
+        keys = [combos.get((e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success)) for e in evs]
         if None in keys:
             for i, k in enumerate(keys):
                 if k is None:
                     e = evs[i]
-                    combo: Combo = (e.type[:MAX_LABEL_LENGTH], _cut(e.agent), _cut(e.workflow), _cut(e.model), e.severity, e.success)
+                    combo: Combo = (e.type[:MAX_LABEL_LENGTH], _cut(e.agent), _cut(e.workflow), _cut(e.model), _cut(e.tool), e.severity, e.success)
                     keys[i] = combos.get(combo)
                     if keys[i] is None:
                         keys[i] = self.keys.intern(combo)

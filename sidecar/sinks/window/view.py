@@ -22,7 +22,7 @@ Int32s = npt.NDArray[np.int32]
 Int8s = npt.NDArray[np.int8]
 Bools = npt.NDArray[np.bool_]
 
-DIMENSIONS = ("agent", "workflow", "type", "model")
+DIMENSIONS = ("agent", "workflow", "type", "model", "tool")
 COUNTER_FIELDS = ("events", "durations", "duration_sum", "input", "output", "other", "cost")
 FIELD = {f: i for i, f in enumerate(COUNTER_FIELDS)}
 
