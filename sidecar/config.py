@@ -89,7 +89,7 @@ class WindowsConfig:
         2_000_000, "positive_int", "events stored for the largest window (~55 B each); past it the oldest leave early, exact: false"
     )
     cumulative_samples: int = _f(100_000, "positive_int", "durations kept (uniform reservoir) for since-start quantiles")
-    prometheus_by: tuple[str, ...] = _f((), "strings", "also export window gauges per value of these fields (agent, workflow, type, model)")
+    prometheus_by: tuple[str, ...] = _f((), "strings", "also export window gauges per value of these fields (agent, workflow, type, model, tool)")
     prometheus_by_limit: int = _f(50, "positive_int", "most active values per window exported per prometheus_by field")
     index_by: tuple[str, ...] = _f((), "strings", "fields whose filters (e.g. agent=) skip the row scan: +8 bytes per event per window")
 
@@ -391,8 +391,8 @@ def _check(config: Config) -> list[str]:
         problems.append("listen: at least one of listen.http and listen.unix must be set")
     for key in ("prometheus_by", "index_by"):
         for name in getattr(config.windows, key):
-            if name not in ("agent", "workflow", "type", "model"):
-                problems.append(f"windows.{key}: unknown field {name!r} (expected agent, workflow, type or model)")
+            if name not in ("agent", "workflow", "type", "model", "tool"):
+                problems.append(f"windows.{key}: unknown field {name!r} (expected agent, workflow, type, model or tool)")
     if config.ingest.max_event_bytes > config.ingest.max_body_bytes:
         problems.append("ingest.max_event_bytes: must not exceed ingest.max_body_bytes")
     if config.listen.http and config.tail.max_clients >= config.ingest.max_http_connections:

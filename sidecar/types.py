@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         agent: str | None = None
         workflow: str | None = None
         model: str | None = None
+        tool: str | None = None
         run_id: str | None = None
         invocation_id: str | None = None
         trace_id: str | None = None
