@@ -39,6 +39,7 @@ from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.tail import TailHub
 from sidecar.sinks.window import WindowSink
+from sidecar.sinks.window.autosave import WindowAutosave
 from sidecar.types import Sink
 
 log = logging.getLogger("agent_sidecar")
@@ -73,6 +74,7 @@ class Sidecar:
     reloader: Reloader
     listeners: list[UnixListener] = field(default_factory=list)
     otlp: OtlpReceiver | None = None
+    autosave: WindowAutosave | None = None  # windows.snapshot_path set
     http_url: str | None = None
     ready: bool = False
 
@@ -117,6 +119,8 @@ def build_app(
         )
     if config.otlp.enabled:
         sidecar.otlp = OtlpReceiver(config, decoder, pipeline, metrics, registry, clock)
+    if config.windows.snapshot_path:
+        sidecar.autosave = WindowAutosave(sinks.window, config.windows, registry, clock)
     live.on_change(lambda new: _apply(sidecar, new))
     app = Starlette(routes=build_routes(sidecar), lifespan=_lifespan)
     app.state.sidecar = sidecar
@@ -169,7 +173,11 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     maintain_task = asyncio.create_task(_maintain(sidecar), name="maintain")
     for sink in sidecar.pipeline.sinks:
         await sink.start()
+    autosave_task = None
     try:
+        if sidecar.autosave is not None:  # the windows as they were, before any new event
+            await sidecar.autosave.load()
+            autosave_task = asyncio.create_task(sidecar.autosave.run(), name="window-autosave")
         for listener in sidecar.listeners:
             await listener.start()
         sidecar.ready = True
@@ -191,6 +199,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             except TimeoutError:
                 log.error("pipeline did not drain within shutdown_grace (%gs)", grace)
         maintain_task.cancel()
+        if sidecar.autosave is not None and autosave_task is not None:  # every accepted event is in the windows now
+            await sidecar.autosave.stop(autosave_task)
         for sink in sidecar.pipeline.sinks:
             await sink.close()
         totals = sidecar.metrics.totals()

@@ -92,6 +92,8 @@ class WindowsConfig:
     prometheus_by: tuple[str, ...] = _f((), "strings", "also export window gauges per value of these fields (agent, workflow, type, model, tool)")
     prometheus_by_limit: int = _f(50, "positive_int", "most active values per window exported per prometheus_by field")
     index_by: tuple[str, ...] = _f((), "strings", "fields whose filters (e.g. agent=) skip the row scan: +8 bytes per event per window")
+    snapshot_path: str = _f("", "path", "file the windows are saved to and restored from at start (numpy .npz, ~43 B per event); empty: off")
+    snapshot_every: float = _f(30.0, "duration", "save the windows this often (and at shutdown); a crash loses at most this much")
 
 
 @dataclass(frozen=True)

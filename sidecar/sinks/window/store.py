@@ -290,6 +290,10 @@ class WindowStore:
         self.late = 0
         self.level = 0  # duration samples keep 1 in 2**level rows (0: every row, exact)
         self.started = now
+        # Restored from a snapshot saved before a crash (sinks/window/persist.py): events from the
+        # save to the restart may be missing, so a window covering this time is not exact until
+        # it has left it.
+        self.gap_until = -math.inf
         self.cols: Columns = {c: np.empty(INITIAL_CAPACITY, dtype=t) for c, t in COLUMNS.items()}
         self.head = 0
         self.tail = 0
@@ -619,7 +623,7 @@ class WindowStore:
                 entry = w.index[dim].get(g) if g is not None else None
                 entry_view = (entry.values.snapshot(), len(entry.runs)) if entry else (SortedValues(), 0)
             sections.append(Section(
-                name=w.name, seconds=w.seconds, exact=self.level == 0 and not w.truncated,
+                name=w.name, seconds=w.seconds, exact=self.level == 0 and not w.truncated and now - w.seconds >= self.gap_until,
                 counters=w.counters.copy(n_keys), values=w.values.snapshot(), runs=w.distinct_runs,
                 rows=window_rows, indexed=entry_view,
             ))
