@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from sidecar.config import WindowsConfig
 from sidecar.protocol import is_failure_type
 from sidecar.sinks.window import SortedValues, WindowSink
 from sidecar.sinks.window import store as window_mod
+from sidecar.sinks.window.autosave import WindowAutosave
 from sidecar.sinks.window.persist import SnapshotError, capture, fork_writer, read_file, reap_writer, restore, write_file
 from sidecar.testing import FakeClock
 from sidecar.types import Batch, Event
@@ -190,12 +193,13 @@ def rewrite(path, change, checksums: bool = True) -> None:
     foreign writer would) unless `checksums` is false (as damage would)."""
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "checksums"}
+        old_sums = z["checksums"]
     change(arrays)
     if checksums and all(a.dtype != object for a in arrays.values()):
         write_file(str(path), arrays)
         return
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays, checksums=old_sums)
 
 
 def set_meta(**changes):
@@ -212,6 +216,7 @@ BAD_FILES = {
     "text": ("unreadable", lambda p: p.write_text("listen:\n  http: 0.0.0.0:1\n")),
     "empty": ("unreadable", lambda p: p.write_bytes(b"")),
     "another program's npz": ("foreign", lambda p: np.savez(p, weights=np.ones(3))),
+    "no checksums": ("corrupt", lambda p: rewrite(p, lambda a: None, checksums=False) or rewrite_without_sums(p)),
     "a changed value, checksums not updated": ("corrupt", lambda p: rewrite(p, lambda a: a.__setitem__("rows.dur", a["rows.dur"] + 1), checksums=False)),
     "a single npy array": ("foreign", lambda p: p.write_bytes(npy_bytes())),
     "a zip that is not npz": ("foreign", lambda p: zipfile.ZipFile(p, "w").close()),
@@ -226,6 +231,12 @@ BAD_FILES = {
     "an object array": ("unreadable", lambda p: rewrite(p, lambda a: a.__setitem__("rows.cost", np.array([{}, None], dtype=object)))),
     "meta of the wrong kind": ("inconsistent", lambda p: rewrite(p, set_meta(level="high"))),
 }
+
+
+def rewrite_without_sums(path) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "checksums"}
+    np.savez(path, **arrays)
 
 
 def flip(data: bytes) -> bytes:
@@ -255,3 +266,19 @@ def test_a_bad_file_is_refused_with_its_reason_and_never_half_restored(saved, da
 def test_a_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_file(str(tmp_path / "none.npz"))
+
+
+async def test_autosave_starts_empty_when_a_file_fails_half_way_through_its_restore(saved):
+    path, config, clock = saved
+    # Window 0 restores, window 1's counters disagree with its rows: the store was half filled.
+    rewrite(path, lambda a: a.__setitem__("windows.1.counters", a["windows.1.counters"] * 2))
+    registry = CollectorRegistry()
+    sink = WindowSink(replace(config, snapshot_path=str(path)), registry, clock)
+    autosave = WindowAutosave(sink, sink.config, registry, clock)
+    await autosave.load()
+    assert registry.get_sample_value("sidecar_window_snapshot_loads_total", {"result": "inconsistent"}) == 1
+    doc = sink.stats(by="agent")
+    assert [doc["windows"][w]["events"] for w in ("1m", "5m", "15m")] == [0, 0, 0]
+    assert doc["windows"]["1m"]["groups"] == [] and sink.store.tail == sink.store.head
+    feed(sink, clock, [event(clock.now, 1)])  # and it takes events as a new store does
+    assert sink.stats("1m")["events"] == 1
