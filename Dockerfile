@@ -1,6 +1,7 @@
 # The sidecar (and `agent-sidecar demo`) as a small image. Built by docker-compose.yml; run as the
 # native sidecar in deploy/kubernetes/. It runs with a read-only root filesystem: at run time the
-# sidecar writes nothing but its Unix socket, which lives in the /run/agent-sidecar volume.
+# sidecar writes nothing but its Unix socket, in the /run/agent-sidecar volume, and its window
+# snapshot, in the /var/lib/agent-sidecar volume.
 FROM python:3.11-slim
 
 # pip compiles the bytecode at build time; at run time the root filesystem may be read-only.

@@ -28,6 +28,7 @@ import gc
 import json
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -185,7 +186,12 @@ def fork_writer(store: WindowStore, now: float, path: str) -> tuple[int, int]:
     store.flush(now)
     r, w = os.pipe()
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that a child of a threaded process may deadlock on a lock another
+            # thread held: this child takes none (no logging; its modules are imported already),
+            # it writes numpy arrays and leaves with os._exit.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
     except OSError:
         os.close(r)
         os.close(w)
