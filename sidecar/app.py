@@ -31,6 +31,7 @@ from sidecar.ingest.http import events_route
 from sidecar.ingest.otlp import OtlpReceiver
 from sidecar.ingest.unix import UnixListener
 from sidecar.pipeline import Pipeline
+from sidecar.pricing import Pricer
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.metrics import MetricsSink
@@ -96,14 +97,15 @@ def build_app(
     metrics = SelfMetrics(registry)
     sinks = build_sinks(config, registry, clock)
     pipeline = Pipeline(sinks.in_order(), metrics, config.ingest.queue_size)
-    decoder = EventDecoder(config.ingest.max_clock_skew)
+    pricer = Pricer(config.pricing, registry)
+    decoder = EventDecoder(config.ingest.max_clock_skew, pricer)
     sidecar = Sidecar(config, clock, registry, metrics, decoder, pipeline, sinks, http_url=http_url)
     if config.listen.unix:
         sidecar.listeners.append(
             UnixListener(config.listen.unix, config.listen.unix_mode, config.ingest, decoder, pipeline, metrics, clock)
         )
     if config.otlp.enabled:
-        sidecar.otlp = OtlpReceiver(config, decoder, pipeline, metrics, registry, clock)
+        sidecar.otlp = OtlpReceiver(config, decoder, pipeline, metrics, registry, clock, pricer)
     app = Starlette(routes=build_routes(sidecar), lifespan=_lifespan)
     app.state.sidecar = sidecar
     return app
