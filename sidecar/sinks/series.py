@@ -29,7 +29,7 @@ class Cell:
     """One series' value. Mutable so the hot path can hold it instead of re-hashing labels.
     `block` is its label set as the exposition writes it, rendered once when the series is made."""
 
-    __slots__ = ("value", "block")
+    __slots__ = ("block", "value")
 
     def __init__(self) -> None:
         self.value = 0.0
@@ -45,7 +45,7 @@ class Cell:
 class HistogramCell:
     """Non-cumulative bucket counts (the last is +Inf), the sum, and the latest exemplar event per bucket."""
 
-    __slots__ = ("counts", "sum", "exemplars", "block", "head", "tail")
+    __slots__ = ("block", "counts", "exemplars", "head", "sum", "tail")
 
     def __init__(self, n_buckets: int) -> None:
         self.counts = [0] * (n_buckets + 1)

@@ -144,7 +144,7 @@ def hostile_sink(exemplars):
 
 
 def promtool(page):
-    check = subprocess.run(["promtool", "check", "metrics"], input=page.encode(), capture_output=True)
+    check = subprocess.run(["promtool", "check", "metrics"], input=page.encode(), capture_output=True, check=False)
     return check.returncode, check.stdout.decode() + check.stderr.decode()
 
 
@@ -206,7 +206,6 @@ def test_metrics_route_joins_both_pages_with_one_eof_and_gzips_when_asked():
 
 
 def test_gzip_body_on_the_wire_is_a_gzip_stream():
-    with running_sidecar() as s:
-        with httpx.Client() as client, client.stream("GET", s.url + "/metrics", headers={"accept-encoding": "gzip"}) as r:
-            raw = b"".join(r.iter_raw())
+    with running_sidecar() as s, httpx.Client() as client, client.stream("GET", s.url + "/metrics", headers={"accept-encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
     assert raw[:2] == b"\x1f\x8b" and gzip.decompress(raw).startswith(b"# HELP")
