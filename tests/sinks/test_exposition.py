@@ -209,3 +209,43 @@ def test_gzip_body_on_the_wire_is_a_gzip_stream():
     with running_sidecar() as s, httpx.Client() as client, client.stream("GET", s.url + "/metrics", headers={"accept-encoding": "gzip"}) as r:
         raw = b"".join(r.iter_raw())
     assert raw[:2] == b"\x1f\x8b" and gzip.decompress(raw).startswith(b"# HELP")
+
+
+def test_scrapes_while_the_consumer_runs_are_whole_pages():
+    """expose() reads values without the sink's lock: every page taken while another thread
+    consumes batches must still parse as OpenMetrics (cumulative buckets, `_count` equal to the
+    `+Inf` bucket) and never count more events than were fed."""
+    import json
+    import threading
+
+    from sidecar.protocol import EventDecoder
+    from sidecar.types import Batch
+
+    sink = MetricsSink(Config().metrics, Config().lifecycle, CollectorRegistry())
+    lines = [
+        json.dumps({"type": "llm.call", "agent": f"a{i % 300}", "duration_ms": (i * 37) % 9000, "trace_id": HEX * 2}).encode()
+        for i in range(3000)
+    ]
+    events, raws, _ = EventDecoder().decode(lines, 1_790_000_000.0)
+    batches = [Batch(events[i : i + 100], raws[i : i + 100], 1_790_000_000.0, "test") for i in range(0, len(events), 100)]
+    stop = threading.Event()
+    fed = [0]
+
+    def consume():
+        while not stop.is_set():
+            for batch in batches:
+                sink.consume(batch)
+                fed[0] += len(batch.events)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        pages = [sink.expose(True) + "# EOF\n" for _ in range(20)]
+    finally:
+        stop.set()
+        consumer.join()
+    for page in pages:
+        families = {f.name: f for f in parse_openmetrics(page)}  # raises on a torn histogram
+        total = sum(s.value for s in families["agent_events"].samples)
+        counts = sum(s.value for s in families["agent_event_duration_seconds"].samples if s.name.endswith("_count"))
+        assert 0 < total <= fed[0] and 0 < counts <= fed[0]
