@@ -118,7 +118,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
         events_route(config.ingest, token, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
         *(sidecar.otlp.routes() if sidecar.otlp else []),
         stats_route(sidecar.sinks.window, token),
-        metrics_route(sidecar.registry, sidecar.metrics, token),
+        metrics_route(sidecar.registry, sidecar.metrics, token, sidecar.sinks.metrics),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
         *page_routes(config.web),
         tail_route(sidecar.sinks.tail, config.tail, token),

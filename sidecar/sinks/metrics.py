@@ -22,6 +22,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import w3c_span_id, w3c_trace_id
+from sidecar.sinks.exposition import HistogramRow, exposed_separately, histogram_family, label_block, scalar_family
 from sidecar.sinks.series import MAX_LABEL_LENGTH, Cell, ExemplarSample, HistogramCell, SeriesTable
 from sidecar.types import Batch, Event
 
@@ -52,6 +53,11 @@ _HELP = {
     "agent_workflows_active": "Workflow runs started (by run_id) and not yet completed, failed or abandoned.",
     "agent_invocations_active": "Agent invocations started (by invocation_id) and not yet completed, failed or abandoned.",
     "agent_workflow_runs": "Workflow runs that ended, by outcome (completed, failed, abandoned); one outcome per run.",
+    "sidecar_series": "Series currently exposed, by metric.",
+    "sidecar_series_overflow": "New label sets folded into the __overflow__ series by the cardinality guard.",
+    "sidecar_series_expired": "Series removed after metrics.series_ttl without updates.",
+    "sidecar_lifecycle_untracked": "Runs or invocations not tracked because lifecycle.max_active was reached.",
+    "sidecar_exemplar_ids_ignored": "Events with a duration whose trace or span id is not a W3C id, so it is left out of the exemplar.",
 }
 
 SlotKey = tuple[str, str | None, str | None, str | None, str | None]
@@ -75,6 +81,13 @@ def _remember(known: set[str], ident: str) -> None:
 def exemplar_chars(labels: dict[str, str]) -> int:
     """The length OpenMetrics limits: the label names and values of one exemplar, in characters."""
     return sum(len(k) + len(v) for k, v in labels.items())
+
+
+def _histogram_rows(cells: list[HistogramCell]) -> Iterator[HistogramRow]:
+    for h in cells:
+        exemplars = h.exemplars
+        # Slice and copy() are single C calls under the GIL: the consumer cannot change them midway.
+        yield h.block, h.head, h.tail, h.counts[:], h.sum, exemplars.copy() if exemplars else None
 
 
 class _Slot:
@@ -158,6 +171,7 @@ class MetricsSink:
         self.config = config
         self.lifecycle = lifecycle
         self.bounds = config.duration_buckets
+        self._les = [repr(float(b)) for b in self.bounds] + ["+Inf"]  # the `le` values, as written
         n_buckets = len(self.bounds)
         self.events = SeriesTable("agent_events", ("type", "agent", "workflow", "severity"), cap, Cell)
         self.durations = SeriesTable(
@@ -325,6 +339,11 @@ class MetricsSink:
         return []  # families are built at scrape time; nothing to pre-register
 
     def collect(self) -> Iterator[Metric]:
+        """prometheus_client's view (registry.get_sample_value, generate_latest on the registry).
+        /metrics renders the same samples through `expose`; tests/sinks/test_exposition.py
+        holds the two to the same bytes."""
+        if exposed_separately.get():
+            return
         with self._lock:
             values = {t.name: {k: c.value for k, c in t.cells.items()} for t in self._cell_tables}
             hist: dict[tuple[str, ...], HistogramSnapshot] = {
@@ -343,11 +362,9 @@ class MetricsSink:
             for key, value in values[table.name].items():
                 fam.add_metric(key, value)
             yield fam
-        series = GaugeMetricFamily("sidecar_series", "Series currently exposed, by metric.", labels=["metric"])
-        overflow = CounterMetricFamily(
-            "sidecar_series_overflow", "New label sets folded into the __overflow__ series by the cardinality guard.", labels=["metric"]
-        )
-        expired = CounterMetricFamily("sidecar_series_expired", "Series removed after metrics.series_ttl without updates.", labels=["metric"])
+        series = GaugeMetricFamily("sidecar_series", _HELP["sidecar_series"], labels=["metric"])
+        overflow = CounterMetricFamily("sidecar_series_overflow", _HELP["sidecar_series_overflow"], labels=["metric"])
+        expired = CounterMetricFamily("sidecar_series_expired", _HELP["sidecar_series_expired"], labels=["metric"])
         for name, n, over, exp in sizes:
             series.add_metric([name], n)
             overflow.add_metric([name], over)
@@ -355,22 +372,52 @@ class MetricsSink:
         yield series
         yield overflow
         yield expired
-        yield CounterMetricFamily(
-            "sidecar_lifecycle_untracked", "Runs or invocations not tracked because lifecycle.max_active was reached.", value=untracked
-        )
-        ignored = CounterMetricFamily(
-            "sidecar_exemplar_ids_ignored",
-            "Events with a duration whose trace or span id is not a W3C id, so it is left out of the exemplar.",
-            labels=["reason"],
-        )
+        yield CounterMetricFamily("sidecar_lifecycle_untracked", _HELP["sidecar_lifecycle_untracked"], value=untracked)
+        ignored = CounterMetricFamily("sidecar_exemplar_ids_ignored", _HELP["sidecar_exemplar_ids_ignored"], labels=["reason"])
         for reason, n in skipped.items():
             ignored.add_metric([reason], n)
         yield ignored
 
+    def expose(self, openmetrics: bool) -> str:
+        """The same families as `collect`, in the same order and bytes, rendered from the label
+        blocks each series keeps: the scrape's cost is per number, not per Python object.
+
+        The lock is held only to take the list of series (a dict must not change size while it
+        is walked) and the small counters. Values are read after it, each whole: a float under
+        the GIL, a histogram's counts as one slice (so `_count` is its `+Inf` bucket and the
+        buckets are cumulative). A histogram's `_sum` may lead or trail its counts by the
+        events of the batch being consumed at that instant, as prometheus_client's own
+        Histogram allows (its sum and buckets are separate values)."""
+        with self._lock:
+            scalars = {t.name: list(t.cells.values()) for t in self._cell_tables}
+            hist = list(self.durations.cells.values())
+            skipped = dict(self.exemplars_skipped)
+            sizes = [(t.name, len(t.cells), t.overflowed, t.expired) for t in self.tables]
+            untracked = self._runs.untracked + self._invocations.untracked
+        out: list[str] = []
+        for table in self.tables:
+            name = table.name
+            if table is self.durations:
+                histogram_family(out, name, _HELP[name], self._les, _histogram_rows(hist), openmetrics)
+            else:
+                kind = "gauge" if table in self._gauges else "counter"
+                scalar_family(out, name, _HELP[name], kind, [(c.block, c.value) for c in scalars[name]], openmetrics)
+        blocks = [label_block(("metric",), (name,)) for name, _, _, _ in sizes]
+        for family, kind, numbers in (
+            ("sidecar_series", "gauge", [n for _, n, _, _ in sizes]),
+            ("sidecar_series_overflow", "counter", [over for _, _, over, _ in sizes]),
+            ("sidecar_series_expired", "counter", [exp for _, _, _, exp in sizes]),
+        ):
+            scalar_family(out, family, _HELP[family], kind, list(zip(blocks, numbers)), openmetrics)
+        scalar_family(out, "sidecar_lifecycle_untracked", _HELP["sidecar_lifecycle_untracked"], "counter", [("", untracked)], openmetrics)
+        reasons = [(label_block(("reason",), (r,)), n) for r, n in skipped.items()]
+        scalar_family(out, "sidecar_exemplar_ids_ignored", _HELP["sidecar_exemplar_ids_ignored"], "counter", reasons, openmetrics)
+        return "".join(out)
+
     def _histogram_family(self, hist: dict[tuple[str, ...], HistogramSnapshot]) -> HistogramMetricFamily:
         table = self.durations
         fam = HistogramMetricFamily(table.name, _HELP[table.name], labels=table.labelnames)
-        les = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+        les = self._les
         for key, (counts, total, exemplars) in hist.items():
             buckets: list[Any] = []
             cumulative = 0
