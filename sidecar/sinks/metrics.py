@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -53,6 +53,8 @@ _HELP = {
     "agent_workflows_active": "Workflow runs started (by run_id) and not yet completed, failed or abandoned.",
     "agent_invocations_active": "Agent invocations started (by invocation_id) and not yet completed, failed or abandoned.",
     "agent_workflow_runs": "Workflow runs that ended, by outcome (completed, failed, abandoned); one outcome per run.",
+    "agent_tool_calls": "Events that name a tool (tool.call), by agent, tool and outcome (completed, failed).",
+    "agent_tool_duration_seconds": "Duration of events that name a tool and carry duration_ms, in seconds, by agent and tool.",
     "sidecar_series": "Series currently exposed, by metric.",
     "sidecar_series_overflow": "New label sets folded into the __overflow__ series by the cardinality guard.",
     "sidecar_series_expired": "Series removed after metrics.series_ttl without updates.",
@@ -183,12 +185,18 @@ class MetricsSink:
         self.workflows_active = SeriesTable("agent_workflows_active", ("workflow",), cap, Cell)
         self.invocations_active = SeriesTable("agent_invocations_active", ("agent",), cap, Cell)
         self.workflow_runs = SeriesTable("agent_workflow_runs", ("workflow", "outcome"), cap, Cell)
+        self.tool_calls = SeriesTable("agent_tool_calls", ("agent", "tool", "outcome"), cap, Cell)
+        self.tool_durations = SeriesTable(
+            "agent_tool_duration_seconds", ("agent", "tool"), cap, new_cell=lambda: HistogramCell(n_buckets)
+        )
         self._cell_tables = (
             self.events, self.tokens, self.cost, self.errors, self.workflows_active, self.invocations_active, self.workflow_runs,
+            self.tool_calls,
         )
+        self._histograms = (self.durations, self.tool_durations)
         # In exposition order.
         self.tables: tuple[SeriesTable[Cell] | SeriesTable[HistogramCell], ...] = (
-            self.events, self.durations, *self._cell_tables[1:],
+            self.events, self.durations, *self._cell_tables[1:], self.tool_durations,
         )
         self._gauges = (self.workflows_active, self.invocations_active)
         self._slots: dict[SlotKey, _Slot] = {}
@@ -258,6 +266,22 @@ class MetricsSink:
                     self.errors.cell((ev.agent or "", ev.workflow or "", ev.error or "")).value += 1
                 if t in _LIFECYCLE_TYPES:
                     self._track(ev, now)
+                if ev.tool is not None:
+                    self._tool(ev, ev.tool)
+
+    def _tool(self, ev: Event, tool: str) -> None:
+        """agent_tool_calls_total and agent_tool_duration_seconds for an event that names its tool."""
+        agent = ev.agent or ""
+        self.tool_calls.cell((agent, tool, "completed" if ev.success else "failed")).value += 1
+        d = ev.duration_ms
+        if d is not None:
+            h = self.tool_durations.cell((agent, tool))
+            s = d / 1000.0
+            i = bisect_left(self.bounds, s)
+            h.counts[i] += 1
+            h.sum += s
+            if self.config.exemplars and ev.trace_id is not None:
+                self._exemplar(h, i, ev, s)
 
     def _exemplar(self, h: HistogramCell, bucket: int, ev: Event, seconds: float) -> None:
         """Keep the event's W3C ids (only those: Prometheus refuses a scrape over one bad
@@ -346,16 +370,16 @@ class MetricsSink:
             return
         with self._lock:
             values = {t.name: {k: c.value for k, c in t.cells.items()} for t in self._cell_tables}
-            hist: dict[tuple[str, ...], HistogramSnapshot] = {
-                k: (h.counts[:], h.sum, dict(h.exemplars) if h.exemplars else None)
-                for k, h in self.durations.cells.items()
+            hists: dict[str, dict[tuple[str, ...], HistogramSnapshot]] = {
+                t.name: {k: (h.counts[:], h.sum, dict(h.exemplars) if h.exemplars else None) for k, h in t.cells.items()}
+                for t in self._histograms
             }
             skipped = dict(self.exemplars_skipped)
             sizes = [(t.name, len(t.cells), t.overflowed, t.expired) for t in self.tables]
             untracked = self._runs.untracked + self._invocations.untracked
         for table in self.tables:
-            if table is self.durations:
-                yield self._histogram_family(hist)
+            if table.name in hists:
+                yield self._histogram_family(table.name, table.labelnames, hists[table.name])
                 continue
             kind = GaugeMetricFamily if table in self._gauges else CounterMetricFamily
             fam = kind(table.name, _HELP[table.name], labels=table.labelnames)
@@ -390,15 +414,15 @@ class MetricsSink:
         Histogram allows (its sum and buckets are separate values)."""
         with self._lock:
             scalars = {t.name: list(t.cells.values()) for t in self._cell_tables}
-            hist = list(self.durations.cells.values())
+            hists = {t.name: list(t.cells.values()) for t in self._histograms}
             skipped = dict(self.exemplars_skipped)
             sizes = [(t.name, len(t.cells), t.overflowed, t.expired) for t in self.tables]
             untracked = self._runs.untracked + self._invocations.untracked
         out: list[str] = []
         for table in self.tables:
             name = table.name
-            if table is self.durations:
-                histogram_family(out, name, _HELP[name], self._les, _histogram_rows(hist), openmetrics)
+            if name in hists:
+                histogram_family(out, name, _HELP[name], self._les, _histogram_rows(hists[name]), openmetrics)
             else:
                 kind = "gauge" if table in self._gauges else "counter"
                 scalar_family(out, name, _HELP[name], kind, [(c.block, c.value) for c in scalars[name]], openmetrics)
@@ -414,9 +438,10 @@ class MetricsSink:
         scalar_family(out, "sidecar_exemplar_ids_ignored", _HELP["sidecar_exemplar_ids_ignored"], "counter", reasons, openmetrics)
         return "".join(out)
 
-    def _histogram_family(self, hist: dict[tuple[str, ...], HistogramSnapshot]) -> HistogramMetricFamily:
-        table = self.durations
-        fam = HistogramMetricFamily(table.name, _HELP[table.name], labels=table.labelnames)
+    def _histogram_family(
+        self, name: str, labelnames: Sequence[str], hist: dict[tuple[str, ...], HistogramSnapshot]
+    ) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(name, _HELP[name], labels=labelnames)
         les = self._les
         for key, (counts, total, exemplars) in hist.items():
             buckets: list[Any] = []

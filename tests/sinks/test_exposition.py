@@ -57,7 +57,7 @@ def tables(draw):
     for table in sink.tables:
         for key in draw(st.lists(labels_for(len(table.labelnames)), max_size=8)):
             cell = table.cell(key)
-            if table is sink.durations:
+            if table in sink._histograms:
                 cell.counts = draw(st.lists(st.integers(0, 2**40), min_size=len(cell.counts), max_size=len(cell.counts)))
                 cell.sum = draw(floats)
                 found = draw(st.dictionaries(st.integers(0, len(cell.counts) - 1), exemplars, max_size=3))
