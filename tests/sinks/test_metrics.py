@@ -8,7 +8,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from sidecar.config import Config
 from sidecar.protocol import EventDecoder
 from sidecar.sinks.metrics import MetricsSink, exemplar_chars
-from sidecar.testing import event as make
+from sidecar.testing import event as tool_event
 from sidecar.types import Batch
 
 T0 = 1_790_000_000.0
@@ -298,9 +298,9 @@ def test_tool_calls_are_counted_by_agent_tool_and_outcome_with_their_durations()
     sink = MetricsSink(config.metrics, config.lifecycle, CollectorRegistry())
     registry = CollectorRegistry()
     registry.register(sink)
-    lines = [json.dumps(make(type="tool.call", agent="coder", tool="search", duration_ms=d)).encode() for d in (20.0, 40.0)]
-    lines.append(json.dumps(make(type="tool.call", agent="coder", tool="shell", duration_ms=3000.0, success=False, error="timeout")).encode())
-    lines.append(json.dumps(make(type="llm.call", agent="coder", duration_ms=5.0)).encode())
+    lines = [json.dumps(tool_event(type="tool.call", agent="coder", tool="search", duration_ms=d)).encode() for d in (20.0, 40.0)]
+    lines.append(json.dumps(tool_event(type="tool.call", agent="coder", tool="shell", duration_ms=3000.0, success=False, error="timeout")).encode())
+    lines.append(json.dumps(tool_event(type="llm.call", agent="coder", duration_ms=5.0)).encode())
     events, raws, _ = EventDecoder().decode(lines, 1_790_000_000.0)
     sink.consume(Batch(events, raws, 1_790_000_000.0, "unix"))
     get = registry.get_sample_value
