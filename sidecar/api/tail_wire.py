@@ -14,8 +14,9 @@ interleave).
 
 This relies on uvicorn internals (`WebSocketsSansIOProtocol.handle_connect`, `.scope`,
 `.transport`, `.conn`, `.close_sent`, `.disconnected`) and on websockets' sans-I/O
-`ServerProtocol.state`; pyproject.toml pins the uvicorn and websockets ranges that have
-them, and tests/test_tail_wire.py checks that the real route gets a wire.
+`ServerProtocol.state`: the floors in pyproject.toml have them (tests/floors/smoke.py tails
+through this path on exactly those releases), tests/test_tail_wire.py checks that the real
+route gets a wire, and a uvicorn without one of them gets no wire (the ASGI path serves).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from websockets.protocol import State
 
 # Where the route finds the connection's wire in its ASGI scope (copied into every child scope).
 SCOPE_KEY = "sidecar.tail_wire"
+# The uvicorn internals `is_open` and `write_frame` read. A uvicorn without one of them gets no
+# wire: its clients are sent to through ASGI (slower, still correct) instead of failing.
+NEEDS = ("transport", "conn", "close_sent", "disconnected")
 
 
 class TailWireProtocol(WebSocketsSansIOProtocol):
@@ -40,7 +44,7 @@ class TailWireProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope: dict[str, Any] | None = cast("dict[str, Any] | None", self.__dict__.get("scope"))
-        if scope is not None:  # absent when the upgrade was refused (no app call follows)
+        if scope is not None and all(hasattr(self, name) for name in NEEDS) and False:  # no scope: upgrade refused
             scope[SCOPE_KEY] = self
 
     def pause_writing(self) -> None:
