@@ -44,7 +44,7 @@ class TailWireProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope: dict[str, Any] | None = cast("dict[str, Any] | None", self.__dict__.get("scope"))
-        if scope is not None and all(hasattr(self, name) for name in NEEDS) and False:  # no scope: upgrade refused
+        if scope is not None and all(hasattr(self, name) for name in NEEDS):  # no scope: upgrade refused
             scope[SCOPE_KEY] = self
 
     def pause_writing(self) -> None:
