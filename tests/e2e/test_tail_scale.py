@@ -104,8 +104,9 @@ def test_a_stalled_client_beside_fast_ones_is_told_exactly_what_it_missed(spawn)
     """Same filter, so the fast ones share one framed message while the stalled one drops its
     oldest: fast clients get everything in order; the stalled one, once it reads, accounts for
     every event it matched (received + dropped), in order, and the drops are the counter's."""
-    proc = spawn(config="tail:\n  client_queue: 1000\n")
-    total, chunk = 5000, 100  # 10 MB of events: far past the stalled client's queue and buffers
+    # No keepalive close meanwhile: the stalled client answers no ping until it reads.
+    proc = spawn(config="tail:\n  client_queue: 1000\n  ping_interval: 600s\n")
+    total, chunk = 4000, 200  # 8 MB of events: far past the stalled client's queue and buffers
 
     async def run() -> tuple[list[tuple[list[dict], int]], list[dict], int]:
         fast = [await connect(tail_url(proc), max_size=None) for _ in range(5)]
