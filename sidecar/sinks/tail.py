@@ -63,10 +63,10 @@ from sidecar.types import SEVERITIES, Batch, Event, SinkDrops
 
 log = logging.getLogger("agent_sidecar.tail")
 
-FILTER_KEYS = ("type", "agent", "workflow", "severity", "model", "run_id")
+FILTER_KEYS = ("type", "agent", "workflow", "severity", "model", "tool", "run_id")
 GLOB_KEYS = frozenset({"type", "agent"})
 # Preference order for the index: the most selective exact-match key first.
-INDEX_KEYS = ("agent", "run_id", "type", "workflow", "model")
+INDEX_KEYS = ("agent", "run_id", "type", "workflow", "tool", "model")
 MAX_VALUES = 100  # values per key in one filter
 MAX_VALUE_LENGTH = 256
 # Globs are regexes run per event per filter: their number and length (against a value cut to
