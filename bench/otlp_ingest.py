@@ -154,11 +154,13 @@ def stages(n_requests: int) -> dict[str, float]:
     from sidecar.app import build_app
     from sidecar.config import Config
     from sidecar.ingest.otlp import OtlpReceiver
+    from sidecar.pricing import Pricer
 
     config = Config().replace(**{"ingest.queue_size": 100_000, "listen.unix": ""})
     registry = CollectorRegistry()
     sidecar = build_app(config, registry=registry).state.sidecar
-    receiver = OtlpReceiver(config, sidecar.decoder, sidecar.pipeline, sidecar.metrics, CollectorRegistry(), time.time)
+    receiver = OtlpReceiver(config, sidecar.decoder, sidecar.pipeline, sidecar.metrics, CollectorRegistry(), time.time,
+                            Pricer(config.pricing, CollectorRegistry()))
     decode_time = 0.0
     real_decode = sidecar.decoder.decode
 

@@ -67,7 +67,7 @@ def clients(url: str, n: int, ready, stop, out, accounted) -> None:
     # Two shared cores: readers at the lowest priority, so they do not starve the load
     # generator and what is measured is the sidecar's ingest, not the box's scheduler.
     os.nice(19)
-    counts = {"received": 0, "dropped": 0}
+    counts = {"received": 0, "dropped": 0, "messages": 0}
 
     def on_message(data: str) -> None:
         received = data.count('"received_at"')
@@ -75,11 +75,12 @@ def clients(url: str, n: int, ready, stop, out, accounted) -> None:
         dropped = int(data[tail + 10 : -1])
         counts["received"] += received
         counts["dropped"] += dropped
+        counts["messages"] += 1
         with accounted.get_lock():
             accounted.value += received + dropped
 
     serve_clients(url, [""] * n, on_message, ready, stop)
-    out.put((counts["received"], counts["dropped"]))
+    out.put((counts["received"], counts["dropped"], counts["messages"]))
 
 
 def run(n: int, n_clients: int, procs: int) -> dict:
@@ -117,11 +118,12 @@ def run(n: int, n_clients: int, procs: int) -> dict:
             cpu = cpu_seconds(proc.pid) - cpu0
             tail_dropped = scrape_value(proc.url, "sidecar_tail_dropped_total")
             stop.set()
-            received = dropped = 0
+            received = dropped = messages = 0
             for _ in readers:
-                r, d = out.get(timeout=120)
+                r, d, m = out.get(timeout=120)
                 received += r
                 dropped += d
+                messages += m
             for r in readers:
                 r.join(30)
         finally:
@@ -131,6 +133,9 @@ def run(n: int, n_clients: int, procs: int) -> dict:
     return {
         "rate": n / elapsed, "cpu_us": cpu / n * 1e6, "ingested_rate": n / ingested, "cpu_ingested_us": cpu_ingested / n * 1e6,
         "received": received, "dropped": tail_dropped,
+        # Per delivered message / event: all the sidecar's CPU (ingest included) over what the clients got.
+        "cpu_msg_us": cpu / messages * 1e6 if messages else 0.0, "cpu_delivered_us": cpu / received * 1e6 if received else 0.0,
+        "messages": messages,
     }
 
 
@@ -147,15 +152,16 @@ def main() -> None:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"command: python bench/tail_ingest.py {' '.join(sys.argv[1:])}")
     print(f"ceiling.py limit: {limit:,.0f} events/s; load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("| tail clients | events/s (done) | x ceiling | sidecar CPU/event (done) | events/s (ingested only) | CPU/event (ingested only) | deliveries to clients | dropped for slow clients | load avg (1 min) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| tail clients | events/s (done) | x ceiling | sidecar CPU/event (done) | events/s (ingested only) | CPU/event (ingested only) | deliveries to clients | dropped for slow clients | messages | CPU/message | CPU/delivered event | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rates: dict[int, list[float]] = {0: [], args.clients: []}
     for _ in range(args.rounds):
         for k in ((args.clients,) if args.only_clients else (0, args.clients)):
             r = run(args.events, k, args.procs)
             rates[k].append(r["rate"])
             print(f"| {k} | {r['rate']:,.0f} | {r['rate'] / limit:.2f} | {r['cpu_us']:.1f} µs | {r['ingested_rate']:,.0f} | "
-                  f"{r['cpu_ingested_us']:.1f} µs | {r['received']:,} | {r['dropped']:,.0f} | {os.getloadavg()[0]:.2f} |", flush=True)
+                  f"{r['cpu_ingested_us']:.1f} µs | {r['received']:,} | {r['dropped']:,.0f} | "
+                  f"{r['messages']:,} | {r['cpu_msg_us']:.1f} µs | {r['cpu_delivered_us']:.2f} µs | {os.getloadavg()[0]:.2f} |", flush=True)
     if args.only_clients:
         return
     base, loaded = statistics.median(rates[0]), statistics.median(rates[args.clients])

@@ -127,6 +127,7 @@ def main() -> None:
         proc = start_sidecar(tmp, config=f"tail:\n  max_clients: {len(specs) + 10}\n")
         try:
             url = proc.url.replace("http://", "ws://") + "/v1/tail"
+            print(f"sidecar pid {proc.pid}", file=sys.stderr, flush=True)  # for a profiler: py-spy record --pid
             rss_idle = rss_mib(proc.pid)
             warm_until = ctx.Value("d", 0.0)
             ready, results, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
@@ -142,6 +143,7 @@ def main() -> None:
             rss_connected = rss_mib(proc.pid)
             gen = ctx.Process(target=generator, args=(proc.unix, args.rate, args.agents, args.warmup + args.seconds, go, done, warm_until))
             gen.start()
+            run_cpu0 = cpu_seconds(proc.pid)
             go.set()
             time.sleep(args.warmup)
             warm_until.value = time.time()
@@ -149,6 +151,7 @@ def main() -> None:
             sent, after_warmup = done.get(timeout=args.seconds + 120)
             cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
             time.sleep(2)  # let the last messages arrive
+            run_cpu = cpu_seconds(proc.pid) - run_cpu0  # everything the messages counted below cost
             stop.set()
             lat: list[float] = []
             totals = {"messages": 0, "events": 0, "dropped": 0, "cpu": 0.0}
@@ -186,6 +189,10 @@ def main() -> None:
     if lat:
         print(f"over the {len(lat):,} that arrived only (what this script used to report): p50 {percentile(lat, 0, 50)}, "
               f"p99 {percentile(lat, 0, 99)}, max {lat[-1] * 1000:.1f} ms, mean {statistics.fmean(lat) * 1000:.1f} ms")
+    if totals["messages"]:
+        print(f"sidecar CPU per delivered message: {run_cpu / totals['messages'] * 1e6:.1f} us; per delivered event: "
+              f"{run_cpu / max(1, totals['events']) * 1e6:.2f} us ({run_cpu:.1f} CPU-s from the first event written to 2 s after "
+              f"the last, ingest and matching included; {totals['events'] / totals['messages']:.1f} events per message)")
     print(f"sidecar: {cpu * 100:.0f}% of one core while loaded; RSS {rss_idle:.0f} MiB before clients, "
           f"{rss_connected:.0f} MiB with {len(specs)} idle clients connected (+{rss_connected - rss_idle:.0f} MiB), {rss:.0f} MiB at the end")
     print(f"client processes: {totals['cpu']:.1f} CPU-seconds in all (connecting included); load average (1 min) before/after: {load0} / {os.getloadavg()[0]:.2f}")

@@ -33,6 +33,7 @@ from sidecar.ingest.otlp import OtlpReceiver
 from sidecar.ingest.unix import UnixListener
 from sidecar.live import LiveConfig
 from sidecar.pipeline import Pipeline
+from sidecar.pricing import Pricer
 from sidecar.protocol import EventDecoder
 from sidecar.reload import Reloader
 from sidecar.selfmetrics import SelfMetrics
@@ -109,7 +110,8 @@ def build_app(
     metrics = SelfMetrics(registry)
     sinks = build_sinks(config, registry, clock)
     pipeline = Pipeline(sinks.in_order(), metrics, config.ingest.queue_size)
-    decoder = EventDecoder(config.ingest.max_clock_skew)
+    pricer = Pricer(config.pricing, registry)
+    decoder = EventDecoder(config.ingest.max_clock_skew, pricer)
     live = LiveConfig(config)
     reloader = Reloader(live, reload_from, registry, clock)
     sidecar = Sidecar(live, clock, registry, metrics, decoder, pipeline, sinks, reloader, http_url=http_url)
@@ -118,7 +120,7 @@ def build_app(
             UnixListener(config.listen.unix, config.listen.unix_mode, config.ingest, decoder, pipeline, metrics, clock)
         )
     if config.otlp.enabled:
-        sidecar.otlp = OtlpReceiver(config, decoder, pipeline, metrics, registry, clock)
+        sidecar.otlp = OtlpReceiver(config, decoder, pipeline, metrics, registry, clock, pricer)
     if config.windows.snapshot_path:
         sidecar.autosave = WindowAutosave(sinks.window, config.windows, registry, clock)
     live.on_change(lambda new: _apply(sidecar, new))
@@ -146,7 +148,7 @@ def build_routes(sidecar: Sidecar) -> list[BaseRoute]:
         events_route(live, sidecar.decoder, sidecar.pipeline, sidecar.metrics, sidecar.clock),
         *(sidecar.otlp.routes() if sidecar.otlp else []),
         stats_route(sidecar.sinks.window, token),
-        metrics_route(sidecar.registry, sidecar.metrics, token),
+        metrics_route(sidecar.registry, sidecar.metrics, token, sidecar.sinks.metrics),
         *health_routes(lambda: sidecar.ready, sidecar.listener_names),
         *page_routes(lambda: live.current.web),
         tail_route(sidecar.sinks.tail, live),

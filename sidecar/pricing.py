@@ -5,8 +5,9 @@ Prices come from per-model overrides in the config (`pricing.models`) first, the
 network). A cost the sender put on the event always wins; a model neither knows keeps no
 cost and is counted, so a dashboard can tell "free" from "unpriced".
 
-`Pricer.fill` works on event dicts before they are encoded and decoded, so any listener
-can call it; today the OTLP listener does.
+Two entry points, one table: `Pricer.fill` works on an event dict before it is encoded (the OTLP
+listener, which knows the provider and wants the cost in the event's JSON for the tail), and
+`Pricer.fill_events` on decoded events (every other transport: `protocol.EventDecoder` calls it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.config import PricingConfig
+from sidecar.contract import MAX_COST_USD
+from sidecar.types import Event
 
 log = logging.getLogger("agent_sidecar.pricing")
 
@@ -105,18 +108,44 @@ class Pricer:
             return
         if not (_count_or_none(i) and _count_or_none(o)):
             return  # the decoder will refuse these tokens with a clear reason: nothing to price
-        rate = self._overrides.get(model)
-        outcome = "override"
-        if rate is None:
-            rate, outcome = self._table(model, provider), "table"
-        if rate is None:
-            self._count["unpriced"]()
-            if len(self._logged) < _MAX_LOGGED and model not in self._logged:
-                self._logged.add(model)
-                log.warning("no price for model %r (provider %r): its events carry no cost_usd; add it under pricing.models", model[:128], provider)
-            return
-        event["cost_usd"] = rate(i or 0, o or 0)
+        rate, outcome = self._rate(model, provider)
         self._count[outcome]()
+        if rate is not None:
+            event["cost_usd"] = rate(i or 0, o or 0)
+
+    def fill_events(self, events: list[Event]) -> None:
+        """`fill` for decoded events (whose fields the decoder has already validated); the
+        counters move once per batch, since labels().inc() per event would cost more than pricing."""
+        if not self.config.enabled:
+            return
+        counts = dict.fromkeys(self._count, 0)
+        for ev in events:
+            model = ev.model
+            if model is None or (ev.input_tokens is None and ev.output_tokens is None):
+                continue
+            if ev.cost_usd is not None:
+                counts["sent"] += 1
+                continue
+            rate, outcome = self._rate(model, None)
+            counts[outcome] += 1
+            if rate is not None:
+                ev.cost_usd = min(rate(ev.input_tokens or 0, ev.output_tokens or 0), MAX_COST_USD)
+        for outcome, n in counts.items():
+            if n:
+                self.outcomes.labels(outcome).inc(n)
+
+    def _rate(self, model: str, provider: str | None) -> tuple[Rate | None, str]:
+        """The rate for a model and where it came from (or None, "unpriced", logged once per model)."""
+        rate = self._overrides.get(model)
+        if rate is not None:
+            return rate, "override"
+        rate = self._table(model, provider)
+        if rate is not None:
+            return rate, "table"
+        if len(self._logged) < _MAX_LOGGED and model not in self._logged:
+            self._logged.add(model)
+            log.warning("no price for model %r (provider %r): its events carry no cost_usd; add it under pricing.models", model[:128], provider)
+        return None, "unpriced"
 
     def _table(self, model: str, provider: str | None) -> Rate | None:
         key = (provider, model)

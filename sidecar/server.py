@@ -14,6 +14,7 @@ from collections.abc import Callable
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from sidecar.api.tail_wire import TailWireProtocol
 from sidecar.app import Sidecar, build_app
 from sidecar.config import Config
 from sidecar.exceptions import SidecarError
@@ -167,7 +168,7 @@ def build_server(
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=max(1, int(config.shutdown_grace)),
-            ws="websockets-sansio",
+            ws=TailWireProtocol,  # uvicorn's websockets-sansio, plus the tail's direct writes
             ws_per_message_deflate=False,  # a small frame must not inflate 1000x in memory
             ws_max_size=WS_MAX_MESSAGE,
             ws_ping_interval=config.tail.ping_interval,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 from genai_prices import Usage, calc_price
 from prometheus_client import CollectorRegistry
 
 from sidecar.config import PricingConfig
 from sidecar.pricing import Pricer, table_rate
+from sidecar.testing import event, ndjson, running_sidecar
 
 
 def pricer(**config) -> Pricer:
@@ -112,3 +114,20 @@ def test_bad_price_overrides_are_config_errors_with_their_path(models, problem):
     with pytest.raises(ConfigError) as exc:
         config_from_dict({"pricing": {"models": models}})
     assert problem in str(exc.value)
+
+
+def test_every_transport_prices_events_with_a_model_and_tokens_and_a_sent_cost_wins():
+    with running_sidecar(**{"pricing.models": {"house-model": {"input_per_mtok": 2.0, "output_per_mtok": 10.0}}}) as s:
+        s.send_unix(ndjson(event(type="llm.call", agent="u", model="house-model", input_tokens=1_000_000, output_tokens=100_000)))
+        r = httpx.post(f"{s.url}/v1/events", json=[
+            event(type="llm.call", agent="h", model="house-model", input_tokens=500_000),
+            event(type="llm.call", agent="h", model="house-model", input_tokens=500_000, cost_usd=0.25),
+            event(type="llm.call", agent="h", model="nobody-prices-this", input_tokens=10),
+        ])
+        assert r.status_code == 202
+        s.wait_processed(4)
+        assert s.value("agent_cost_usd_total", {"agent": "u", "model": "house-model"}) == 3.0  # 2 $ in + 1 $ out
+        assert s.value("agent_cost_usd_total", {"agent": "h", "model": "house-model"}) == 1.0 + 0.25
+        assert s.value("agent_cost_usd_total", {"agent": "h", "model": "nobody-prices-this"}) is None
+        outcomes = {o: s.value("sidecar_pricing_events_total", {"outcome": o}) for o in ("override", "sent", "unpriced")}
+        assert outcomes == {"override": 2.0, "sent": 1.0, "unpriced": 1.0}

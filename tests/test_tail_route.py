@@ -15,7 +15,7 @@ LIVENESS = 10  # seconds: only so a broken server fails the test instead of hang
 EVENTS = [
     event("llm.call", agent="planner", workflow="w1", model="m1", run_id="r1"),
     event("llm.stream", agent="coder", workflow="w2", model="m2", run_id="r2", severity="warning"),
-    event("tool.call", agent="coder", workflow="w1", severity="debug"),
+    event("tool.call", agent="coder", workflow="w1", severity="debug", tool="search"),
     event("agent.failed", agent="agent.x", workflow="w2", run_id="r1"),
     event("llm.call", agent="reviewer", severity="critical", model="m1"),
 ]
@@ -74,6 +74,7 @@ def as_sent(events: list[dict]) -> list[dict]:
         ("severity=warning", [1, 3, 4]),
         ("severity=error&workflow=w2", [3]),
         ("model=m1", [0, 4]),
+        ("tool=search", [2]),
         ("run_id=r1&run_id=r2&agent=coder", [1]),
         ("agent=nobody", []),
     ],

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from sidecar.api.tail_wire import SCOPE_KEY
 from sidecar.auth import check_bearer
 from sidecar.live import LiveConfig
 from sidecar.sinks.tail import FilterError, TailFilter, TailHub, parse_filter, parse_interval
@@ -89,7 +90,8 @@ def tail_route(hub: TailHub, live: LiveConfig) -> WebSocketRoute:
         if hub.full:
             await ws.close(TRY_AGAIN_LATER, f"tail.max_clients ({hub.config.max_clients}) reached")
             return
-        client = hub.connect(ws, tail_filter, interval)
+        # Served by TailWireProtocol (`agent-sidecar run`): events go straight to the socket.
+        client = hub.connect(ws, tail_filter, interval, wire=ws.scope.get(SCOPE_KEY))
         try:
             while True:
                 await client.room.wait()  # MAX_CONTROL replies unread: read no more requests

@@ -257,7 +257,7 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
     elif kind == "tool.call":
         tool = _take_str(attrs, ("gen_ai.tool.name",))
         if tool:
-            event["tool"] = tool  # not yet a first-class field: rides in the raw JSON to the tail
+            event["tool"] = tool
     if failed:
         event["success"] = False
         event["severity"] = "error"

@@ -204,6 +204,7 @@ class OtlpReceiver:
         metrics: SelfMetrics,
         registry: CollectorRegistry,
         clock: Callable[[], float],
+        pricer: Pricer,
     ):
         self.config = config
         self.otlp = config.otlp
@@ -211,7 +212,7 @@ class OtlpReceiver:
         self.pipeline = pipeline
         self.metrics = metrics
         self.clock = clock
-        self.pricer = Pricer(config.pricing, registry)
+        self.pricer = pricer  # shared with the decoder, which prices the other transports' events
         self.tree: SpanTree[Pending] = SpanTree(self.otlp.max_tracked_spans, self.otlp.max_held, self.otlp.hold)
         self._timer: asyncio.TimerHandle | None = None
         self.requests = Counter(
@@ -345,7 +346,7 @@ class OtlpReceiver:
                         placed.append((key, node, draft))
         for _, _, draft in placed:
             self.pricer.fill(draft.event, draft.provider)
-        events, _, out.bad = self.decoder.decode([_encode(p[2].event) for p in placed], now)
+        events, _, out.bad = self.decoder.decode([_encode(p[2].event) for p in placed], now, price=False)
         refused_at = {r.index: r for r in out.bad}
         for index, r in refused_at.items():
             out.rejected[r.reason] = out.rejected.get(r.reason, 0) + 1

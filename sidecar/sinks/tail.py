@@ -1,12 +1,20 @@
 """The live-tail hub: a sink that hands each event to the WebSocket clients that asked for it.
 
-    pipeline --consume(batch)--> TailHub --deque per client--> one sender task per client --> WebSocket
+    pipeline --consume(batch)--> TailHub --deque per client--> one writer pass per loop turn --> socket
 
 `consume` never awaits: it matches each event against the subscriptions and
 appends the event's bytes (as sent, plus `received_at`) to each matching
-client's own bounded deque; a full deque drops its oldest and counts it. Each
-client's sender task sends whatever is waiting as one message as soon as its
-previous send has finished, so a slow reader only ever slows itself.
+client's own bounded deque; a full deque drops its oldest and counts it. The
+clients with something to send are listed, and one callback per loop turn (the
+writer pass) writes each one's waiting events as one ready WebSocket text frame
+straight to its transport: no task per client, no ASGI send, no str round trip.
+A client whose transport buffer is above its high-water mark is skipped, not
+waited on (its queue goes on dropping its oldest) until the transport says it
+drained; so a slow reader only ever slows itself.
+
+A connection that did not come through `api.tail_wire.TailWireProtocol` (another
+server, a test double) has no wire: it gets a sender task that sends through the
+ASGI `send`, as before (`TailClient.run`), under the per-turn allowance below.
 
 Matching is indexed and per filter, not per client: clients with equal filters
 share a group; a group with exact values for `agent` (or else `run_id`, `type`,
@@ -14,11 +22,12 @@ share a group; a group with exact values for `agent` (or else `run_id`, `type`,
 per indexed field plus the groups that really match. Groups with only globs (or no
 filter) sit on a short fallback list. Each matching group collects the batch's
 events once; each of its clients then takes them with one `deque.extend`, and
-clients of a group that keep up send one shared encoded message.
+clients of a group that keep up send one shared message, encoded and framed once.
 
-Senders share the event loop with ingest: a loop turn allows at most
-SENDS_PER_TURN messages / SEND_BYTES_PER_TURN bytes, the rest wait (in order) for
-the next turn, so the ingest readers get the loop between them.
+Writing shares the event loop with ingest: one writer pass writes at most
+WRITES_PER_PASS messages / WRITE_BYTES_PER_PASS bytes, the rest wait (in order) for
+the next pass, one loop turn later, so the ingest readers get the loop between them
+(ASGI senders: SENDS_PER_TURN / SEND_BYTES_PER_TURN).
 
 What one client can cost is bounded whatever it subscribes with: a filter holds at
 most MAX_GLOBS globs of at most MAX_GLOB_LENGTH characters, matched against the
@@ -54,10 +63,10 @@ from sidecar.types import SEVERITIES, Batch, Event, SinkDrops
 
 log = logging.getLogger("agent_sidecar.tail")
 
-FILTER_KEYS = ("type", "agent", "workflow", "severity", "model", "run_id")
+FILTER_KEYS = ("type", "agent", "workflow", "severity", "model", "tool", "run_id")
 GLOB_KEYS = frozenset({"type", "agent"})
 # Preference order for the index: the most selective exact-match key first.
-INDEX_KEYS = ("agent", "run_id", "type", "workflow", "model")
+INDEX_KEYS = ("agent", "run_id", "type", "workflow", "tool", "model")
 MAX_VALUES = 100  # values per key in one filter
 MAX_VALUE_LENGTH = 256
 # Globs are regexes run per event per filter: their number and length (against a value cut to
@@ -76,6 +85,10 @@ CLOSE_WAIT = 1.0  # seconds shutdown waits for close frames to be written
 # after at most this much sending, however many clients are busy.
 SENDS_PER_TURN = 16
 SEND_BYTES_PER_TURN = 256 * 1024
+# A direct write costs a few microseconds (the same frame for a whole group), so a pass may
+# write to every client of a 1000-client hub before ingest reads again (~5 ms here).
+WRITES_PER_PASS = 1024
+WRITE_BYTES_PER_PASS = 1 << 20
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _ASCII_DIGITS = re.compile(r"[0-9]+")
@@ -208,6 +221,30 @@ class Transport(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+class Wire(Protocol):
+    """A connection's socket, for writing ready frames (`api.tail_wire.TailWireProtocol`)."""
+
+    on_writable: Callable[[], None] | None  # set by the hub: called when a full buffer drained
+    write_paused: bool  # the buffer is above its high-water mark: skip, do not wait
+
+    def is_open(self) -> bool: ...
+
+    def write_frame(self, frame: bytes) -> None: ...
+
+
+def text_frame(payload: bytes) -> bytes:
+    """`payload` (valid UTF-8) as one unmasked, final WebSocket text frame (RFC 6455 5.2):
+    what a server sends. The events were UTF-8-checked when they were decoded."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
 _encode = msgspec.json.encode
 
 
@@ -244,13 +281,14 @@ class TailClient:
     """One subscriber: its filter, its bounded queue of encoded events, and its sender task."""
 
     __slots__ = (
-        "hub", "ws", "filter", "group", "queue", "segments", "queued_bytes", "dropped", "control", "room",
-        "paused", "interval", "wakeup", "sender", "_loop",
+        "hub", "ws", "wire", "filter", "group", "queue", "segments", "queued_bytes", "dropped", "control", "room",
+        "paused", "interval", "wakeup", "sender", "last", "timer", "_loop",
     )
 
-    def __init__(self, hub: TailHub, ws: Transport, tail_filter: TailFilter, interval: float):
+    def __init__(self, hub: TailHub, ws: Transport, tail_filter: TailFilter, interval: float, wire: Wire | None = None):
         self.hub = hub
         self.ws = ws
+        self.wire = wire  # None: sent through `ws` by a sender task
         self.filter = tail_filter
         self.group: _Group | None = None
         # Bounded by tail.client_queue events (the deque evicts) and tail.client_queue_bytes (`offer`).
@@ -269,6 +307,15 @@ class TailClient:
         self.wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.sender: asyncio.Task[None] | None = None
+        self.last = 0.0  # when the last message went out (interval_ms)
+        self.timer: asyncio.TimerHandle | None = None  # interval_ms: the next message's turn
+
+    def kick(self) -> None:
+        """Something to send: list it for the next writer pass (or wake its sender)."""
+        if self.wire is None:
+            self.wakeup.set()
+        else:
+            self.hub.schedule(self)
 
     def reply(self, message: dict[str, Any]) -> None:
         """Queue a control reply; it goes out after the events already queued (up to max_batch).
@@ -277,7 +324,7 @@ class TailClient:
         self.control.append(_encode(message))
         if len(self.control) >= MAX_CONTROL:
             self.room.clear()
-        self.wakeup.set()
+        self.kick()
 
     def offer(self, items: list[bytes], sizes: array[int]) -> int:
         """Queue a batch's matching events (`sizes`: their running byte totals from 0); evict
@@ -343,9 +390,9 @@ class TailClient:
         self.segments.clear()
         self.queued_bytes = 0
 
-    def _encode(self, events: list[bytes], dropped: int) -> tuple[str, int]:
-        """One message from the first events that fit in MAX_MESSAGE_BYTES, and how many it holds.
-        Clients of a group that keep up send the same events: those are encoded once."""
+    def _encode(self, events: list[bytes], dropped: int) -> tuple[bytes, int]:
+        """One message (UTF-8 JSON) from the first events that fit in MAX_MESSAGE_BYTES, and how
+        many it holds. Clients of a group that keep up send the same events: encoded once."""
         group = self.group
         cache = group.cache if group is not None else None
         if not dropped and cache is not None and cache[0] is events[0] and cache[1] == len(events):
@@ -355,10 +402,62 @@ class TailClient:
         if len(joined) > MAX_MESSAGE_BYTES and used > 1:  # rare: big events
             used = _fit(events)
             joined = b",".join(events[:used])
-        text = (b'{"events":[' + joined + b'],"dropped":' + str(dropped).encode() + b"}").decode()
+        message = b'{"events":[' + joined + b'],"dropped":' + str(dropped).encode() + b"}"
         if not dropped and group is not None:
-            group.cache = (events[0], len(events), text, used)
-        return text, used
+            group.cache = (events[0], len(events), message, used)
+            group.frame = None
+        return message, used
+
+    def _frame(self, events: list[bytes], dropped: int) -> tuple[bytes, int]:
+        """`_encode`'s message as a ready text frame: framed once per group message too."""
+        message, used = self._encode(events, dropped)
+        group = self.group
+        if group is None or group.cache is None or group.cache[2] is not message:
+            return text_frame(message), used
+        if group.frame is None:
+            group.frame = text_frame(message)
+        return group.frame, used
+
+    def write(self, wire: Wire, now: float) -> tuple[int, int]:
+        """The writer pass's turn for this client: its next message (up to max_batch events),
+        then its replies, written to the socket. Returns (messages, bytes) written. Leaves
+        the client listed for the next pass when events remain."""
+        if not wire.is_open():
+            return 0, 0  # closing: the route's receive loop sees it and disconnects
+        if wire.write_paused:
+            return 0, 0  # not read: skipped; `on_writable` lists it again when the buffer drains
+        messages = written = 0
+        queue = self.queue
+        if queue and not self.paused:
+            due = self.last + self.interval - now if self.interval else 0.0
+            if due > 0:
+                if self.timer is None:  # coalesce: whatever arrives meanwhile joins
+                    self.timer = self._loop.call_later(due, self._due)
+            else:
+                events = _take(queue, self.hub.config.max_batch)
+                dropped, self.dropped = self.dropped, 0
+                self.last = now
+                frame, used = self._frame(events, dropped)
+                if used < len(events):
+                    queue.extendleft(reversed(events[used:]))  # room: they were just taken out
+                self.release(used)
+                wire.write_frame(frame)
+                messages, written = 1, len(frame)
+                if queue:
+                    self.hub.schedule(self)  # max_batch reached: the rest in the next pass
+        control = self.control
+        while control:
+            frame = text_frame(control.popleft())
+            wire.write_frame(frame)
+            messages += 1
+            written += len(frame)
+        if not self.room.is_set():
+            self.room.set()
+        return messages, written
+
+    def _due(self) -> None:
+        self.timer = None
+        self.hub.schedule(self)
 
     async def run(self) -> None:
         """The sender: wait for something to send, send it, repeat until the socket fails."""
@@ -390,12 +489,12 @@ class TailClient:
                         events = _take(queue, max_batch)
                         dropped, self.dropped = self.dropped, 0
                         last = self._loop.time()
-                        text, used = self._encode(events, dropped)
+                        message, used = self._encode(events, dropped)
                         if used < len(events):
                             queue.extendleft(reversed(events[used:]))  # room: they were just taken out
                         self.release(used)
-                        turns.spend(len(text))
-                        await ws.send({"type": "websocket.send", "text": text})
+                        turns.spend(len(message))
+                        await ws.send({"type": "websocket.send", "text": message.decode()})
                         sent = True
                     while control:
                         await ws.send({"type": "websocket.send", "text": control.popleft().decode()})
@@ -466,7 +565,7 @@ class _Turns:
 class _Group:
     """The clients sharing one filter: matched once per event, fed once per batch."""
 
-    __slots__ = ("filter", "clients", "check", "indexed", "cache")
+    __slots__ = ("filter", "clients", "check", "indexed", "cache", "frame")
 
     def __init__(self, tail_filter: TailFilter):
         self.filter = tail_filter
@@ -474,8 +573,10 @@ class _Group:
         self.indexed = tail_filter.index_key()
         # What the index has not already checked; None when the index lookup says it all.
         self.check = tail_filter.predicate(skip=self.indexed[0] if self.indexed else None)
-        # The last message encoded: (first event, events taken, text, events it holds).
-        self.cache: tuple[bytes, int, str, int] | None = None
+        # The last message encoded: (first event, events taken, message, events it holds),
+        # and that message as a text frame once a wire client has asked for it.
+        self.cache: tuple[bytes, int, bytes, int] | None = None
+        self.frame: bytes | None = None
 
 
 class TailHub:
@@ -494,6 +595,8 @@ class TailHub:
         self._fallback: dict[_Group, None] = {}
         self.closing = False
         self._empty = asyncio.Event()
+        self._pending: dict[TailClient, None] = {}  # wire clients with something to write
+        self._pass_armed = False
         self.dropped_total = Counter(
             "sidecar_tail_dropped", "Events a live-tail client missed because its queue (tail.client_queue) was full.",
             registry=registry,
@@ -507,13 +610,17 @@ class TailHub:
     def full(self) -> bool:
         return len(self.clients) >= self.config.max_clients
 
-    def connect(self, ws: Transport, tail_filter: TailFilter, interval: float = 0.0) -> TailClient:
-        """Register a client and start its sender task."""
-        client = TailClient(self, ws, tail_filter, interval)
+    def connect(self, ws: Transport, tail_filter: TailFilter, interval: float = 0.0, wire: Wire | None = None) -> TailClient:
+        """Register a client: written to by the writer pass when it has a `wire`, else by a
+        sender task of its own through `ws`."""
+        client = TailClient(self, ws, tail_filter, interval, wire)
         self.clients[client] = None
         self._empty.clear()
         self._file(client)
-        client.sender = asyncio.create_task(client.run(), name="tail-sender")
+        if wire is None:
+            client.sender = asyncio.create_task(client.run(), name="tail-sender")
+        else:
+            wire.on_writable = client.kick
         return client
 
     async def disconnect(self, client: TailClient) -> None:
@@ -521,6 +628,12 @@ class TailHub:
         if client in self.clients:
             del self.clients[client]
             self._unfile(client)
+        self._pending.pop(client, None)
+        if client.timer is not None:
+            client.timer.cancel()
+            client.timer = None
+        if client.wire is not None:
+            client.wire.on_writable = None
         if client.sender is not None:
             client.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -654,7 +767,7 @@ class TailHub:
             for client in group.clients:
                 dropped += client.offer(items, sizes)
                 if not client.paused:
-                    client.wakeup.set()
+                    client.kick()
         if dropped:
             self.dropped_total.inc(dropped)
         return failed or None
@@ -671,8 +784,46 @@ class TailHub:
             failed[i] = "splice_failed"
             return _FAILED
 
+    def schedule(self, client: TailClient) -> None:
+        """List a wire client for the next writer pass."""
+        self._pending[client] = None
+        if not self._pass_armed:
+            self._pass_armed = True
+            asyncio.get_running_loop().call_soon(self._write_pass)
+
+    def _write_pass(self) -> None:
+        """Write to every listed client, up to this pass's allowance; the rest go first in the
+        next pass (one loop turn later, after the loop has read the sockets)."""
+        self._pass_armed = False
+        if self.closing:
+            self._pending.clear()
+            return
+        pending, self._pending = self._pending, {}
+        messages, budget = WRITES_PER_PASS, WRITE_BYTES_PER_PASS
+        now = asyncio.get_running_loop().time()
+        clients = iter(pending)
+        for client in clients:
+            if messages <= 0 or budget <= 0:
+                rest = {client: None}
+                rest.update(dict.fromkeys(clients))
+                rest.update(self._pending)
+                self._pending = rest
+                self._pass_armed = True
+                asyncio.get_running_loop().call_soon(self._write_pass)
+                return
+            wire = client.wire
+            if wire is None or client not in self.clients:
+                continue
+            try:
+                sent, nbytes = client.write(wire, now)
+            except Exception as exc:  # a transport that fails a write is closing: the route sees it
+                log.debug("tail write failed: %r", exc)
+                continue
+            messages -= sent
+            budget -= nbytes
+
     async def start(self) -> None:
-        pass  # a sender task starts with each client, not with the hub
+        pass  # sender tasks start with their clients; the writer pass with the first write
 
     def maintain(self, now: float) -> None:
         pass  # keepalive is the WebSocket server's (ping/pong); nothing expires here
@@ -692,9 +843,13 @@ class TailHub:
         if not clients:
             return
         log.info("closing %d live-tail client(s) with 1001", len(clients))
+        self._pending.clear()
         for client in clients:
             if client.sender is not None:
                 client.sender.cancel()
+            if client.timer is not None:
+                client.timer.cancel()
+                client.timer = None
             client.room.set()  # a route waiting for reply room reads on and sees the close
         closes = [asyncio.create_task(_close(c.ws, 1001, "sidecar shutting down")) for c in clients]
         # A client that never reads may have a full send buffer: its close waits on it; don't.
