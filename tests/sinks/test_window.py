@@ -141,14 +141,6 @@ steps = st.lists(
 )
 
 
-@pytest.fixture
-def small_structures(monkeypatch):
-    """Fold sorted buffers and grow the store early, so small examples reach every code path."""
-    monkeypatch.setattr(SortedValues, "FOLD_MIN", 4)
-    monkeypatch.setattr(window_mod, "INITIAL_CAPACITY", 4)
-    monkeypatch.setattr(window_mod, "FLUSH_EVENTS", 7)
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=steps)
 def test_every_field_of_every_window_and_breakdown_matches_the_oracle(small_structures, steps):

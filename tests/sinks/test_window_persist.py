@@ -16,8 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import WindowsConfig
 from sidecar.protocol import is_failure_type
-from sidecar.sinks.window import SortedValues, WindowSink
-from sidecar.sinks.window import store as window_mod
+from sidecar.sinks.window import WindowSink
 from sidecar.sinks.window.autosave import WindowAutosave
 from sidecar.sinks.window.persist import SnapshotError, capture, fork_writer, read_file, reap_writer, restore, write_file
 from sidecar.testing import FakeClock
@@ -78,14 +77,6 @@ batches = st.lists(
     min_size=2,
     max_size=14,
 )
-
-
-@pytest.fixture
-def small_structures(monkeypatch):
-    """Fold sorted buffers and grow the store early, so small examples reach every code path."""
-    monkeypatch.setattr(SortedValues, "FOLD_MIN", 4)
-    monkeypatch.setattr(window_mod, "INITIAL_CAPACITY", 4)
-    monkeypatch.setattr(window_mod, "FLUSH_EVENTS", 7)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
