@@ -1,19 +1,25 @@
-"""CPU time the window sink adds per event, in-process, beside the metrics sink's.
+"""CPU time the window sink adds per event in a steady state with eviction, in-process,
+beside the metrics sink's.
 
-    PYTHONPATH=. python bench/window_consume.py     # N=300000 BATCH=800 [INDEX=agent]
+    PYTHONPATH=. python bench/window_consume.py     # N=300000 BATCH=800 RATE=200 [INDEX=agent]
 
-Decodes N copies of the ceiling probe's event (timestamps now, spread over 1 s) with the
-sidecar's own EventDecoder into batches of BATCH (about what one 256 KiB socket read
-holds), then feeds the same batches to a MetricsSink and to a WindowSink and reports
-each one's thread CPU time per event; the window figure includes every flush (filing
-into the store, windows, counters and sorted buffers, and folds).
+Varied events (bench/window_events.py) are decoded with the sidecar's own EventDecoder into
+batches of BATCH (about what one 256 KiB socket read holds). The event clock runs at RATE
+events per second: first a full hour of events fills every window (not timed), then N more
+events are timed while the clock moves N/RATE seconds, so the oldest events leave every
+window, the largest included, as they do in production. `maintain` runs every 25 batches
+(20,000 events). Each sink's thread CPU time is summed over its consume and maintain calls
+only, so the figure includes every flush, fold and eviction and excludes the decoding.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
+
+from window_events import varied_event
 
 from sidecar.config import Config
 from sidecar.protocol import EventDecoder
@@ -24,31 +30,42 @@ from sidecar.types import Batch
 
 N = int(os.environ.get("N", "300000"))
 BATCH = int(os.environ.get("BATCH", "800"))
-EV = {"type": "agent.completed", "timestamp": 0.0, "agent": "planner", "workflow": "code_review",
-      "run_id": "wf-123456", "trace_id": "0af7651916cd43dd8448eb211c80319c", "severity": "info",
-      "duration_ms": 1234.5, "input_tokens": 512, "output_tokens": 128, "cost_usd": 0.0123, "model": "gpt-4o"}
+RATE = float(os.environ.get("RATE", "200"))  # events per second of event time
+MAINTAIN_EVERY = 25  # batches
 
 
 def main() -> None:
-    clock = FakeClock(time.time())
+    rng = random.Random(1)
+    start = time.time()
+    clock = FakeClock(start)
     decoder = EventDecoder()
-    batches = []
-    for start in range(0, N, BATCH):
-        lines = [json.dumps(EV | {"timestamp": clock.now - (i % 1000) / 1000, "duration_ms": float(i % 5000)}).encode() for i in range(start, start + BATCH)]
-        events, raws, _ = decoder.decode(lines, clock.now)
-        batches.append(Batch(events, raws, clock.now, "bench"))
     config = Config()
     index_by = tuple(filter(None, os.environ.get("INDEX", "").split(",")))  # INDEX=agent: windows.index_by
-    window = WindowSink(config.replace(**{"windows.index_by": list(index_by)}).windows, None, clock)
-    for name, sink in (("metrics", MetricsSink(config.metrics, config.lifecycle, None)), ("window", window)):
-        c0 = time.thread_time()
-        for i, batch in enumerate(batches):
+    sinks = {
+        "metrics": MetricsSink(config.metrics, config.lifecycle, None),
+        "window": WindowSink(config.replace(**{"windows.index_by": list(index_by)}).windows, None, clock),
+    }
+    cpu = dict.fromkeys(sinks, 0.0)
+    warm = int(3600 * RATE)
+    total = warm + N
+    for b, first in enumerate(range(0, total, BATCH)):
+        clock.advance(BATCH / RATE)
+        # Timestamps up to 2 s behind the clock: batches overlap a little, as senders' clocks do.
+        lines = [json.dumps(varied_event(rng, i, clock.now - rng.random() * 2)).encode() for i in range(first, min(first + BATCH, total))]
+        events, raws, _ = decoder.decode(lines, clock.now)
+        batch = Batch(events, raws, clock.now, "bench")
+        timed = first >= warm
+        for name, sink in sinks.items():
+            c0 = time.thread_time()
             sink.consume(batch)
-            if i % 100 == 99:  # about the maintain tick at ~100k events/s
-                clock.advance(1.0)
+            if b % MAINTAIN_EVERY == MAINTAIN_EVERY - 1:
                 sink.maintain(clock.now)
-        sink.maintain(clock.now)
-        print(f"{name:<8} sink: {(time.thread_time() - c0) / N * 1e6:.2f} us CPU per event")
+            if timed:
+                cpu[name] += time.thread_time() - c0
+    window = sinks["window"].stats("1h")
+    print(f"event clock moved {clock.now - start:,.0f} s ({warm:,} warm-up events, then {N:,} timed); 1h window holds {window['events']:,}")
+    for name, seconds in cpu.items():
+        print(f"{name:<8} sink: {seconds / N * 1e6:.2f} us CPU per event")
 
 
 if __name__ == "__main__":

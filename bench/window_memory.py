@@ -50,27 +50,29 @@ def main() -> None:
     before = rss()
     sink = WindowSink(WindowsConfig(index_by=INDEX_BY), None, clock)
     fill(sink, clock, N)
-    for w in sink.windows:
+    store = getattr(sink, "store", sink)  # the store holds the state since the window package split
+    for w in store.windows:
         w.values.fold()
         for entries in w.index.values():
             for entry in entries.values():
                 entry.values.fold()
     gc.collect()
     after = rss()
-    per_window = {w.name: len(w.values) for w in sink.windows}
+    per_window = {w.name: len(w.values) for w in store.windows}
     print(f"samples per window: {per_window}")
     print(f"RSS delta {(after - before) / 2**20:.1f} MiB = {(after - before) / N:.1f} bytes/sample")
     tracemalloc.start()
     sink2 = WindowSink(WindowsConfig(index_by=INDEX_BY), None, FakeClock(clock.now))
     fill(sink2, FakeClock(clock.now), N, seed=3)
-    for w in sink2.windows:
+    store2 = getattr(sink2, "store", sink2)
+    for w in store2.windows:
         w.values.fold()
     gc.collect()
     current, peak = tracemalloc.get_traced_memory()
-    store = sum(a.nbytes for a in sink2.cols.values()) * (sink2.tail - sink2.head) / len(sink2.cols["ts"])
-    sorted_bytes = sum(w.values.s.nbytes for w in sink2.windows)
+    rows = sum(a.nbytes for a in store2.cols.values()) * (store2.tail - store2.head) / len(store2.cols["ts"])
+    sorted_bytes = sum(w.values.s.nbytes for w in store2.windows)
     print(f"tracemalloc: {current / N:.1f} bytes/sample held (peak while filling {peak / N:.1f});"
-          f" live store rows {store / N:.1f} B, sorted durations {sorted_bytes / N:.1f} B per sample")
+          f" live store rows {rows / N:.1f} B, sorted durations {sorted_bytes / N:.1f} B per sample")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ from sidecar.exceptions import ConfigError
 DEFAULT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # Field "kind" metadata drives parsing; the Python type is what the rest of the code sees.
+# `live=True` declares that a reload applies the key to the running sidecar (sidecar/reload.py);
+# every other key keeps its running value until a restart.
 def _f(default: Any, kind: str, doc: str, **extra: Any) -> Any:
     meta = {"kind": kind, "doc": doc, **extra}
     if isinstance(default, (list, tuple, dict)):
@@ -43,37 +46,38 @@ class ListenConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    token: str | None = _f(None, "token", "bearer token required on HTTP ingest and queries (null: no authentication)")
+    token: str | None = _f(None, "token", "bearer token required on HTTP ingest and queries (null: no authentication)", live=True)
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     max_event_bytes: int = _f(64 * 1024, "size", "longest accepted line / event")
-    max_body_bytes: int = _f(10 * 1024 * 1024, "size", "largest accepted HTTP body (after decompression)")
-    max_clock_skew: float = _f(300.0, "duration", "events stamped further in the future are rejected")
+    max_body_bytes: int = _f(10 * 1024 * 1024, "size", "largest accepted HTTP body (after decompression)", live=True)
+    max_clock_skew: float = _f(300.0, "duration", "events stamped further in the future are rejected", live=True)
     queue_size: int = _f(1024, "positive_int", "batches waiting for the pipeline before backpressure / 503")
-    max_connections: int = _f(512, "positive_int", "concurrent Unix socket clients (beyond: new ones wait in the backlog)")
+    max_connections: int = _f(512, "positive_int", "concurrent Unix socket clients (beyond: new ones wait in the backlog)", live=True)
     max_http_connections: int = _f(
-        1100, "positive_int", "concurrent HTTP connections, tail WebSockets included (beyond: 503); above tail.max_clients, and with max_connections it must fit `ulimit -n`"
+        1100, "positive_int", "concurrent HTTP connections, tail WebSockets included (beyond: 503); above tail.max_clients, and with max_connections it must fit `ulimit -n`",
+        live=True,
     )
     read_size: int = _f(256 * 1024, "size", "bytes read from a socket client at once")
-    idle_timeout: float = _f(300.0, "duration", "a Unix client that delivered no complete event this long is closed (the SDK reconnects)")
-    evict_after: float = _f(10.0, "duration", "at max_connections, a Unix client that delivered no complete event this long makes room for a new one")
-    header_timeout: float = _f(10.0, "duration", "an HTTP request's headers must arrive within this (slowloris)")
-    body_timeout: float = _f(30.0, "duration", "an HTTP request's body must arrive within this of its headers (else 408)")
+    idle_timeout: float = _f(300.0, "duration", "a Unix client that delivered no complete event this long is closed (the SDK reconnects)", live=True)
+    evict_after: float = _f(10.0, "duration", "at max_connections, a Unix client that delivered no complete event this long makes room for a new one", live=True)
+    header_timeout: float = _f(10.0, "duration", "an HTTP request's headers must arrive within this (slowloris)", live=True)
+    body_timeout: float = _f(30.0, "duration", "an HTTP request's body must arrive within this of its headers (else 408)", live=True)
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    max_series_per_metric: int = _f(10_000, "positive_int", "cardinality guard per metric")
-    series_ttl: float = _f(3600.0, "duration", "a series not updated this long leaves /metrics")
+    max_series_per_metric: int = _f(10_000, "positive_int", "cardinality guard per metric", live=True)
+    series_ttl: float = _f(3600.0, "duration", "a series not updated this long leaves /metrics", live=True)
     duration_buckets: tuple[float, ...] = _f(DEFAULT_BUCKETS, "buckets", "histogram bucket bounds in seconds")
-    exemplars: bool = _f(True, "bool", "attach {trace_id} exemplars to duration buckets")
+    exemplars: bool = _f(True, "bool", "attach {trace_id} exemplars to duration buckets", live=True)
 
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    abandon_after: float = _f(3600.0, "duration", "a run or invocation with no end this long is abandoned")
+    abandon_after: float = _f(3600.0, "duration", "a run or invocation with no end this long is abandoned", live=True)
     max_active: int = _f(100_000, "positive_int", "runs / invocations tracked at once")
 
 
@@ -85,30 +89,71 @@ class WindowsConfig:
         2_000_000, "positive_int", "events stored for the largest window (~55 B each); past it the oldest leave early, exact: false"
     )
     cumulative_samples: int = _f(100_000, "positive_int", "durations kept (uniform reservoir) for since-start quantiles")
-    prometheus_by: tuple[str, ...] = _f((), "strings", "also export window gauges per value of these fields (agent, workflow, type, model)")
+    prometheus_by: tuple[str, ...] = _f((), "strings", "also export window gauges per value of these fields (agent, workflow, type, model, tool)")
     prometheus_by_limit: int = _f(50, "positive_int", "most active values per window exported per prometheus_by field")
     index_by: tuple[str, ...] = _f((), "strings", "fields whose filters (e.g. agent=) skip the row scan: +8 bytes per event per window")
+    snapshot_path: str = _f("", "path", "file the windows are saved to and restored from at start (numpy .npz, ~43 B per event); empty: off")
+    snapshot_every: float = _f(30.0, "duration", "save the windows this often (and at shutdown); a crash loses at most this much")
 
 
 @dataclass(frozen=True)
 class TailConfig:
-    max_batch: int = _f(500, "positive_int", "events per WebSocket message")
-    client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop")
-    max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)")
-    token: str | None = _f(None, "token", "token for /v1/tail instead of auth.token")
-    allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own")
+    max_batch: int = _f(500, "positive_int", "events per WebSocket message", live=True)
+    client_queue: int = _f(10_000, "positive_int", "events buffered per client before the oldest drop", live=True)
+    client_queue_bytes: int = _f(8 * 1024 * 1024, "size", "bytes of events buffered per client before the oldest drop (the newest is always kept)", live=True)
+    max_clients: int = _f(1000, "positive_int", "concurrent tail clients (beyond: close 1013)", live=True)
+    token: str | None = _f(None, "token", "token for /v1/tail instead of auth.token", live=True)
+    allowed_origins: tuple[str, ...] = _f((), "strings", "browser Origins allowed besides the sidecar's own", live=True)
     ping_interval: float = _f(20.0, "duration", "WebSocket keepalive: ping this often, close if no pong within as long")
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = _f("info", "choice", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+    level: str = _f("info", "choice", "debug, info, warning or error", choices=("debug", "info", "warning", "error"), live=True)
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    enabled: bool = _f(True, "bool", "serve the built-in live page at GET /")
-    max_rows: int = _f(1000, "positive_int", "events the page's list keeps at most (a page may ask for fewer with ?rows=)")
+    enabled: bool = _f(True, "bool", "serve the built-in live page at GET /", live=True)
+    max_rows: int = _f(1000, "positive_int", "events the page's list keeps at most (a page may ask for fewer with ?rows=)", live=True)
+
+
+# -- OpenTelemetry (OTLP/HTTP) intake and the price table: one block, see sidecar/ingest/otlp.py ----------
+@dataclass(frozen=True)
+class OtlpConfig:
+    enabled: bool = _f(True, "bool", "accept OTLP/HTTP on /v1/traces (GenAI spans become events), /v1/metrics and /v1/logs")
+    keep_content: bool = _f(False, "bool", "keep prompts, completions and tool arguments/results in the event payload")
+    agent_attribute: str | None = _f("service.name", "optional_str", "resource attribute naming the agent when neither the span nor an ancestor does")
+    workflow_attribute: str | None = _f(None, "optional_str", "resource attribute naming the workflow when neither the span nor an ancestor does")
+    hold: float = _f(30.0, "duration", "a span whose ancestors have not arrived waits this long for them")
+    max_held: int = _f(10_000, "positive_int", "spans waiting for their ancestors at most; past it the oldest go out with what is known")
+    max_tracked_spans: int = _f(100_000, "positive_int", "recent spans remembered (parent, agent, workflow) to resolve later children")
+    max_attributes: int = _f(1024, "positive_int", "a span with more attributes than this is refused")
+    max_payload_bytes: int = _f(8 * 1024, "size", "span attributes carried as the event payload, beyond it the rest are left out")
+
+
+def _parse_prices(value: Any) -> dict[str, dict[str, float]]:
+    """`{model: {input_per_mtok: 2.5, output_per_mtok: 10}}`, US dollars per million tokens."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of model name to {input_per_mtok, output_per_mtok}")
+    out = {}
+    for model, prices in value.items():
+        if not isinstance(model, str) or not isinstance(prices, dict) or set(prices) != {"input_per_mtok", "output_per_mtok"}:
+            raise ValueError(f"{model}: must be {{input_per_mtok: N, output_per_mtok: N}} (US dollars per million tokens)")
+        for key, n in prices.items():
+            if isinstance(n, bool) or not isinstance(n, (int, float)) or not 0 <= n < 1e9:
+                raise ValueError(f"{model}.{key}: must be a number >= 0, not {n!r}")
+        out[model] = {k: float(n) for k, n in prices.items()}
+    return out
+
+
+@dataclass(frozen=True)
+class PricingConfig:
+    enabled: bool = _f(True, "bool", "fill in cost_usd from model and tokens when an event has none (genai-prices' table)")
+    models: dict[str, dict[str, float]] = _f({}, "prices", "per-model prices that win over the table: {model: {input_per_mtok, output_per_mtok}}")
+# -- end of the OTLP / pricing block ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -163,7 +208,9 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     web: WebConfig = field(default_factory=WebConfig)
     insights: InsightsConfig = field(default_factory=InsightsConfig)
-    shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take")
+    shutdown_grace: float = _f(10.0, "duration", "how long shutdown may take", live=True)
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with dotted keys changed, e.g. replace(**{"listen.http": "127.0.0.1:0"})."""
@@ -300,6 +347,14 @@ def _parse_token(value: Any) -> str | None:
     return value
 
 
+def _parse_optional_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
 def _parse_strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError("must be a list of strings")
@@ -328,6 +383,7 @@ _PARSERS = {
     "path": _parse_path,
     "mode": _parse_mode,
     "token": _parse_token,
+    "optional_str": _parse_optional_str,
     "size": parse_size,
     "duration": parse_duration,
     "positive_int": _parse_positive_int,
@@ -336,6 +392,7 @@ _PARSERS = {
     "strings": _parse_strings,
     "durations": _parse_durations,
     "buckets": _parse_buckets,
+    "prices": _parse_prices,
 }
 
 
@@ -384,8 +441,8 @@ def _check(config: Config) -> list[str]:
         problems.append("listen: at least one of listen.http and listen.unix must be set")
     for key in ("prometheus_by", "index_by"):
         for name in getattr(config.windows, key):
-            if name not in ("agent", "workflow", "type", "model"):
-                problems.append(f"windows.{key}: unknown field {name!r} (expected agent, workflow, type or model)")
+            if name not in ("agent", "workflow", "type", "model", "tool"):
+                problems.append(f"windows.{key}: unknown field {name!r} (expected agent, workflow, type, model or tool)")
     ins = config.insights
     if not ins.bucket <= ins.window < ins.baseline <= ins.retention:
         problems.append("insights: must hold bucket <= window < baseline <= retention")
@@ -480,6 +537,17 @@ def _yaml_node_problems(root: yaml.Node) -> list[str]:
         elif isinstance(node, yaml.SequenceNode):
             stack += [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
     return problems
+
+
+def leaves(config: Any, prefix: str = "") -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """Every key of a config (or of one section) as (YAML path, value, field metadata), in file order."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, path)
+        else:
+            yield path, value, f.metadata
 
 
 def describe_defaults() -> str:

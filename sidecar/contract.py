@@ -27,6 +27,7 @@ FIELDS: dict[str, str] = {
     "agent": STR,
     "workflow": STR,
     "model": STR,
+    "tool": STR,
     "run_id": STR,
     "invocation_id": STR,
     "trace_id": STR,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from sidecar.selfmetrics import SelfMetrics
-from sidecar.types import Batch, Sink
+from sidecar.types import Batch, Sink, SinkDrops
 
 log = logging.getLogger("agent_sidecar.pipeline")
 
@@ -18,6 +18,11 @@ class Pipeline:
 
     Only the run task touches sink state, so sinks need no locks against each
     other. A sink that raises is logged and counted; the others still get the batch.
+
+    `processed` counts the events every sink took. An event a sink left out (it says
+    which) or a batch a sink raised on is not processed: it is counted once in
+    sidecar_sink_events_dropped_total, against the first sink that dropped it, so
+    accepted = processed + sink_dropped (+ whatever is still queued), exactly.
     """
 
     def __init__(self, sinks: list[Sink], metrics: SelfMetrics, queue_size: int):
@@ -26,6 +31,7 @@ class Pipeline:
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(queue_size)
         metrics.queue_depth.set_function(self._queue.qsize)
         self.processed = 0
+        self.sink_dropped = 0
         self._closing = False
 
     async def submit(self, batch: Batch) -> None:
@@ -51,14 +57,31 @@ class Pipeline:
             self.process(batch)
 
     def process(self, batch: Batch) -> None:
+        n = len(batch.events)
+        lost: set[int] = set()  # positions some sink dropped: each counted once
         for sink in self.sinks:
+            drops: SinkDrops | None
             try:
-                sink.consume(batch)
+                drops = sink.consume(batch)
             except Exception:
-                log.exception("sink %s failed on a batch of %d events", sink.name, len(batch.events))
+                log.exception("sink %s failed on a batch of %d events", sink.name, n)
                 self.metrics.sink_errors.labels(sink.name).inc()
-        self.processed += len(batch.events)
-        self.metrics.processed.inc(len(batch.events))
+                drops = dict.fromkeys(range(n), "error")
+            if drops:
+                self._count_drops(sink.name, drops, lost)
+        done = n - len(lost)
+        self.processed += done
+        self.sink_dropped += len(lost)
+        self.metrics.processed.inc(done)
+
+    def _count_drops(self, sink: str, drops: SinkDrops, lost: set[int]) -> None:
+        by_reason: dict[str, int] = {}
+        for position, reason in drops.items():
+            if position not in lost:
+                lost.add(position)
+                by_reason[reason] = by_reason.get(reason, 0) + 1
+        for reason, count in by_reason.items():
+            self.metrics.sink_dropped.labels(sink, reason).inc(count)
 
     def maintain(self, now: float) -> None:
         for sink in self.sinks:

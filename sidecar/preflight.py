@@ -74,4 +74,11 @@ def host_problems(config: Config, fd_limit: int) -> list[str]:
         directory = os.path.dirname(config.listen.unix)
         if not os.path.isdir(directory):
             problems.append(f"listen.unix: directory {directory} does not exist; create it or choose a path in an existing directory")
+    if config.windows.snapshot_path:
+        # Written every snapshot_every: a directory that is not writable would only show at the first save.
+        directory = os.path.dirname(config.windows.snapshot_path)
+        if not os.path.isdir(directory):
+            problems.append(f"windows.snapshot_path: directory {directory} does not exist; create it (on a persistent volume) or choose another path")
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            problems.append(f"windows.snapshot_path: no permission to create files in {directory}; run as a user who may, or choose another path")
     return problems

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from sidecar import contract
 from sidecar.contract import MAX_TYPE_LENGTH, TYPE_PATTERN, TYPE_RULE, is_failure_type, valid_type
 from sidecar.types import Event, Rejection
+
+if TYPE_CHECKING:  # protocol.py stays importable without the server's packages; the app passes a Pricer in
+    from sidecar.pricing import Pricer
 
 __all__ = ["MAX_TYPE_LENGTH", "REASONS", "TYPE_PATTERN", "EventDecoder", "LineFramer", "is_failure_type", "valid_type"]
 
@@ -106,8 +110,9 @@ def classify(line: bytes, exc: msgspec.ValidationError) -> Rejection:
 class EventDecoder:
     """Decodes and normalises events. One instance per sidecar; it caches per-type facts."""
 
-    def __init__(self, max_clock_skew: float = 300.0):
+    def __init__(self, max_clock_skew: float = 300.0, pricer: Pricer | None = None):
         self.max_clock_skew = max_clock_skew
+        self.pricer = pricer  # fills in cost_usd from the price table (sidecar/pricing.py)
         self._decode: Callable[[bytes], Event] = msgspec.json.Decoder(Event).decode
         # type -> "is a *.failed type", or None when the name is invalid. Bounded: see _type_info.
         self._types: dict[str, bool | None] = {}
@@ -119,9 +124,10 @@ class EventDecoder:
         return info
 
     def decode(
-        self, lines: Iterable[bytes], received_at: float
+        self, lines: Iterable[bytes], received_at: float, *, price: bool = True
     ) -> tuple[list[Event], list[bytes], list[Rejection]]:
-        """Decode each line (or body item) into an event, or a rejection with its index."""
+        """Decode each line (or body item) into an event, or a rejection with its index.
+        `price=False` for a listener that priced its events already (OTLP, which knows the provider)."""
         decode = self._decode
         types = self._types
         type_info = self._type_info
@@ -172,4 +178,6 @@ class EventDecoder:
                 ev.success = not failed
             events.append(ev)
             raws.append(line)
+        if price and self.pricer is not None:
+            self.pricer.fill_events(events)
         return events, raws, rejected

@@ -35,6 +35,13 @@ class SelfMetrics:
         self.sink_errors = Counter(
             "sidecar_sink_errors", "Batches a sink failed to process (a bug: see the log).", ["sink"], registry=registry
         )
+        self.sink_dropped = Counter(
+            "sidecar_sink_events_dropped",
+            "Accepted events a sink left out while the rest of their batch went on (not counted as processed); "
+            "each counted once, against the first sink that dropped it.",
+            ["sink", "reason"],
+            registry=registry,
+        )
         self.connections = Gauge("sidecar_unix_connections", "Open Unix socket ingest connections.", registry=registry)
         self.connections_refused = Counter(
             "sidecar_unix_connections_refused",
@@ -109,9 +116,10 @@ class SelfMetrics:
             self.dropped.labels("queue_full").inc(dropped)
 
     def totals(self) -> dict[str, int]:
-        """Whole-process totals for the final log line."""
+        """Whole-process totals for the final log line: received = accepted + rejected + dropped,
+        and accepted = processed + sink_dropped once the pipeline has drained."""
         out = {}
-        for name in ("received", "accepted", "rejected", "dropped"):
+        for name in ("received", "accepted", "rejected", "dropped", "processed", "sink_dropped"):
             total = 0.0
             for metric in getattr(self, name).collect():
                 total += sum(s.value for s in metric.samples if s.name.endswith("_total"))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from collections.abc import Callable
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from sidecar.api.tail_wire import TailWireProtocol
 from sidecar.app import Sidecar, build_app
 from sidecar.config import Config
 from sidecar.exceptions import SidecarError
@@ -129,12 +131,16 @@ class SidecarServer(uvicorn.Server):
 
 
 def build_server(
-    config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
-) -> tuple[uvicorn.Server, socket.socket | None]:
+    config: Config,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], float] = time.time,
+    reload_from: Callable[[], Config] | None = None,
+) -> tuple[SidecarServer, socket.socket | None]:
     """A uvicorn server for one sidecar, plus its bound HTTP socket (None if HTTP is off).
     Both listening sockets are bound here, so every error surfaces before uvicorn starts."""
     sock = bind_http(config.listen.http) if config.listen.http else None
-    app = build_app(config, registry=registry, clock=clock, http_url=url_of(sock) if sock else None)
+    app = build_app(config, registry=registry, clock=clock, http_url=url_of(sock) if sock else None, reload_from=reload_from)
     sidecar: Sidecar = app.state.sidecar
     try:
         for listener in sidecar.listeners:
@@ -162,7 +168,7 @@ def build_server(
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=max(1, int(config.shutdown_grace)),
-            ws="websockets-sansio",
+            ws=TailWireProtocol,  # uvicorn's websockets-sansio, plus the tail's direct writes
             ws_per_message_deflate=False,  # a small frame must not inflate 1000x in memory
             ws_max_size=WS_MAX_MESSAGE,
             ws_ping_interval=config.tail.ping_interval,
@@ -171,17 +177,36 @@ def build_server(
         sidecar,
         sock,
     )
+
+    def apply(new: Config) -> None:  # a reload: the limits this server keeps of its own
+        guard.header_timeout = new.ingest.header_timeout
+        guard.body_timeout = new.ingest.body_timeout
+        guard.max_connections = new.ingest.max_http_connections
+        server.config.timeout_graceful_shutdown = max(1, int(new.shutdown_grace))
+
+    sidecar.live.on_change(apply)
     return server, sock
 
 
 async def serve(
-    config: Config, *, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+    config: Config,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], float] = time.time,
+    reload_from: Callable[[], Config] | None = None,
 ) -> bool:
-    """Serve until SIGINT/SIGTERM; False when startup failed (the reason is logged)."""
-    server, sock = build_server(config, registry=registry, clock=clock)
+    """Serve until SIGINT/SIGTERM, reloading `reload_from()` on SIGHUP; False when startup
+    failed (the reason is logged). Call from the main thread: it owns the process's signals."""
+    server, sock = build_server(config, registry=registry, clock=clock, reload_from=reload_from)
+    sidecar = server.sidecar
+    sidecar.live.on_change(lambda new: logging.getLogger().setLevel(new.log.level.upper()))
+    loop = asyncio.get_running_loop()
+    # uvicorn handles SIGINT and SIGTERM only; SIGHUP's default action would end the process.
+    loop.add_signal_handler(signal.SIGHUP, sidecar.reloader.reload, "SIGHUP")
     try:
         await server.serve(sockets=[sock] if sock else [])
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         if sock:
             sock.close()
     return server.started

@@ -106,11 +106,14 @@ class RunningSidecar:
         asyncio.run_coroutine_threadsafe(drain(), self.loop).result(10)
 
     def wait_processed(self, n: int, timeout: float = 10.0) -> None:
-        """Block until the pipeline has processed at least `n` events in total."""
+        """Block until the pipeline is done with at least `n` events in total: processed by every
+        sink, or dropped by one (`sidecar_sink_events_dropped_total`), so a test never waits for an
+        event a sink refused."""
+        pipeline = self.sidecar.pipeline
         deadline = time.monotonic() + timeout
-        while self.sidecar.pipeline.processed < n:
+        while pipeline.processed + pipeline.sink_dropped < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"processed {self.sidecar.pipeline.processed} of {n} events")
+                raise TimeoutError(f"processed {pipeline.processed} (and {pipeline.sink_dropped} dropped by a sink) of {n} events")
             time.sleep(0.005)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:

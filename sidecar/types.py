@@ -10,7 +10,7 @@ import msgspec
 
 from sidecar.contract import AMOUNT, BOOL, COUNT, FIELDS, MAXIMUM, SEVERITIES, SEVERITY, STR, TIMESTAMP
 
-__all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink"]
+__all__ = ["SEVERITIES", "Batch", "Event", "Rejection", "Severity", "Sink", "SinkDrops"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]
 
 # msgspec refuses 1e999 for any float; a negative timestamp is the decoder's to refuse (a datetime
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         agent: str | None = None
         workflow: str | None = None
         model: str | None = None
+        tool: str | None = None
         run_id: str | None = None
         invocation_id: str | None = None
         trace_id: str | None = None
@@ -85,6 +86,11 @@ class Batch:
     transport: str
 
 
+# Events of a batch a sink had to leave out: position in `Batch.events` -> reason (a label of
+# sidecar_sink_events_dropped_total). The pipeline does not count them as processed.
+SinkDrops = dict[int, str]
+
+
 class Sink(Protocol):
     """Something the pipeline feeds. Only the pipeline task calls `consume`.
 
@@ -96,7 +102,9 @@ class Sink(Protocol):
 
     async def start(self) -> None: ...
 
-    def consume(self, batch: Batch) -> None: ...
+    def consume(self, batch: Batch) -> SinkDrops | None:
+        """Take a batch. A sink that cannot take one event isolates it (the rest of the batch
+        still counts) and returns it here; None when it took them all."""
 
     def maintain(self, now: float) -> None:
         """Periodic housekeeping (expiry, abandon sweeps); called about once a second."""

@@ -14,7 +14,10 @@ drives them with `generate()` for a long run (>= 1,000,000 inputs). The invarian
 
 Shapes beyond mutation (issue 14): numbers at and just past each field's limit and near the
 float limit, ids with control characters and other non-hex, very long values, and large
-single objects.
+single objects. For the live tail: long values against the most globs a filter may hold (the
+regex work per event, counted as characters handed to the matcher, stays within the label
+length however long the value), and out-of-float-range numbers in a payload beside a
+`received_at` the sender set (the splice keeps them, byte for byte, and never fails).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import fnmatch
 import math
 
+import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -36,6 +41,8 @@ from sidecar.contract import MAXIMUM, w3c_span_id, w3c_trace_id
 from sidecar.ingest.http import split_body
 from sidecar.protocol import REASONS, EventDecoder, LineFramer
 from sidecar.sinks.metrics import MetricsSink
+from sidecar.sinks.series import MAX_LABEL_LENGTH
+from sidecar.sinks.tail import MAX_GLOB_LENGTH, MAX_GLOBS, _with_received_at, parse_filter
 from sidecar.types import Batch, Event, Rejection
 
 NOW = 1_790_000_000.0
@@ -247,6 +254,94 @@ class SinkCheck:
                     assert set(sample.exemplar.labels) <= {"trace_id", "span_id"}, sample.exemplar
                     assert all(map(w3c_id, sample.exemplar.labels.values())), sample.exemplar
         return text
+
+
+# ---- the live tail ---------------------------------------------------------------------------
+
+
+class Metered(str):
+    """A field value that counts the characters handed out of it. A glob matcher that cuts the
+    value first reads it through `[:n]`; one that matched the whole value would read nothing
+    through here, and `read` would stay 0."""
+
+    read: int
+
+    def __new__(cls, value: str) -> Metered:
+        obj = super().__new__(cls, value)
+        obj.read = 0
+        return obj
+
+    def __getitem__(self, key):  # type: ignore[override]
+        part = str.__getitem__(self, key)
+        self.read += len(part)
+        return part
+
+
+_GLOB_ATOMS = ("*", "?", "a", "[ab]", "*a", "a*", "[!a]")
+
+
+def hostile_globs(rnd: random.Random) -> list[str]:
+    """MAX_GLOBS globs of up to MAX_GLOB_LENGTH characters, rich in `*` (the backtracking kind)."""
+    globs = []
+    while len(globs) < MAX_GLOBS:
+        glob = "*"
+        while len(glob) < MAX_GLOB_LENGTH - 4:
+            glob += rnd.choice(_GLOB_ATOMS)
+        glob = glob[: MAX_GLOB_LENGTH - 1] + "b"
+        if glob not in globs:
+            globs.append(glob)
+    return globs
+
+
+def long_value(rnd: random.Random) -> str:
+    """A value up to a megabyte, mostly `a`: the text every `*a*a*...b` glob tries hardest on."""
+    size = rnd.choice((MAX_LABEL_LENGTH - 1, MAX_LABEL_LENGTH, MAX_LABEL_LENGTH + 1, 4096, 1 << 20))
+    return "".join(rnd.choice("aaaab\u00e9") for _ in range(min(size, 300))) * (size // min(size, 300) + 1)
+
+
+def check_tail_globs(globs: list[str], value: str) -> bool:
+    """Match one event against a filter of `globs` on `agent`, and one on `type`; assert each
+    matcher read at most MAX_LABEL_LENGTH characters of the value (the work bound, whatever its
+    length) and agrees with fnmatch on the label value. Returns the match."""
+    expect = any(fnmatch.fnmatchcase(value[:MAX_LABEL_LENGTH], g) for g in globs)
+    for key in ("agent", "type"):
+        check = parse_filter([(key, globs)]).predicate()
+        assert check is not None
+        metered = Metered(value)
+        event = Event(type=metered) if key == "type" else Event(type="t", agent=metered)
+        assert check(event) == expect, (key, expect)
+        assert 0 < metered.read <= MAX_LABEL_LENGTH, f"the {key} glob matcher read {metered.read} characters of a {len(value)}-character value"
+    return expect
+
+
+_PAYLOAD_NUMBERS = (b"1e999", b"-1e999", b"1E+400", b"9" * 400, b"1e-999", b"-0")
+_RECEIVED_AT_KEYS = (b'"received_at"', b'"received\\u005fat"', b'"\\u0072eceived_at"')
+
+
+def event_with_huge_payload(rnd: random.Random, good: bytes) -> bytes:
+    """A good event with an out-of-float-range number in its payload and a `received_at` the
+    sender set (its key spelled plainly or with escapes), in either order."""
+    number = rnd.choice(_PAYLOAD_NUMBERS)
+    payload = rnd.choice((b'{"big":' + number + b"}", b"[" + number + b"]", number))
+    members = [b'"payload":' + payload, rnd.choice(_RECEIVED_AT_KEYS) + b":" + rnd.choice((b"1", b'"soon"', b"null", number))]
+    rnd.shuffle(members)
+    return good[:-1] + b"," + b",".join(members) + b"}"
+
+
+def check_splice(raw: bytes, received_at: float) -> bytes:
+    """Splice `received_at` into an accepted event: the result is one JSON object with exactly
+    one `received_at` (ours) and every other member byte for byte as sent."""
+    suffix = b',"received_at":' + repr(received_at).encode() + b"}"
+    out = _with_received_at(raw, suffix, received_at)
+    sent = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    keys = json.loads(out, object_pairs_hook=lambda pairs: [k for k, _ in pairs])  # every key, repeats too
+    assert keys.count("received_at") == 1, keys
+    got = msgspec.json.decode(out, type=dict[str, msgspec.Raw])
+    assert bytes(got["received_at"]) == repr(received_at).encode()
+    sent.pop("received_at", None)
+    del got["received_at"]
+    assert {k: bytes(v) for k, v in got.items()} == {k: bytes(v) for k, v in sent.items()}
+    return out
 
 
 # ---- the long run -----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ client, OpenMetrics exemplars, typed decoding, the numpy window store).
 How the floors were found (2026-11-30): uvicorn < 0.44 sends no keepalive ping on websockets-sansio,
 and < 0.52.1 mangles Starlette's WebSocket denial responses (401/403 at the handshake); every other
 floor is the oldest release the smoke run passes on, and is what the code's APIs need
-(websockets 13 brought `websockets.asyncio.client`, Starlette 0.37 `send_denial_response`)."""
+(websockets 13 brought `websockets.asyncio.client`, Starlette 0.37 `send_denial_response`);
+googleapis-common-protos before 1.56.4 was generated for protobuf <= 3.20, which opentelemetry-proto
+1.27 does not allow."""
 
 from __future__ import annotations
 

@@ -147,3 +147,30 @@ def test_real_route_answers_every_body_and_counts_every_item(live, pairs, conten
     if "ndjson" in content_type and not array and r.status_code != 413:
         assert answer["accepted"] >= sum(1 for good, _ in pairs if good)
     assert live.client.get("/healthz").status_code == 200
+
+
+@given(seed=st.integers(0, 2**32), agent_seed=st.integers(0, 2**32))
+@settings(max_examples=30, deadline=None)
+def test_a_glob_filter_reads_at_most_the_label_of_a_long_value(seed, agent_seed):
+    """Work, not time: the most globs a filter may hold, each as long as allowed and rich in `*`,
+    against values up to a megabyte: the matcher is handed at most MAX_LABEL_LENGTH characters
+    of each value (check_tail_globs counts them) and agrees with fnmatch on that label."""
+    rnd = random.Random(seed)
+    globs = fuzz.hostile_globs(rnd)
+    fuzz.check_tail_globs(globs, fuzz.long_value(random.Random(agent_seed)))
+
+
+def test_a_glob_that_matches_only_past_the_label_does_not_match():
+    assert fuzz.check_tail_globs(["*b", "x*"], "a" * (fuzz.MAX_LABEL_LENGTH - 1) + "b")
+    assert not fuzz.check_tail_globs(["*b", "*ab"], "a" * fuzz.MAX_LABEL_LENGTH + "b")
+
+
+@given(seed=st.integers(0, 2**32), good=good_events)
+@settings(max_examples=200, deadline=None)
+def test_an_out_of_range_number_beside_a_sender_set_received_at_is_spliced(seed, good):
+    """`1e999` in a payload (the event decoder accepts it without looking) next to a
+    `received_at` the sender set, however spelled: the event is accepted and the tail's splice
+    replaces received_at and keeps every other member byte for byte."""
+    line = fuzz.event_with_huge_payload(random.Random(seed), good)
+    events, _ = fuzz.check_decode(EventDecoder(), [line], {0})
+    fuzz.check_splice(line, 1_790_000_000.25)

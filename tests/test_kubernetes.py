@@ -214,6 +214,7 @@ _UNITS = {"m": Decimal("0.001"), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "":
 # BENCHMARKS.md figures the sidecar's resources are sized from (see the comment in deployment.yaml).
 IDLE_RSS = 54 * 2**20  # this config, no events yet
 WINDOW_BYTES_HELD, WINDOW_BYTES_GROWING = 59.2, 107.1  # per event held in the windows ("Memory per sample")
+SNAPSHOT_BYTES = 42.5  # per event in the window snapshot file (BENCHMARKS.md, "Window snapshots")
 
 
 def _quantity(value: str) -> Decimal:
@@ -266,6 +267,15 @@ def test_the_agent_writes_to_the_socket_the_sidecar_listens_on_through_the_share
     env = {e["name"]: e["value"] for e in AGENT["env"]}
     assert env[ENV_SOCKET] == config.listen.unix  # what an agent using the SDK reads
     assert _option(AGENT["args"], "--unix") == config.listen.unix  # what the demo takes
+
+
+def test_the_window_snapshot_is_on_a_disk_backed_volume_of_its_own():
+    # In memory it would count against the container's memory limit, and the socket's volume is 1Mi.
+    path = _config().windows.snapshot_path
+    assert path, "the example turns windows.snapshot_path on"
+    volume = _mounts(SIDECAR)[posixpath.dirname(path)]
+    assert volume["emptyDir"].get("medium") != "Memory" and volume is not VOLUMES["agent-sidecar-socket"]
+    assert _quantity(volume["emptyDir"]["sizeLimit"]) >= 2 * Decimal(_config().windows.max_events * SNAPSHOT_BYTES)  # file + temp copy
 
 
 def test_everything_the_sidecar_writes_is_on_an_emptydir_and_the_config_is_read_only():
@@ -429,8 +439,10 @@ def test_the_healthcheck_passes_against_the_images_sidecar_and_fails_without_it(
     assert command[0] == "python"  # the image's interpreter; here, the test's
     probe = [sys.executable, *command[1:]]
     source, config = _baked_config()
-    socket = pod_dir / posixpath.basename(config.listen.unix)
-    (pod_dir / "sidecar.yaml").write_text((REPO / source).read_text().replace(config.listen.unix, str(socket)))
+    text = (REPO / source).read_text()
+    for path in _written_paths(config):  # the socket, the window snapshot: into the stand-in volume
+        text = text.replace(path, str(pod_dir / posixpath.basename(path)))
+    (pod_dir / "sidecar.yaml").write_text(text)
     (cmd,) = _instruction("CMD")
     args = [str(pod_dir / "sidecar.yaml") if a == _option(json.loads(cmd), "--config") else a for a in json.loads(cmd)]
     proc = SidecarProcess(args[1:], env={"PYTHONPATH": str(REPO)})

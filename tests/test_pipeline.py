@@ -46,8 +46,49 @@ async def test_a_failing_sink_is_counted_and_the_others_still_get_every_batch(ca
     await task
     assert [len(b.events) for b in rec.batches] == [3, 2] and rec.maintained == [5.0]
     assert registry.get_sample_value("sidecar_sink_errors_total", {"sink": "broken"}) == 3
-    assert registry.get_sample_value("sidecar_events_processed_total") == 5
+    # a batch a sink raised on was not processed: counted as that sink's drops instead
+    assert registry.get_sample_value("sidecar_events_processed_total") == 0 == pipeline.processed
+    assert registry.get_sample_value("sidecar_sink_events_dropped_total", {"sink": "broken", "reason": "error"}) == 5
+    assert pipeline.sink_dropped == 5
     assert "sink broken failed" in caplog.text
+
+
+class Picky:
+    """Leaves out the events at the given positions of every batch, as a sink isolating a bad event does."""
+
+    def __init__(self, name, drops):
+        self.name, self.drops, self.batches = name, drops, []
+
+    def consume(self, batch):
+        self.batches.append(batch)
+        return dict(self.drops)
+
+    def maintain(self, now):
+        pass
+
+
+async def test_events_a_sink_leaves_out_are_counted_once_and_not_as_processed():
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    first = Picky("first", {0: "splice_failed"})
+    second = Picky("second", {0: "other", 2: "other"})
+    rec = Recorder()
+    pipeline = Pipeline([first, second, rec], metrics, queue_size=4)
+    task = asyncio.create_task(pipeline.run())
+    metrics.count("test", accepted=8, rejections=[])
+    await pipeline.submit(batch(5))
+    await pipeline.submit(batch(3))
+    await pipeline.close()
+    await task
+    assert [len(b.events) for b in rec.batches] == [5, 3]  # every sink still got every event
+    sample = registry.get_sample_value
+    # position 0 of each batch: dropped by both, counted once, against the first sink
+    assert sample("sidecar_sink_events_dropped_total", {"sink": "first", "reason": "splice_failed"}) == 2
+    assert sample("sidecar_sink_events_dropped_total", {"sink": "second", "reason": "other"}) == 2
+    assert sample("sidecar_events_processed_total") == 4 == pipeline.processed
+    totals = metrics.totals()
+    assert totals["sink_dropped"] == 4 == pipeline.sink_dropped
+    assert totals["accepted"] == totals["processed"] + totals["sink_dropped"]  # conservation, exactly
 
 
 async def test_try_submit_refuses_when_full_or_closing():

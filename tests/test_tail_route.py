@@ -15,7 +15,7 @@ LIVENESS = 10  # seconds: only so a broken server fails the test instead of hang
 EVENTS = [
     event("llm.call", agent="planner", workflow="w1", model="m1", run_id="r1"),
     event("llm.stream", agent="coder", workflow="w2", model="m2", run_id="r2", severity="warning"),
-    event("tool.call", agent="coder", workflow="w1", severity="debug"),
+    event("tool.call", agent="coder", workflow="w1", severity="debug", tool="search"),
     event("agent.failed", agent="agent.x", workflow="w2", run_id="r1"),
     event("llm.call", agent="reviewer", severity="critical", model="m1"),
 ]
@@ -74,6 +74,7 @@ def as_sent(events: list[dict]) -> list[dict]:
         ("severity=warning", [1, 3, 4]),
         ("severity=error&workflow=w2", [3]),
         ("model=m1", [0, 4]),
+        ("tool=search", [2]),
         ("run_id=r1&run_id=r2&agent=coder", [1]),
         ("agent=nobody", []),
     ],
@@ -123,6 +124,8 @@ async def test_subscribe_replaces_the_filter_and_is_acked(sidecar):
         ('{"op": "subscribe", "filter": "agent=a"}', "filter must be a JSON object"),
         ('{"op": "subscribe", "filter": {"severity": "loud"}}', "filter severity: 'loud' is not one of"),
         ('{"op": "subscribe", "filter": {}, "interval_ms": -5}', "interval_ms must be an integer"),
+        ('{"op": "subscribe", "filter": {"agent": "coder", "agent": "planner"}}', "duplicate key 'agent' in the message"),
+        (json.dumps({"op": "subscribe", "filter": {"agent": [f"*{i}" for i in range(17)]}}), "at most 16 globs"),
     ],
 )
 async def test_bad_message_gets_an_error_and_the_connection_stays_open(sidecar, message, error):
@@ -141,6 +144,12 @@ async def test_bad_message_gets_an_error_and_the_connection_stays_open(sidecar, 
         ("colour=red", "unknown filter key 'colour'"),
         ("severity=loud", "filter severity: 'loud'"),
         ("interval_ms=soon", "interval_ms must be an integer"),
+        ("interval_ms=%C2%B2", "interval_ms must be an integer from 0 to 60000, not '²'"),  # was a 1006 close
+        ("interval_ms=%D9%A1%D9%A2", "interval_ms must be an integer"),
+        ("interval_ms=5&agent=a&interval_ms=6", "interval_ms is given 2 times; give it once"),
+        ("token=a&token=b", "token is given 2 times"),
+        ("&".join(f"agent=*{i}" for i in range(17)), "at most 16 globs"),
+        ("type=" + "*" * 129, "filter type: a glob is longer than 128 characters"),
     ],
 )
 async def test_bad_query_filter_refuses_the_handshake_with_400(sidecar, query, error):
@@ -149,6 +158,68 @@ async def test_bad_query_filter_refuses_the_handshake_with_400(sidecar, query, e
             pass
     assert info.value.response.status_code == 400
     assert error in json.loads(info.value.response.body)["error"]
+
+
+async def test_glob_matching_costs_a_bounded_amount_per_event_whatever_the_filter_and_values(sidecar):
+    # 15 globs as costly as the bound allows, then one that matches. Against 60,000-character
+    # values a regex over the whole value took ~0.8 s per event here: 200 events would be minutes.
+    worst = [("*" + "a" * 126 + c) for c in "bcdefghijklmnop"]
+    heavy = [event("llm.call", agent="a" * 60_000, i=i) for i in range(200)]
+    async with connect(ws_url(sidecar, "&".join(f"agent={g}" for g in [*worst, "a*"]))) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "filter": {"agent": [*worst, "a*"], "type": worst}}))
+        assert (await next_message(ws))["op"] == "error"  # 30 globs: over the bound, the old filter stays
+        for start in range(0, len(heavy), 50):
+            await send(sidecar, *heavy[start : start + 50])
+        got, dropped = await collect(ws, len(heavy))
+    assert dropped == 0 and [e["i"] for e in got] == list(range(200))
+    assert sidecar.value("sidecar_sink_events_dropped_total", {"sink": "tail", "reason": "splice_failed"}) is None
+
+
+async def test_a_batch_with_an_event_that_broke_the_splice_reaches_every_client_whole(sidecar):
+    odd = b'{"type": "llm.call", "agent": "odd", "received_at": 1, "payload": {"score": 1e999}}'
+    lines = [ndjson(event(agent=f"a{i}", i=i)).rstrip(b"\n") for i in range(100)]
+    lines.insert(50, odd)
+    async with connect(ws_url(sidecar)) as everything, connect(ws_url(sidecar, "agent=odd&agent=a1")) as some:
+        before = sidecar.sidecar.pipeline.processed
+        await asyncio.to_thread(sidecar.send_unix, b"\n".join(lines) + b"\n")  # one read: one batch
+        await asyncio.to_thread(sidecar.wait_processed, before + 101)
+        got, _ = await collect(everything, 101)
+        assert [e.get("i") for e in got] == [*range(50), None, *range(50, 100)]
+        assert got[50]["received_at"] > 1_700_000_000 and got[50]["payload"] == {"score": float("inf")}
+        got, _ = await collect(some, 2)
+        assert [e["agent"] for e in got] == ["a1", "odd"]
+    assert sidecar.value("sidecar_events_processed_total") == sidecar.value("sidecar_events_accepted_total", {"transport": "unix"})
+
+
+async def test_a_client_queue_is_bounded_in_bytes_as_well_as_events():
+    n, pad = 100, "x" * 4000
+    with running_sidecar(**{"tail.client_queue_bytes": 100 * 1024}) as s:
+        async with connect(ws_url(s)) as ws:
+            await ws.send(json.dumps({"op": "pause"}))
+            assert await next_message(ws) == {"op": "paused"}
+            await send(s, *[event(i=i, pad=pad) for i in range(n)])
+            await ws.send(json.dumps({"op": "resume"}))
+            got, dropped = await collect(ws, n)
+    assert sum(len(json.dumps(e)) for e in got) <= 100 * 1024 and dropped > 0
+    assert [e["i"] for e in got] == list(range(n - len(got), n))  # the newest kept, in order
+    assert len(got) + dropped == n and s.value("sidecar_tail_dropped_total") == dropped
+
+
+async def test_no_reply_is_lost_to_a_client_that_reads_late():
+    n, pad = 2000, "x" * 8000  # 16 MB: more than the socket buffers hold, so our sender blocks
+    with running_sidecar() as s:
+        async with connect(ws_url(s, "agent=big"), max_queue=1) as ws:
+            await send(s, *[event(agent="big", pad=pad) for _ in range(n)])
+            requests = 3 * 64  # three times the replies the sidecar keeps waiting for one client
+            for i in range(requests):
+                await ws.send(json.dumps({"op": "subscribe", "filter": {"agent": "big"}, "interval_ms": i}))
+            acks = []
+            while len(acks) < requests:
+                message = await next_message(ws)
+                if message.get("op"):
+                    acks.append(message)
+    assert [a["interval_ms"] for a in acks[1:]] == list(range(1, requests))
+    assert all(a["op"] == "subscribed" for a in acks)
 
 
 async def test_paused_client_gets_nothing_until_resumed_then_the_backlog(sidecar):
@@ -222,6 +293,12 @@ async def test_browser_origins_other_than_our_own_or_allowed_are_refused():
                 pass
         assert info.value.response.status_code == 403
         assert "origin https://evil.example is not allowed" in info.value.response.body.decode()
+        port = int(s.url.rsplit(":", 1)[1])
+        for other in (f"http://127.0.0.1:{port + 1}", "http://127.0.0.1"):
+            with pytest.raises(InvalidStatus) as info:  # our host on another port: another origin
+                async with connect(ws_url(s), origin=other):
+                    pass
+            assert info.value.response.status_code == 403, other
         for origin in (s.url, "https://dash.example"):
             async with connect(ws_url(s), origin=origin) as ws:
                 assert await drain(ws) == []

@@ -81,9 +81,9 @@ def document(result: Result, window: float, baseline: float, as_of: float, exact
     }
 
 
-def insights_route(store: InsightsStore, token: str | None) -> Route:
+def insights_route(store: InsightsStore, token: Callable[[], str | None]) -> Route:
     async def get_insights(request: Request) -> Response:
-        if not check_bearer(request, token):
+        if not check_bearer(request, token()):  # read per request: a reload may change it
             return unauthorized()
         try:
             window, baseline = parse_query(dict(request.query_params), store.config)

@@ -1,8 +1,16 @@
-"""GET /metrics: the Prometheus exposition of the registry (both formats, prometheus_client's negotiation)."""
+"""GET /metrics: the Prometheus exposition of the registry (both formats, prometheus_client's negotiation).
+
+prometheus_client renders the registry (self-metrics, process collector, the window and tail
+collectors); the agent_* sink, the bulk of the page at the cap, appends its own exposition of
+the same families (sidecar.sinks.exposition). The body is gzipped when the scraper accepts it.
+"""
 
 from __future__ import annotations
 
 import time
+import zlib
+from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -13,18 +21,73 @@ from starlette.routing import Route
 
 from sidecar.auth import check_bearer, unauthorized
 from sidecar.selfmetrics import SelfMetrics
+from sidecar.sinks.exposition import exposed_separately
+
+# Measured on an 18.7 MB OpenMetrics page at the cap (bench/scrape.py, BENCHMARKS.md): level 1
+# already shrinks it ~10x; level 6 gains another ~15% of size for ~3x the CPU.
+GZIP_LEVEL = 1
+_EOF = b"# EOF\n"
+_OPENMETRICS = "application/openmetrics-text"
 
 
-def metrics_route(registry: CollectorRegistry, metrics: SelfMetrics, token: str | None) -> Route:
+class Exposes(Protocol):
+    def expose(self, openmetrics: bool) -> str: ...
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (named or `*`, with a q other than 0)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def render(registry: CollectorRegistry, accept: str, sink: Exposes | None) -> tuple[bytes, str]:
+    """The page and its content type: prometheus_client's encoder over the registry, with the
+    sink's families appended before OpenMetrics' one `# EOF`."""
+    encoder, content_type = choose_encoder(accept)
+    if sink is None:
+        return encoder(registry), content_type
+    token = exposed_separately.set(True)
+    try:
+        rest = encoder(registry)
+    finally:
+        exposed_separately.reset(token)
+    openmetrics = content_type.startswith(_OPENMETRICS)
+    fast = sink.expose(openmetrics).encode("utf-8")
+    if openmetrics and rest.endswith(_EOF):
+        return b"".join((rest[: -len(_EOF)], fast, _EOF)), content_type
+    return rest + fast, content_type
+
+
+def metrics_route(
+    registry: CollectorRegistry, metrics: SelfMetrics, token: Callable[[], str | None], sink: Exposes | None = None
+) -> Route:
+    def respond(accept: str, gzip: bool) -> tuple[bytes, str]:
+        body, content_type = render(registry, accept, sink)
+        # zlib releases the GIL while it compresses: ingest runs beside it.
+        return (zlib.compress(body, GZIP_LEVEL, wbits=31) if gzip else body), content_type
+
     async def get_metrics(request: Request) -> Response:
-        if not check_bearer(request, token):
+        if not check_bearer(request, token()):
             return unauthorized()
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
         started = time.perf_counter()
         # Rendering runs in a worker thread so a large registry never stalls ingest;
         # collectors copy their state under a lock held only between batches.
-        body = await run_in_threadpool(encoder, registry)
+        body, content_type = await run_in_threadpool(respond, request.headers.get("accept", ""), gzip)
         metrics.scrape_duration.observe(time.perf_counter() - started)
-        return Response(body, media_type=content_type)
+        headers = {"Vary": "Accept-Encoding"}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=content_type, headers=headers)
 
     return Route("/metrics", get_metrics, methods=["GET"])

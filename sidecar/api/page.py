@@ -9,6 +9,7 @@ a token; the routes it calls check `auth.token` and the page asks for it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -43,9 +44,15 @@ class _StaticFiles(StaticFiles):
     the page template, under any spelling of its path (`/web/index.html`, `/web//index.html`,
     `/web/./index.html`), is answered with the filled page, never the raw `{{max_rows}}`."""
 
-    def __init__(self, page: Callable[[Headers], Response], directory: Path):
+    def __init__(self, page: Callable[[Headers], Response], enabled: Callable[[], bool], directory: Path):
         super().__init__(directory=directory)
         self._page = page
+        self._enabled = enabled
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if not self._enabled():
+            return _not_found()
+        return await super().get_response(path, scope)
 
     def file_response(
         self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
@@ -60,23 +67,34 @@ class _StaticFiles(StaticFiles):
 TEMPLATE = WEB_DIR / "index.html"
 
 
-def page_routes(config: WebConfig) -> list[BaseRoute]:
-    """`GET /` (the page, with `web.max_rows` filled in) and `GET /web/*` (its assets)."""
-    if not config.enabled:
-        return []
-    html = TEMPLATE.read_text(encoding="utf-8").replace("{{max_rows}}", str(config.max_rows))
-    etag = '"' + hashlib.sha256(html.encode()).hexdigest()[:32] + '"'
-    headers = {**SECURITY_HEADERS, "ETag": etag}
+def _not_found() -> Response:
+    return PlainTextResponse("Not Found", status_code=404)  # what Starlette answers where no route is
+
+
+@functools.lru_cache(maxsize=4)
+def _render(max_rows: int) -> tuple[str, str]:
+    """The page with `max_rows` filled in, and its ETag (a reload may change max_rows)."""
+    html = TEMPLATE.read_text(encoding="utf-8").replace("{{max_rows}}", str(max_rows))
+    return html, '"' + hashlib.sha256(html.encode()).hexdigest()[:32] + '"'
+
+
+def page_routes(web: Callable[[], WebConfig]) -> list[BaseRoute]:
+    """`GET /` (the page, with `web.max_rows` filled in) and `GET /web/*` (its assets); both
+    404 while `web.enabled` is false. `web` gives the config in force at each request."""
 
     def filled(request_headers: Headers) -> Response:
+        html, etag = _render(web().max_rows)
+        headers = {**SECURITY_HEADERS, "ETag": etag}
         if etag in request_headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         return HTMLResponse(html, headers=headers)
 
     async def page(request: Request) -> Response:
+        if not web().enabled:
+            return _not_found()
         return filled(request.headers)
 
     return [
         Route("/", page, methods=["GET"]),
-        Mount("/web", app=_StaticFiles(filled, WEB_DIR), name="web"),
+        Mount("/web", app=_StaticFiles(filled, lambda: web().enabled, WEB_DIR), name="web"),
     ]

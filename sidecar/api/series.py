@@ -7,6 +7,7 @@ The page opens its charts with this history instead of filling them only while t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -75,9 +76,9 @@ def compute(store: InsightsStore, window: float, step: float, filters: dict[str,
     return {"window": format_duration(window), "step": format_duration(step), "as_of": as_of_text(now), "filters": filters, "points": points}
 
 
-def series_route(store: InsightsStore, token: str | None) -> Route:
+def series_route(store: InsightsStore, token: Callable[[], str | None]) -> Route:
     async def get_series(request: Request) -> Response:
-        if not check_bearer(request, token):
+        if not check_bearer(request, token()):  # read per request: a reload may change it
             return unauthorized()
         try:
             window, step, filters = parse_query(dict(request.query_params), store)

@@ -14,9 +14,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from sidecar.api.tail_wire import SCOPE_KEY
 from sidecar.auth import check_bearer
-from sidecar.config import TailConfig
-from sidecar.sinks.tail import FilterError, TailHub, parse_filter, parse_interval
+from sidecar.live import LiveConfig
+from sidecar.sinks.tail import FilterError, TailFilter, TailHub, parse_filter, parse_interval
 
 PATH = "/v1/tail"
 TRY_AGAIN_LATER = 1013
@@ -51,22 +52,34 @@ def origin_ok(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc == ws.headers.get("host")
 
 
-def tail_route(hub: TailHub, config: TailConfig, auth_token: str | None) -> WebSocketRoute:
-    token = config.token or auth_token
+SINGLE_PARAMS = ("token", "interval_ms")  # everything else is a filter key: repeats OR together
+
+
+def parse_query(items: list[tuple[str, str]]) -> tuple[TailFilter, float]:
+    """The filter and interval of a handshake's query string. A filter key may repeat (its
+    values OR together); `token` and `interval_ms` may not: which one would count is a guess."""
+    for name in SINGLE_PARAMS:
+        given = sum(1 for k, _ in items if k == name)
+        if given > 1:
+            raise FilterError(f"{name} is given {given} times; give it once")
+    tail_filter = parse_filter([(k, v) for k, v in items if k not in SINGLE_PARAMS])
+    interval = next((parse_interval(v) for k, v in items if k == "interval_ms"), 0.0)
+    return tail_filter, interval
+
+
+def tail_route(hub: TailHub, live: LiveConfig) -> WebSocketRoute:
     logging.getLogger("uvicorn.error").addFilter(REDACT_TOKENS)  # the same instance: added once
 
     async def tail(ws: WebSocket) -> None:
-        if not check_bearer(ws, token, query_param=True):
+        if not check_bearer(ws, live.tail_token(), query_param=True):
             await ws.send_denial_response(JSONResponse({"error": "missing or wrong token"}, status_code=401))
             return
-        if not origin_ok(ws, config.allowed_origins):
+        if not origin_ok(ws, live.current.tail.allowed_origins):
             origin = ws.headers.get("origin")
             await ws.send_denial_response(JSONResponse({"error": f"origin {origin} is not allowed (tail.allowed_origins)"}, status_code=403))
             return
         try:
-            query = [(k, v) for k, v in ws.query_params.multi_items() if k not in ("token", "interval_ms")]
-            tail_filter = parse_filter(query)
-            interval = parse_interval(ws.query_params["interval_ms"]) if "interval_ms" in ws.query_params else 0.0
+            tail_filter, interval = parse_query(ws.query_params.multi_items())
         except FilterError as exc:
             await ws.send_denial_response(JSONResponse({"error": str(exc)}, status_code=400))
             return
@@ -77,9 +90,11 @@ def tail_route(hub: TailHub, config: TailConfig, auth_token: str | None) -> WebS
         if hub.full:
             await ws.close(TRY_AGAIN_LATER, f"tail.max_clients ({hub.config.max_clients}) reached")
             return
-        client = hub.connect(ws, tail_filter, interval)
+        # Served by TailWireProtocol (`agent-sidecar run`): events go straight to the socket.
+        client = hub.connect(ws, tail_filter, interval, wire=ws.scope.get(SCOPE_KEY))
         try:
             while True:
+                await client.room.wait()  # MAX_CONTROL replies unread: read no more requests
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break

@@ -52,11 +52,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     # uvicorn handles SIGINT/SIGTERM while serving, then re-raises the signal into the handler
     # that was there before; a no-op one makes a graceful shutdown exit 0, as the contract says.
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP (reload) is the loop's once serving starts; until then it must not end the process.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            started = runner.run(serve(config))
+            started = runner.run(serve(config, reload_from=(lambda: build_config(args)) if args.config else None))
     except SidecarError as exc:
         print(f"agent-sidecar: {exc}", file=sys.stderr)
         return 1

@@ -18,15 +18,15 @@ from sidecar.commands import DEFAULT_URL
 CLEAR = "\x1b[H\x1b[2J"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "stats", help="show exact rolling-window statistics", description="Query GET /v1/stats and print a table (or --json)."
     )
     p.add_argument("--url", default=DEFAULT_URL, help=f"sidecar base URL (default {DEFAULT_URL})")
     p.add_argument("--token", help="bearer token (auth.token)")
     p.add_argument("--window", help="one window, e.g. 5m (default: every window and since start)")
-    p.add_argument("--by", choices=("agent", "workflow", "type", "model"), help="one row per value of this field")
-    for dim in ("agent", "workflow", "type", "model"):
+    p.add_argument("--by", choices=("agent", "workflow", "type", "model", "tool"), help="one row per value of this field")
+    for dim in ("agent", "workflow", "type", "model", "tool"):
         p.add_argument(f"--{dim}", dest=f"filter_{dim}", metavar=dim.upper(), help=f"only events with this {dim}")
     p.add_argument("--limit", type=int, help="at most this many --by rows (server default 50)")
     p.add_argument("--json", action="store_true", help="print the raw JSON document")
@@ -36,10 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def query_url(args: argparse.Namespace) -> str:
     params = {"window": args.window, "by": args.by, "limit": args.limit}
-    for dim in ("agent", "workflow", "type", "model"):
+    for dim in ("agent", "workflow", "type", "model", "tool"):
         params[dim] = getattr(args, f"filter_{dim}")
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-    return args.url.rstrip("/") + "/v1/stats" + (f"?{query}" if query else "")
+    base: str = args.url
+    return base.rstrip("/") + "/v1/stats" + (f"?{query}" if query else "")
 
 
 class StatsError(Exception):
@@ -52,7 +53,8 @@ def fetch(url: str, token: str | None) -> dict[str, Any]:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
+            doc: dict[str, Any] = json.load(response)
+            return doc
     except urllib.error.HTTPError as exc:
         body = exc.read()
         try:
@@ -75,7 +77,7 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-COLUMNS = (
+COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("events", lambda d: _num(d["events"])),
     ("err%", lambda d: "-" if d["error_rate"] is None else f"{100 * d['error_rate']:.1f}"),
     ("ev/s", lambda d: _num(d["rates"]["events_per_second"], 2)),
@@ -87,7 +89,8 @@ COLUMNS = (
     ("tokens", lambda d: _num(d["tokens"]["total"])),
     ("cost $", lambda d: _num(d["cost_usd"], 4)),
     ("agents", lambda d: _num(d["agents_active"])),
-    ("runs", lambda d: _num(d["workflows_active"])),
+    # runs_seen: distinct run ids in the window (sidecars before it was renamed send workflows_active)
+    ("runs", lambda d: _num(d.get("runs_seen", d.get("workflows_active")))),
 )
 
 

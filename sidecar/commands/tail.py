@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("agent", "agent name, glob allowed"),
         ("workflow", "workflow name"),
         ("model", "model name"),
+        ("tool", "tool name"),
         ("run-id", "workflow run id"),
     ):
         p.add_argument(f"--{key}", action="append", metavar="VALUE", help=f"{what}; repeat to OR")
@@ -59,7 +60,7 @@ def tail_url(base: str, args: argparse.Namespace) -> str:
     if not path.endswith("/v1/tail"):
         path += "/v1/tail"
     query = []
-    for key in ("type", "agent", "workflow", "model", "run_id"):
+    for key in ("type", "agent", "workflow", "model", "tool", "run_id"):
         query += [(key, v) for v in getattr(args, key) or ()]
     if args.severity:
         query.append(("severity", args.severity))

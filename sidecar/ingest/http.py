@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.auth import check_bearer, unauthorized
-from sidecar.config import IngestConfig
+from sidecar.live import LiveConfig
 from sidecar.pipeline import Pipeline
 from sidecar.protocol import EventDecoder
 from sidecar.selfmetrics import SelfMetrics
@@ -144,16 +144,16 @@ def _within_limit(
 
 
 def events_route(
-    config: IngestConfig,
-    token: str | None,
+    live: LiveConfig,
     decoder: EventDecoder,
     pipeline: Pipeline,
     metrics: SelfMetrics,
     clock: Callable[[], float],
 ) -> Route:
     async def post_events(request: Request) -> Response:
-        if not check_bearer(request, token):
+        if not check_bearer(request, live.token()):
             return unauthorized()
+        config = live.current.ingest  # one config for the whole request, whatever a reload does meanwhile
         try:
             body = await read_body(request, config.max_body_bytes)
         except BadEncoding as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -22,6 +22,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import w3c_span_id, w3c_trace_id
+from sidecar.sinks.exposition import HistogramRow, exposed_separately, histogram_family, label_block, scalar_family
 from sidecar.sinks.series import MAX_LABEL_LENGTH, Cell, ExemplarSample, HistogramCell, SeriesTable
 from sidecar.types import Batch, Event
 
@@ -52,6 +53,13 @@ _HELP = {
     "agent_workflows_active": "Workflow runs started (by run_id) and not yet completed, failed or abandoned.",
     "agent_invocations_active": "Agent invocations started (by invocation_id) and not yet completed, failed or abandoned.",
     "agent_workflow_runs": "Workflow runs that ended, by outcome (completed, failed, abandoned); one outcome per run.",
+    "agent_tool_calls": "Events that name a tool (tool.call), by agent, tool and outcome (completed, failed).",
+    "agent_tool_duration_seconds": "Duration of events that name a tool and carry duration_ms, in seconds, by agent and tool.",
+    "sidecar_series": "Series currently exposed, by metric.",
+    "sidecar_series_overflow": "New label sets folded into the __overflow__ series by the cardinality guard.",
+    "sidecar_series_expired": "Series removed after metrics.series_ttl without updates.",
+    "sidecar_lifecycle_untracked": "Runs or invocations not tracked because lifecycle.max_active was reached.",
+    "sidecar_exemplar_ids_ignored": "Events with a duration whose trace or span id is not a W3C id, so it is left out of the exemplar.",
 }
 
 SlotKey = tuple[str, str | None, str | None, str | None, str | None]
@@ -75,6 +83,13 @@ def _remember(known: set[str], ident: str) -> None:
 def exemplar_chars(labels: dict[str, str]) -> int:
     """The length OpenMetrics limits: the label names and values of one exemplar, in characters."""
     return sum(len(k) + len(v) for k, v in labels.items())
+
+
+def _histogram_rows(cells: list[HistogramCell]) -> Iterator[HistogramRow]:
+    for h in cells:
+        exemplars = h.exemplars
+        # Slice and copy() are single C calls under the GIL: the consumer cannot change them midway.
+        yield h.block, h.head, h.tail, h.counts[:], h.sum, exemplars.copy() if exemplars else None
 
 
 class _Slot:
@@ -158,6 +173,7 @@ class MetricsSink:
         self.config = config
         self.lifecycle = lifecycle
         self.bounds = config.duration_buckets
+        self._les = [repr(float(b)) for b in self.bounds] + ["+Inf"]  # the `le` values, as written
         n_buckets = len(self.bounds)
         self.events = SeriesTable("agent_events", ("type", "agent", "workflow", "severity"), cap, Cell)
         self.durations = SeriesTable(
@@ -169,12 +185,18 @@ class MetricsSink:
         self.workflows_active = SeriesTable("agent_workflows_active", ("workflow",), cap, Cell)
         self.invocations_active = SeriesTable("agent_invocations_active", ("agent",), cap, Cell)
         self.workflow_runs = SeriesTable("agent_workflow_runs", ("workflow", "outcome"), cap, Cell)
+        self.tool_calls = SeriesTable("agent_tool_calls", ("agent", "tool", "outcome"), cap, Cell)
+        self.tool_durations = SeriesTable(
+            "agent_tool_duration_seconds", ("agent", "tool"), cap, new_cell=lambda: HistogramCell(n_buckets)
+        )
         self._cell_tables = (
             self.events, self.tokens, self.cost, self.errors, self.workflows_active, self.invocations_active, self.workflow_runs,
+            self.tool_calls,
         )
+        self._histograms = (self.durations, self.tool_durations)
         # In exposition order.
         self.tables: tuple[SeriesTable[Cell] | SeriesTable[HistogramCell], ...] = (
-            self.events, self.durations, *self._cell_tables[1:],
+            self.events, self.durations, *self._cell_tables[1:], self.tool_durations,
         )
         self._gauges = (self.workflows_active, self.invocations_active)
         self._slots: dict[SlotKey, _Slot] = {}
@@ -244,6 +266,22 @@ class MetricsSink:
                     self.errors.cell((ev.agent or "", ev.workflow or "", ev.error or "")).value += 1
                 if t in _LIFECYCLE_TYPES:
                     self._track(ev, now)
+                if ev.tool is not None:
+                    self._tool(ev, ev.tool)
+
+    def _tool(self, ev: Event, tool: str) -> None:
+        """agent_tool_calls_total and agent_tool_duration_seconds for an event that names its tool."""
+        agent = ev.agent or ""
+        self.tool_calls.cell((agent, tool, "completed" if ev.success else "failed")).value += 1
+        d = ev.duration_ms
+        if d is not None:
+            h = self.tool_durations.cell((agent, tool))
+            s = d / 1000.0
+            i = bisect_left(self.bounds, s)
+            h.counts[i] += 1
+            h.sum += s
+            if self.config.exemplars and ev.trace_id is not None:
+                self._exemplar(h, i, ev, s)
 
     def _exemplar(self, h: HistogramCell, bucket: int, ev: Event, seconds: float) -> None:
         """Keep the event's W3C ids (only those: Prometheus refuses a scrape over one bad
@@ -319,35 +357,50 @@ class MetricsSink:
                 if dropped:
                     self._slots.clear()  # slots may hold cells that just left their tables
 
+    def reconfigure(self, config: MetricsConfig, lifecycle: LifecycleConfig) -> None:
+        """Apply reloaded limits: the cap to new series (existing ones stay), the TTL and the
+        abandon timeout from the next sweep, exemplars from the next batch. Bucket bounds and
+        max_active need a restart (sidecar/reload.py keeps their running values)."""
+        with self._lock:
+            self.config = config
+            self.lifecycle = lifecycle
+            for table in self.tables:
+                table.cap = config.max_series_per_metric
+            self._sweep_every = min(config.series_ttl / 10, 10.0)
+            self._next_sweep = 0.0
+
     # -- exposition -----------------------------------------------------------
 
     def describe(self) -> list[Metric]:
         return []  # families are built at scrape time; nothing to pre-register
 
     def collect(self) -> Iterator[Metric]:
+        """prometheus_client's view (registry.get_sample_value, generate_latest on the registry).
+        /metrics renders the same samples through `expose`; tests/sinks/test_exposition.py
+        holds the two to the same bytes."""
+        if exposed_separately.get():
+            return
         with self._lock:
             values = {t.name: {k: c.value for k, c in t.cells.items()} for t in self._cell_tables}
-            hist: dict[tuple[str, ...], HistogramSnapshot] = {
-                k: (h.counts[:], h.sum, dict(h.exemplars) if h.exemplars else None)
-                for k, h in self.durations.cells.items()
+            hists: dict[str, dict[tuple[str, ...], HistogramSnapshot]] = {
+                t.name: {k: (h.counts[:], h.sum, dict(h.exemplars) if h.exemplars else None) for k, h in t.cells.items()}
+                for t in self._histograms
             }
             skipped = dict(self.exemplars_skipped)
             sizes = [(t.name, len(t.cells), t.overflowed, t.expired) for t in self.tables]
             untracked = self._runs.untracked + self._invocations.untracked
         for table in self.tables:
-            if table is self.durations:
-                yield self._histogram_family(hist)
+            if table.name in hists:
+                yield self._histogram_family(table.name, table.labelnames, hists[table.name])
                 continue
             kind = GaugeMetricFamily if table in self._gauges else CounterMetricFamily
             fam = kind(table.name, _HELP[table.name], labels=table.labelnames)
             for key, value in values[table.name].items():
                 fam.add_metric(key, value)
             yield fam
-        series = GaugeMetricFamily("sidecar_series", "Series currently exposed, by metric.", labels=["metric"])
-        overflow = CounterMetricFamily(
-            "sidecar_series_overflow", "New label sets folded into the __overflow__ series by the cardinality guard.", labels=["metric"]
-        )
-        expired = CounterMetricFamily("sidecar_series_expired", "Series removed after metrics.series_ttl without updates.", labels=["metric"])
+        series = GaugeMetricFamily("sidecar_series", _HELP["sidecar_series"], labels=["metric"])
+        overflow = CounterMetricFamily("sidecar_series_overflow", _HELP["sidecar_series_overflow"], labels=["metric"])
+        expired = CounterMetricFamily("sidecar_series_expired", _HELP["sidecar_series_expired"], labels=["metric"])
         for name, n, over, exp in sizes:
             series.add_metric([name], n)
             overflow.add_metric([name], over)
@@ -355,22 +408,53 @@ class MetricsSink:
         yield series
         yield overflow
         yield expired
-        yield CounterMetricFamily(
-            "sidecar_lifecycle_untracked", "Runs or invocations not tracked because lifecycle.max_active was reached.", value=untracked
-        )
-        ignored = CounterMetricFamily(
-            "sidecar_exemplar_ids_ignored",
-            "Events with a duration whose trace or span id is not a W3C id, so it is left out of the exemplar.",
-            labels=["reason"],
-        )
+        yield CounterMetricFamily("sidecar_lifecycle_untracked", _HELP["sidecar_lifecycle_untracked"], value=untracked)
+        ignored = CounterMetricFamily("sidecar_exemplar_ids_ignored", _HELP["sidecar_exemplar_ids_ignored"], labels=["reason"])
         for reason, n in skipped.items():
             ignored.add_metric([reason], n)
         yield ignored
 
-    def _histogram_family(self, hist: dict[tuple[str, ...], HistogramSnapshot]) -> HistogramMetricFamily:
-        table = self.durations
-        fam = HistogramMetricFamily(table.name, _HELP[table.name], labels=table.labelnames)
-        les = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+    def expose(self, openmetrics: bool) -> str:
+        """The same families as `collect`, in the same order and bytes, rendered from the label
+        blocks each series keeps: the scrape's cost is per number, not per Python object.
+
+        The lock is held only to take the list of series (a dict must not change size while it
+        is walked) and the small counters. Values are read after it, each whole: a float under
+        the GIL, a histogram's counts as one slice (so `_count` is its `+Inf` bucket and the
+        buckets are cumulative). A histogram's `_sum` may lead or trail its counts by the
+        events of the batch being consumed at that instant, as prometheus_client's own
+        Histogram allows (its sum and buckets are separate values)."""
+        with self._lock:
+            scalars = {t.name: list(t.cells.values()) for t in self._cell_tables}
+            hists = {t.name: list(t.cells.values()) for t in self._histograms}
+            skipped = dict(self.exemplars_skipped)
+            sizes = [(t.name, len(t.cells), t.overflowed, t.expired) for t in self.tables]
+            untracked = self._runs.untracked + self._invocations.untracked
+        out: list[str] = []
+        for table in self.tables:
+            name = table.name
+            if name in hists:
+                histogram_family(out, name, _HELP[name], self._les, _histogram_rows(hists[name]), openmetrics)
+            else:
+                kind = "gauge" if table in self._gauges else "counter"
+                scalar_family(out, name, _HELP[name], kind, [(c.block, c.value) for c in scalars[name]], openmetrics)
+        blocks = [label_block(("metric",), (name,)) for name, _, _, _ in sizes]
+        for family, kind, numbers in (
+            ("sidecar_series", "gauge", [n for _, n, _, _ in sizes]),
+            ("sidecar_series_overflow", "counter", [over for _, _, over, _ in sizes]),
+            ("sidecar_series_expired", "counter", [exp for _, _, _, exp in sizes]),
+        ):
+            scalar_family(out, family, _HELP[family], kind, list(zip(blocks, numbers)), openmetrics)
+        scalar_family(out, "sidecar_lifecycle_untracked", _HELP["sidecar_lifecycle_untracked"], "counter", [("", untracked)], openmetrics)
+        reasons = [(label_block(("reason",), (r,)), n) for r, n in skipped.items()]
+        scalar_family(out, "sidecar_exemplar_ids_ignored", _HELP["sidecar_exemplar_ids_ignored"], "counter", reasons, openmetrics)
+        return "".join(out)
+
+    def _histogram_family(
+        self, name: str, labelnames: Sequence[str], hist: dict[tuple[str, ...], HistogramSnapshot]
+    ) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(name, _HELP[name], labels=labelnames)
+        les = self._les
         for key, (counts, total, exemplars) in hist.items():
             buckets: list[Any] = []
             cumulative = 0

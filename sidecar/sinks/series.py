@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+from sidecar.sinks.exposition import label_block, split_block
+
 MAX_LABEL_LENGTH = 128
 OVERFLOW = "__overflow__"
 
@@ -17,34 +19,47 @@ ExemplarSample = tuple[str, str | None, float, float | None]
 class Versioned(Protocol):
     def version(self) -> float: ...
 
+    def set_labels(self, names: tuple[str, ...], values: tuple[str, ...]) -> None: ...
+
 
 C = TypeVar("C", bound=Versioned)
 
 
 class Cell:
-    """One series' value. Mutable so the hot path can hold it instead of re-hashing labels."""
+    """One series' value. Mutable so the hot path can hold it instead of re-hashing labels.
+    `block` is its label set as the exposition writes it, rendered once when the series is made."""
 
-    __slots__ = ("value",)
+    __slots__ = ("block", "value")
 
     def __init__(self) -> None:
         self.value = 0.0
+        self.block = ""
 
     def version(self) -> float:
         return self.value
+
+    def set_labels(self, names: tuple[str, ...], values: tuple[str, ...]) -> None:
+        self.block = label_block(names, values)
 
 
 class HistogramCell:
     """Non-cumulative bucket counts (the last is +Inf), the sum, and the latest exemplar event per bucket."""
 
-    __slots__ = ("counts", "sum", "exemplars")
+    __slots__ = ("block", "counts", "exemplars", "head", "sum", "tail")
 
     def __init__(self, n_buckets: int) -> None:
         self.counts = [0] * (n_buckets + 1)
         self.sum = 0.0
         self.exemplars: dict[int, ExemplarSample] | None = None
+        self.block = self.head = self.tail = ""
 
     def version(self) -> float:
         return self.sum + sum(self.counts)
+
+    def set_labels(self, names: tuple[str, ...], values: tuple[str, ...]) -> None:
+        # The bucket lines put `le` among the labels, sorted by name as prometheus_client does.
+        self.block = label_block(names, values)
+        self.head, self.tail = split_block(names, values)
 
 
 class SeriesTable(Generic[C]):
@@ -87,6 +102,7 @@ class SeriesTable(Generic[C]):
             if cell is not None:
                 return cell
         cell = self.cells[key] = self._new()
+        cell.set_labels(self.labelnames, key)
         return cell
 
     def add(self: SeriesTable[Cell], key: tuple[str, ...], amount: float) -> Cell:

@@ -1,12 +1,20 @@
 """The live-tail hub: a sink that hands each event to the WebSocket clients that asked for it.
 
-    pipeline --consume(batch)--> TailHub --deque per client--> one sender task per client --> WebSocket
+    pipeline --consume(batch)--> TailHub --deque per client--> one writer pass per loop turn --> socket
 
 `consume` never awaits: it matches each event against the subscriptions and
 appends the event's bytes (as sent, plus `received_at`) to each matching
-client's own bounded deque; a full deque drops its oldest and counts it. Each
-client's sender task sends whatever is waiting as one message as soon as its
-previous send has finished, so a slow reader only ever slows itself.
+client's own bounded deque; a full deque drops its oldest and counts it. The
+clients with something to send are listed, and one callback per loop turn (the
+writer pass) writes each one's waiting events as one ready WebSocket text frame
+straight to its transport: no task per client, no ASGI send, no str round trip.
+A client whose transport buffer is above its high-water mark is skipped, not
+waited on (its queue goes on dropping its oldest) until the transport says it
+drained; so a slow reader only ever slows itself.
+
+A connection that did not come through `api.tail_wire.TailWireProtocol` (another
+server, a test double) has no wire: it gets a sender task that sends through the
+ASGI `send`, as before (`TailClient.run`), under the per-turn allowance below.
 
 Matching is indexed and per filter, not per client: clients with equal filters
 share a group; a group with exact values for `agent` (or else `run_id`, `type`,
@@ -14,11 +22,19 @@ share a group; a group with exact values for `agent` (or else `run_id`, `type`,
 per indexed field plus the groups that really match. Groups with only globs (or no
 filter) sit on a short fallback list. Each matching group collects the batch's
 events once; each of its clients then takes them with one `deque.extend`, and
-clients of a group that keep up send one shared encoded message.
+clients of a group that keep up send one shared message, encoded and framed once.
 
-Senders share the event loop with ingest: a loop turn allows at most
-SENDS_PER_TURN messages / SEND_BYTES_PER_TURN bytes, the rest wait (in order) for
-the next turn, so the ingest readers get the loop between them.
+Writing shares the event loop with ingest: one writer pass writes at most
+WRITES_PER_PASS messages / WRITE_BYTES_PER_PASS bytes, the rest wait (in order) for
+the next pass, one loop turn later, so the ingest readers get the loop between them
+(ASGI senders: SENDS_PER_TURN / SEND_BYTES_PER_TURN).
+
+What one client can cost is bounded whatever it subscribes with: a filter holds at
+most MAX_GLOBS globs of at most MAX_GLOB_LENGTH characters, matched against the
+label value (the first 128 characters, as /metrics shows it), so one event costs
+each glob filter a bounded amount of regex work however long the sender made the
+value; its queue is bounded in events and in bytes; its replies are bounded by
+MAX_CONTROL, past which the route stops reading its messages until it reads ours.
 """
 
 from __future__ import annotations
@@ -26,30 +42,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import logging
 import re
+from array import array
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from itertools import accumulate
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecar.config import TailConfig
-from sidecar.types import SEVERITIES, Batch, Event
+from sidecar.sinks.series import MAX_LABEL_LENGTH
+from sidecar.types import SEVERITIES, Batch, Event, SinkDrops
 
 log = logging.getLogger("agent_sidecar.tail")
 
-FILTER_KEYS = ("type", "agent", "workflow", "severity", "model", "run_id")
+FILTER_KEYS = ("type", "agent", "workflow", "severity", "model", "tool", "run_id")
 GLOB_KEYS = frozenset({"type", "agent"})
 # Preference order for the index: the most selective exact-match key first.
-INDEX_KEYS = ("agent", "run_id", "type", "workflow", "model")
+INDEX_KEYS = ("agent", "run_id", "type", "workflow", "tool", "model")
 MAX_VALUES = 100  # values per key in one filter
 MAX_VALUE_LENGTH = 256
+# Globs are regexes run per event per filter: their number and length (against a value cut to
+# MAX_LABEL_LENGTH) bound that work. A glob longer than the longest label value it can meet
+# buys nothing.
+MAX_GLOBS = 16  # per filter, all keys together
+MAX_GLOB_LENGTH = MAX_LABEL_LENGTH
 MAX_INTERVAL_MS = 60_000
-MAX_CONTROL = 64  # replies (acks, errors) waiting for one client; beyond, errors are dropped
+# Replies (acks, errors) waiting for one client. At this many the route stops reading the
+# client's messages until it has read our replies: no reply is ever dropped.
+MAX_CONTROL = 64
 MAX_MESSAGE_BYTES = (1 << 20) - 64  # leaves room for the envelope under a 1 MiB client limit
 CLOSE_WAIT = 1.0  # seconds shutdown waits for close frames to be written
 # Fair share with ingest: senders run on the loop that reads ingest sockets, and one loop turn
@@ -57,8 +85,17 @@ CLOSE_WAIT = 1.0  # seconds shutdown waits for close frames to be written
 # after at most this much sending, however many clients are busy.
 SENDS_PER_TURN = 16
 SEND_BYTES_PER_TURN = 256 * 1024
+# A direct write costs a few microseconds (the same frame for a whole group), so a pass may
+# write to every client of a 1000-client hub before ingest reads again (~5 ms here).
+WRITES_PER_PASS = 1024
+WRITE_BYTES_PER_PASS = 1 << 20
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+# A spliced event that failed: never sent (empty bytes is no event's splice).
+_FAILED = b""
+
+Check: TypeAlias = Callable[[Event], bool]
 
 
 class FilterError(ValueError):
@@ -93,22 +130,19 @@ class TailFilter:
                 return key, vals
         return None
 
-    def predicate(self, skip: str | None = None) -> Callable[[Event], bool] | None:
+    def predicate(self, skip: str | None = None) -> Check | None:
         """A function checking every condition except `skip` (already satisfied by the index);
         None when nothing is left to check."""
-        checks: list[Callable[[Event], bool]] = []
+        checks: list[Check] = []
         for key, vals in self.values:
             if key == skip:
                 continue
             if key in GLOB_KEYS and any(_GLOB_CHARS.search(v) for v in vals):
-                rx = re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in vals)).match
-                checks.append(lambda ev, k=key, m=rx: m(getattr(ev, k) or "") is not None)
+                checks.append(_glob_check(key, vals))
             else:
-                allowed = frozenset(vals)
-                checks.append(lambda ev, k=key, s=allowed: getattr(ev, k) in s)
+                checks.append(_exact_check(key, frozenset(vals)))
         if self.min_severity:
-            floor = _RANK[self.min_severity]
-            checks.append(lambda ev: _RANK[ev.severity] >= floor)
+            checks.append(_severity_check(_RANK[self.min_severity]))
         if not checks:
             return None
         if len(checks) == 1:
@@ -116,10 +150,28 @@ class TailFilter:
         return lambda ev: all(check(ev) for check in checks)
 
 
+def _glob_check(key: str, globs: tuple[str, ...]) -> Check:
+    # Matched on the label value (cut to MAX_LABEL_LENGTH): the regex work per event is then
+    # bounded by the filter's limits, not by what the sender put in the field.
+    match = re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in globs)).match
+    field = attrgetter(key)
+    return lambda ev: match((field(ev) or "")[:MAX_LABEL_LENGTH]) is not None
+
+
+def _exact_check(key: str, allowed: frozenset[str]) -> Check:
+    field = attrgetter(key)
+    return lambda ev: field(ev) in allowed
+
+
+def _severity_check(floor: int) -> Check:
+    return lambda ev: _RANK[ev.severity or "info"] >= floor
+
+
 def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
     """Build a filter from (key, value) pairs: a query string's items, or a JSON object's items
     where a value may be a string or a list of strings. Raises FilterError naming the problem."""
     values: dict[str, list[str]] = {}
+    globs = 0
     for key, value in items:
         if key not in FILTER_KEYS:
             raise FilterError(f"unknown filter key {key!r} (expected one of: {', '.join(FILTER_KEYS)})")
@@ -130,8 +182,15 @@ def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
             if len(v) > MAX_VALUE_LENGTH:
                 raise FilterError(f"filter {key}: a value is longer than {MAX_VALUE_LENGTH} characters")
             bucket = values.setdefault(key, [])
-            if v not in bucket:
-                bucket.append(v)
+            if v in bucket:
+                continue
+            bucket.append(v)
+            if key in GLOB_KEYS and _GLOB_CHARS.search(v):
+                if len(v) > MAX_GLOB_LENGTH:
+                    raise FilterError(f"filter {key}: a glob is longer than {MAX_GLOB_LENGTH} characters (globs match the first {MAX_LABEL_LENGTH} characters of a value)")
+                globs += 1
+                if globs > MAX_GLOBS:
+                    raise FilterError(f"filter: at most {MAX_GLOBS} globs (values with * ? or [) in one filter")
         if len(values.get(key, ())) > MAX_VALUES:
             raise FilterError(f"filter {key}: at most {MAX_VALUES} values")
     min_severity = None
@@ -145,8 +204,9 @@ def parse_filter(items: Iterable[tuple[str, Any]]) -> TailFilter:
 
 
 def parse_interval(value: Any) -> float:
-    """`interval_ms` (0..60000) as seconds."""
-    if isinstance(value, str) and value.isdigit():
+    """`interval_ms` (0..60000) as seconds. A string must be ASCII digits: `int()` also takes
+    other scripts' digits and `str.isdigit()` is true for ones `int()` refuses ("²")."""
+    if isinstance(value, str) and _ASCII_DIGITS.fullmatch(value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTERVAL_MS:
         raise FilterError(f"interval_ms must be an integer from 0 to {MAX_INTERVAL_MS}, not {value!r}")
@@ -156,46 +216,183 @@ def parse_interval(value: Any) -> float:
 class Transport(Protocol):
     """What a client's sender needs from its WebSocket (Starlette's WebSocket fits)."""
 
-    async def send(self, message: Mapping[str, Any]) -> None: ...
+    async def send(self, message: MutableMapping[str, Any]) -> None: ...
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+class Wire(Protocol):
+    """A connection's socket, for writing ready frames (`api.tail_wire.TailWireProtocol`)."""
+
+    on_writable: Callable[[], None] | None  # set by the hub: called when a full buffer drained
+    write_paused: bool  # the buffer is above its high-water mark: skip, do not wait
+
+    def is_open(self) -> bool: ...
+
+    def write_frame(self, frame: bytes) -> None: ...
+
+
+def text_frame(payload: bytes) -> bytes:
+    """`payload` (valid UTF-8) as one unmasked, final WebSocket text frame (RFC 6455 5.2):
+    what a server sends. The events were UTF-8-checked when they were decoded."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
 _encode = msgspec.json.encode
-_decode_message = msgspec.json.Decoder(dict).decode
+
+
+def _decode_message(text: str | bytes) -> dict[str, Any]:
+    """A client message as a JSON object. Duplicate keys are refused at any depth: decoders
+    silently keep the last one, so `{"agent": "a", "agent": "b"}` would quietly mean "b"."""
+    try:
+        msg = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, FilterError):
+            raise
+        raise FilterError("message must be a JSON object") from None
+    if not isinstance(msg, dict):
+        raise FilterError("message must be a JSON object")
+    return msg
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FilterError(f"duplicate key {key!r} in the message (give several values as a list)")
+            seen.add(key)
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise FilterError(f"{name} is not JSON")
 
 
 class TailClient:
     """One subscriber: its filter, its bounded queue of encoded events, and its sender task."""
 
     __slots__ = (
-        "hub", "ws", "filter", "group", "queue", "dropped", "control", "paused",
-        "interval", "wakeup", "sender", "_loop",
+        "hub", "ws", "wire", "filter", "group", "queue", "segments", "queued_bytes", "dropped", "control", "room",
+        "paused", "interval", "wakeup", "sender", "last", "timer", "_loop",
     )
 
-    def __init__(self, hub: TailHub, ws: Transport, tail_filter: TailFilter, interval: float):
+    def __init__(self, hub: TailHub, ws: Transport, tail_filter: TailFilter, interval: float, wire: Wire | None = None):
         self.hub = hub
         self.ws = ws
+        self.wire = wire  # None: sent through `ws` by a sender task
         self.filter = tail_filter
         self.group: _Group | None = None
+        # Bounded by tail.client_queue events (the deque evicts) and tail.client_queue_bytes (`offer`).
         self.queue: deque[bytes] = deque(maxlen=hub.config.client_queue)
+        # The queue's bytes, without touching its events again (that is a cache miss each): the
+        # queue is runs of batches, each [sizes, lo, hi] = its events lo..hi-1 still queued, with
+        # `sizes` the batch's running byte totals, computed once per group while they are hot.
+        self.segments: deque[list[Any]] = deque()
+        self.queued_bytes = 0
         self.dropped = 0  # dropped since the last message; reported in the next one
         self.control: deque[bytes] = deque()
+        self.room = asyncio.Event()  # set while fewer than MAX_CONTROL replies wait
+        self.room.set()
         self.paused = False
         self.interval = interval
         self.wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.sender: asyncio.Task | None = None
+        self.sender: asyncio.Task[None] | None = None
+        self.last = 0.0  # when the last message went out (interval_ms)
+        self.timer: asyncio.TimerHandle | None = None  # interval_ms: the next message's turn
+
+    def kick(self) -> None:
+        """Something to send: list it for the next writer pass (or wake its sender)."""
+        if self.wire is None:
+            self.wakeup.set()
+        else:
+            self.hub.schedule(self)
 
     def reply(self, message: dict[str, Any]) -> None:
-        """Queue a control reply; it goes out after the events already queued (up to max_batch)."""
-        if len(self.control) < MAX_CONTROL:
-            self.control.append(_encode(message))
-        self.wakeup.set()
+        """Queue a control reply; it goes out after the events already queued (up to max_batch).
+        Never dropped: at MAX_CONTROL waiting, `room` clears and the route reads no more
+        messages from this client until it has read our replies."""
+        self.control.append(_encode(message))
+        if len(self.control) >= MAX_CONTROL:
+            self.room.clear()
+        self.kick()
 
-    def _encode(self, events: list[bytes], dropped: int) -> tuple[str, int]:
-        """One message from the first events that fit in MAX_MESSAGE_BYTES, and how many it holds.
-        Clients of a group that keep up send the same events: those are encoded once."""
+    def offer(self, items: list[bytes], sizes: array[int]) -> int:
+        """Queue a batch's matching events (`sizes`: their running byte totals from 0); evict
+        the oldest beyond the count or byte bound, always keeping the newest. Returns how
+        many were evicted."""
+        queue = self.queue
+        n = len(items)
+        self.segments.append([sizes, 0, n])
+        self.queued_bytes += sizes[n]
+        limit = queue.maxlen  # the client_queue it connected with: a reload changes new clients' only
+        assert limit is not None
+        evicted = len(queue) + n - limit
+        if evicted > 0:
+            self.release(evicted)  # the deque evicts them itself, in C
+        else:
+            evicted = 0
+        queue.extend(items)
+        excess = self.queued_bytes - self.hub.config.client_queue_bytes
+        if excess > 0:  # large events: the byte bound binds before the count
+            over = self._count_bytes(excess, len(queue) - 1)
+            self.release(over)
+            popleft = queue.popleft
+            for _ in range(over):
+                popleft()
+            evicted += over
+        self.dropped += evicted
+        return evicted
+
+    def release(self, k: int) -> None:
+        """The `k` oldest events have left the queue: take their bytes off the count."""
+        segments = self.segments
+        freed = 0
+        while k:
+            segment = segments[0]
+            sizes, lo, hi = segment
+            took = min(k, hi - lo)
+            freed += sizes[lo + took] - sizes[lo]
+            if lo + took == hi:
+                segments.popleft()
+            else:
+                segment[1] = lo + took
+            k -= took
+        self.queued_bytes -= freed
+
+    def _count_bytes(self, excess: int, most: int) -> int:
+        """How many of the oldest events hold at least `excess` bytes (at most `most`)."""
+        count = 0
+        for sizes, lo, hi in self.segments:
+            held = sizes[hi] - sizes[lo]
+            if held < excess:
+                excess -= held
+                count += hi - lo
+            else:
+                count += bisect_left(sizes, sizes[lo] + excess, lo, hi) - lo
+                break
+            if count >= most:
+                break
+        return min(count, most)
+
+    def clear(self) -> None:
+        """Forget the queued events (a new filter: they matched the old one)."""
+        self.queue.clear()
+        self.segments.clear()
+        self.queued_bytes = 0
+
+    def _encode(self, events: list[bytes], dropped: int) -> tuple[bytes, int]:
+        """One message (UTF-8 JSON) from the first events that fit in MAX_MESSAGE_BYTES, and how
+        many it holds. Clients of a group that keep up send the same events: encoded once."""
         group = self.group
         cache = group.cache if group is not None else None
         if not dropped and cache is not None and cache[0] is events[0] and cache[1] == len(events):
@@ -205,10 +402,62 @@ class TailClient:
         if len(joined) > MAX_MESSAGE_BYTES and used > 1:  # rare: big events
             used = _fit(events)
             joined = b",".join(events[:used])
-        text = (b'{"events":[' + joined + b'],"dropped":' + str(dropped).encode() + b"}").decode()
+        message = b'{"events":[' + joined + b'],"dropped":' + str(dropped).encode() + b"}"
         if not dropped and group is not None:
-            group.cache = (events[0], len(events), text, used)
-        return text, used
+            group.cache = (events[0], len(events), message, used)
+            group.frame = None
+        return message, used
+
+    def _frame(self, events: list[bytes], dropped: int) -> tuple[bytes, int]:
+        """`_encode`'s message as a ready text frame: framed once per group message too."""
+        message, used = self._encode(events, dropped)
+        group = self.group
+        if group is None or group.cache is None or group.cache[2] is not message:
+            return text_frame(message), used
+        if group.frame is None:
+            group.frame = text_frame(message)
+        return group.frame, used
+
+    def write(self, wire: Wire, now: float) -> tuple[int, int]:
+        """The writer pass's turn for this client: its next message (up to max_batch events),
+        then its replies, written to the socket. Returns (messages, bytes) written. Leaves
+        the client listed for the next pass when events remain."""
+        if not wire.is_open():
+            return 0, 0  # closing: the route's receive loop sees it and disconnects
+        if wire.write_paused:
+            return 0, 0  # not read: skipped; `on_writable` lists it again when the buffer drains
+        messages = written = 0
+        queue = self.queue
+        if queue and not self.paused:
+            due = self.last + self.interval - now if self.interval else 0.0
+            if due > 0:
+                if self.timer is None:  # coalesce: whatever arrives meanwhile joins
+                    self.timer = self._loop.call_later(due, self._due)
+            else:
+                events = _take(queue, self.hub.config.max_batch)
+                dropped, self.dropped = self.dropped, 0
+                self.last = now
+                frame, used = self._frame(events, dropped)
+                if used < len(events):
+                    queue.extendleft(reversed(events[used:]))  # room: they were just taken out
+                self.release(used)
+                wire.write_frame(frame)
+                messages, written = 1, len(frame)
+                if queue:
+                    self.hub.schedule(self)  # max_batch reached: the rest in the next pass
+        control = self.control
+        while control:
+            frame = text_frame(control.popleft())
+            wire.write_frame(frame)
+            messages += 1
+            written += len(frame)
+        if not self.room.is_set():
+            self.room.set()
+        return messages, written
+
+    def _due(self) -> None:
+        self.timer = None
+        self.hub.schedule(self)
 
     async def run(self) -> None:
         """The sender: wait for something to send, send it, repeat until the socket fails."""
@@ -240,14 +489,17 @@ class TailClient:
                         events = _take(queue, max_batch)
                         dropped, self.dropped = self.dropped, 0
                         last = self._loop.time()
-                        text, used = self._encode(events, dropped)
+                        message, used = self._encode(events, dropped)
                         if used < len(events):
                             queue.extendleft(reversed(events[used:]))  # room: they were just taken out
-                        turns.spend(len(text))
-                        await ws.send({"type": "websocket.send", "text": text})
+                        self.release(used)
+                        turns.spend(len(message))
+                        await ws.send({"type": "websocket.send", "text": message.decode()})
                         sent = True
                     while control:
                         await ws.send({"type": "websocket.send", "text": control.popleft().decode()})
+                        if len(control) < MAX_CONTROL:
+                            self.room.set()
                         sent = True
                     if not sent:
                         break
@@ -255,6 +507,8 @@ class TailClient:
             raise
         except Exception as exc:  # the peer went away mid-send; the route's receive loop sees it too
             log.debug("tail sender stopped: %r", exc)
+        finally:
+            self.room.set()  # nobody will send the replies now: let the route read on (and see the close)
 
 
 class _Turns:
@@ -269,7 +523,7 @@ class _Turns:
     def __init__(self, sends: int, nbytes: int):
         self.sends, self.bytes = sends, nbytes
         self.left, self.bytes_left = sends, nbytes
-        self.waiting: deque[asyncio.Future] = deque()
+        self.waiting: deque[asyncio.Future[None]] = deque()
         self.armed = False
 
     def take(self) -> bool:
@@ -285,7 +539,7 @@ class _Turns:
 
     async def wait(self) -> None:
         """Wait for a later turn; on return one message of that turn is claimed."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         self._arm()
         await future
@@ -311,7 +565,7 @@ class _Turns:
 class _Group:
     """The clients sharing one filter: matched once per event, fed once per batch."""
 
-    __slots__ = ("filter", "clients", "check", "indexed", "cache")
+    __slots__ = ("filter", "clients", "check", "indexed", "cache", "frame")
 
     def __init__(self, tail_filter: TailFilter):
         self.filter = tail_filter
@@ -319,8 +573,10 @@ class _Group:
         self.indexed = tail_filter.index_key()
         # What the index has not already checked; None when the index lookup says it all.
         self.check = tail_filter.predicate(skip=self.indexed[0] if self.indexed else None)
-        # The last message encoded: (first event, events taken, text, events it holds).
-        self.cache: tuple[bytes, int, str, int] | None = None
+        # The last message encoded: (first event, events taken, message, events it holds),
+        # and that message as a text frame once a wire client has asked for it.
+        self.cache: tuple[bytes, int, bytes, int] | None = None
+        self.frame: bytes | None = None
 
 
 class TailHub:
@@ -339,6 +595,8 @@ class TailHub:
         self._fallback: dict[_Group, None] = {}
         self.closing = False
         self._empty = asyncio.Event()
+        self._pending: dict[TailClient, None] = {}  # wire clients with something to write
+        self._pass_armed = False
         self.dropped_total = Counter(
             "sidecar_tail_dropped", "Events a live-tail client missed because its queue (tail.client_queue) was full.",
             registry=registry,
@@ -352,13 +610,17 @@ class TailHub:
     def full(self) -> bool:
         return len(self.clients) >= self.config.max_clients
 
-    def connect(self, ws: Transport, tail_filter: TailFilter, interval: float = 0.0) -> TailClient:
-        """Register a client and start its sender task."""
-        client = TailClient(self, ws, tail_filter, interval)
+    def connect(self, ws: Transport, tail_filter: TailFilter, interval: float = 0.0, wire: Wire | None = None) -> TailClient:
+        """Register a client: written to by the writer pass when it has a `wire`, else by a
+        sender task of its own through `ws`."""
+        client = TailClient(self, ws, tail_filter, interval, wire)
         self.clients[client] = None
         self._empty.clear()
         self._file(client)
-        client.sender = asyncio.create_task(client.run(), name="tail-sender")
+        if wire is None:
+            client.sender = asyncio.create_task(client.run(), name="tail-sender")
+        else:
+            wire.on_writable = client.kick
         return client
 
     async def disconnect(self, client: TailClient) -> None:
@@ -366,6 +628,12 @@ class TailHub:
         if client in self.clients:
             del self.clients[client]
             self._unfile(client)
+        self._pending.pop(client, None)
+        if client.timer is not None:
+            client.timer.cancel()
+            client.timer = None
+        if client.wire is not None:
+            client.wire.on_writable = None
         if client.sender is not None:
             client.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -377,8 +645,8 @@ class TailHub:
         """Apply one message from a client; a bad one gets an error reply, never a disconnect."""
         try:
             msg = _decode_message(text)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            client.reply({"op": "error", "error": "message must be a JSON object"})
+        except FilterError as exc:
+            client.reply({"op": "error", "error": str(exc)})
             return
         op = msg.get("op")
         try:
@@ -391,7 +659,7 @@ class TailHub:
                 self._unfile(client)
                 client.filter = new_filter
                 client.interval = interval
-                client.queue.clear()  # queued events matched the old filter
+                client.clear()  # queued events matched the old filter
                 self._file(client)
                 ack: dict[str, Any] = {"op": "subscribed", "filter": new_filter.as_dict()}
                 if interval:
@@ -445,9 +713,12 @@ class TailHub:
 
     # -- the hot path (pipeline task) -----------------------------------------
 
-    def consume(self, batch: Batch) -> None:
+    def consume(self, batch: Batch) -> SinkDrops | None:
+        """Queue each event for the clients whose filters it matches. An event whose bytes
+        cannot be prepared is left out (and returned, so the pipeline does not count it as
+        processed); the rest of the batch still reaches every client."""
         if not self.clients:
-            return
+            return None
         events = batch.events
         n = len(events)
         # Which events each group wants, as positions: first through the index (events grouped
@@ -474,39 +745,93 @@ class TailHub:
         received_at = batch.received_at
         suffix = b',"received_at":' + repr(received_at).encode() + b"}"
         spliced: list[bytes | None] = [None] * n
-        matched: dict[_Group, list[bytes]] = {}
+        failed: SinkDrops = {}
+        matched: dict[_Group, tuple[list[bytes], array[int]]] = {}
         for group, at in wanted.items():
             if not at:
                 continue
             if group.indexed is not None and len(group.indexed[1]) > 1:
                 at.sort()  # gathered value by value; deliver in arrival order
-            items = matched[group] = []
+            items: list[bytes] = []
             for i in at:
                 item = spliced[i]
                 if item is None:
-                    item = spliced[i] = _with_received_at(raws[i], suffix, received_at)
-                items.append(item)
+                    item = spliced[i] = self._splice(raws[i], suffix, received_at, i, failed)
+                if item:  # not _FAILED
+                    items.append(item)
+            if items:
+                matched[group] = items, array("q", accumulate(map(len, items), initial=0))
         # Per client, one C-level extend per batch: the per-event work above is per filter.
         dropped = 0
-        for group, items in matched.items():
-            n = len(items)
+        for group, (items, sizes) in matched.items():
             for client in group.clients:
-                queue = client.queue
-                over = len(queue) + n - queue.maxlen
-                if over > 0:  # the deque evicts the oldest; count them
-                    client.dropped += over
-                    dropped += over
-                queue.extend(items)
+                dropped += client.offer(items, sizes)
                 if not client.paused:
-                    client.wakeup.set()
+                    client.kick()
         if dropped:
             self.dropped_total.inc(dropped)
+        return failed or None
+
+    @staticmethod
+    def _splice(raw: bytes, suffix: bytes, received_at: float, i: int, failed: SinkDrops) -> bytes:
+        """The event as sent plus received_at, or _FAILED (recorded in `failed`): one event
+        that cannot be spliced must not cost its batch."""
+        try:
+            return _with_received_at(raw, suffix, received_at)
+        except Exception as exc:
+            if not failed:  # once per batch: a stream of them must not flood the log
+                log.warning("live tail left out an event it could not splice received_at into: %r", exc)
+            failed[i] = "splice_failed"
+            return _FAILED
+
+    def schedule(self, client: TailClient) -> None:
+        """List a wire client for the next writer pass."""
+        self._pending[client] = None
+        if not self._pass_armed:
+            self._pass_armed = True
+            asyncio.get_running_loop().call_soon(self._write_pass)
+
+    def _write_pass(self) -> None:
+        """Write to every listed client, up to this pass's allowance; the rest go first in the
+        next pass (one loop turn later, after the loop has read the sockets)."""
+        self._pass_armed = False
+        if self.closing:
+            self._pending.clear()
+            return
+        pending, self._pending = self._pending, {}
+        messages, budget = WRITES_PER_PASS, WRITE_BYTES_PER_PASS
+        now = asyncio.get_running_loop().time()
+        clients = iter(pending)
+        for client in clients:
+            if messages <= 0 or budget <= 0:
+                rest = {client: None}
+                rest.update(dict.fromkeys(clients))
+                rest.update(self._pending)
+                self._pending = rest
+                self._pass_armed = True
+                asyncio.get_running_loop().call_soon(self._write_pass)
+                return
+            wire = client.wire
+            if wire is None or client not in self.clients:
+                continue
+            try:
+                sent, nbytes = client.write(wire, now)
+            except Exception as exc:  # a transport that fails a write is closing: the route sees it
+                log.debug("tail write failed: %r", exc)
+                continue
+            messages -= sent
+            budget -= nbytes
 
     async def start(self) -> None:
-        pass  # a sender task starts with each client, not with the hub
+        pass  # sender tasks start with their clients; the writer pass with the first write
 
     def maintain(self, now: float) -> None:
         pass  # keepalive is the WebSocket server's (ping/pong); nothing expires here
+
+    def reconfigure(self, config: TailConfig) -> None:
+        """Apply reloaded limits: max_clients from the next handshake; a client's queue size and
+        batch size are set when it connects (connected clients keep theirs)."""
+        self.config = config
 
     # -- shutdown ---------------------------------------------------------------
 
@@ -518,9 +843,14 @@ class TailHub:
         if not clients:
             return
         log.info("closing %d live-tail client(s) with 1001", len(clients))
+        self._pending.clear()
         for client in clients:
             if client.sender is not None:
                 client.sender.cancel()
+            if client.timer is not None:
+                client.timer.cancel()
+                client.timer = None
+            client.room.set()  # a route waiting for reply room reads on and sees the close
         closes = [asyncio.create_task(_close(c.ws, 1001, "sidecar shutting down")) for c in clients]
         # A client that never reads may have a full send buffer: its close waits on it; don't.
         # Its connection is left to uvicorn, which gives up on it after shutdown_grace.
@@ -576,11 +906,21 @@ async def _close(ws: Transport, code: int, reason: str) -> None:
         await ws.close(code, reason)
 
 
+_decode_members = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
 def _with_received_at(raw: bytes, suffix: bytes, received_at: float) -> bytes:
     """The event's bytes as sent with `"received_at":...` spliced in before the closing brace.
-    `raw` decoded as a JSON object with at least `type`, so the splice is valid JSON."""
-    if b'"received_at"' in raw:  # rare: the sender set it; replace it rather than duplicate the key
-        obj = msgspec.json.decode(raw)
-        obj["received_at"] = received_at
-        return _encode(obj)
+    `raw` decoded as a JSON object with at least `type`, so the splice is valid JSON.
+
+    When the sender set `received_at` itself it is replaced, not duplicated. The key may be
+    spelled with escapes (`"received\\u005fat"`), so any `\\u` means looking at the keys.
+    Only the top-level members are decoded (values stay raw bytes): decoding the whole event
+    would refuse what the event decoder accepted without looking, such as `1e999` in a payload."""
+    if b'"received_at"' in raw or b"\\u" in raw:
+        members = _decode_members(raw)
+        if "received_at" in members:
+            del members["received_at"]
+            members["received_at"] = msgspec.Raw(repr(received_at).encode())
+            return _encode(members)
     return raw[: raw.rindex(b"}")] + suffix

@@ -40,3 +40,21 @@ def test_stats_reports_http_errors_and_unreachable_sidecars(capsys):
         assert "HTTP 400: unknown window '7m'" in capsys.readouterr().err
     assert main(["stats", "--url", s.url]) == 1
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_the_runs_column_reads_runs_seen_and_an_older_sidecars_workflows_active(capsys):
+    from sidecar.commands.stats import render
+
+    clock = FakeClock()
+    with running_sidecar(clock=clock) as s:
+        s.send_unix(ndjson(*[event(agent="a", run_id=f"r{i % 3}", duration_ms=1.0) for i in range(9)]))
+        s.wait_processed(9)
+        assert main(["stats", "--url", s.url, "--window", "1m", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["runs_seen"] == 3
+    header, _, row = render(doc).splitlines()[1:4]
+    assert header.split()[-1] == "runs" and row.split()[-1] == "3"
+    new_only = {k: v for k, v in doc.items() if k != "workflows_active"}  # as after the alias is removed
+    assert render(new_only).splitlines()[3].split()[-1] == "3"
+    old = {k: v for k, v in doc.items() if k != "runs_seen"}  # a sidecar from before the rename
+    assert render(old).splitlines()[3] == render(doc).splitlines()[3]

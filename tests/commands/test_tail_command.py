@@ -31,8 +31,8 @@ def args_of(*argv: str) -> argparse.Namespace:
         (["--url", "https://h:1/base/"], "wss://h:1/base/v1/tail"),
         (["--url", "ws://h:2/v1/tail"], "ws://h:2/v1/tail"),
         (["--url", "h:3", "--agent", "a", "--agent", "b*"], "ws://h:3/v1/tail?agent=a&agent=b%2A"),
-        (["--type", "llm.*", "--severity", "warning", "--run-id", "r1", "--model", "m", "--workflow", "w"],
-         "ws://127.0.0.1:8765/v1/tail?type=llm.%2A&workflow=w&model=m&run_id=r1&severity=warning"),
+        (["--type", "llm.*", "--severity", "warning", "--run-id", "r1", "--model", "m", "--tool", "t", "--workflow", "w"],
+         "ws://127.0.0.1:8765/v1/tail?type=llm.%2A&workflow=w&model=m&tool=t&run_id=r1&severity=warning"),
     ],
 )
 def test_flags_become_the_tail_url(argv, url):

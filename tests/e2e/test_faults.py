@@ -91,7 +91,7 @@ def test_sigterm_under_unix_and_http_load_processes_every_accepted_event(spawn):
     threads = [threading.Thread(target=f) for f in (stream, stream, http_writer, http_writer)]
     for t in threads:
         t.start()
-    wait_until(lambda: sum(http_accepted) >= 5_000, "HTTP load running")
+    wait_until(lambda: sum(http_accepted) >= 1_000, "HTTP load running", timeout=60)  # the Unix streams compete for the same core
     rc = proc.stop(signal.SIGTERM, timeout=10 + 5)  # shutdown_grace, plus slack for a loaded machine
     stop.set()
     for t in threads:

@@ -82,7 +82,7 @@ def test_sigterm_with_a_client_that_never_reads_exits_within_shutdown_grace(spaw
             s.sendall(ndjson(*[event(agent="a", pad=pad) for _ in range(500)]))
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.stop(timeout=LIVENESS) == 0
-    assert "received=4000 accepted=4000 rejected=0 dropped=0 processed=4000" in proc.output
+    assert "received=4000 accepted=4000 rejected=0 dropped=0 processed=4000 sink_dropped=0" in proc.output
     assert "1 live-tail client(s) read nothing" in proc.output
 
 
@@ -93,3 +93,32 @@ def test_a_client_that_does_not_answer_pings_is_closed_by_keepalive(spawn):
         close = close_frame_of(sock, protocol)  # it never sends the pong
     assert close is not None and close.code == 1011 and close.reason == "keepalive ping timeout"
     assert proc.stop(timeout=LIVENESS) == 0
+
+
+def test_an_odd_event_costs_no_tail_client_its_batch_and_the_totals_account_for_every_event(spawn):
+    """Issue 14 defect 5: one accepted body the splice could not take (`received_at` set by the
+    sender beside a number beyond float range) emptied the tail for its whole batch, while the
+    totals called the batch processed."""
+    proc = spawn()
+    odd = b'{"type": "llm.call", "agent": "odd", "received_at": 1, "payload": {"n": -1e999}}\n'
+    body = b"".join(ndjson(event(agent="a", i=i)) for i in range(50)) + odd + ndjson(*[event(agent="a", i=i) for i in range(50, 100)])
+
+    async def run() -> list[list[dict]]:
+        url = proc.url.replace("http://", "ws://") + "/v1/tail"
+        async with connect(url) as everything, connect(url + "?agent=od*") as globbed:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(proc.unix)
+                s.sendall(body)
+            got: list[list[dict]] = []
+            for ws, n in ((everything, 101), (globbed, 1)):
+                events: list[dict] = []
+                while len(events) < n:
+                    events += json.loads(await asyncio.wait_for(ws.recv(), LIVENESS))["events"]
+                got.append(events)
+            return got
+
+    everything, globbed = asyncio.run(run())
+    assert [e.get("i") for e in everything] == [*range(50), None, *range(50, 100)]
+    assert everything[50]["agent"] == "odd" == globbed[0]["agent"] and globbed[0]["received_at"] > 1
+    assert proc.stop(timeout=LIVENESS) == 0
+    assert "received=101 accepted=101 rejected=0 dropped=0 processed=101 sink_dropped=0" in proc.output

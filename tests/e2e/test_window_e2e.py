@@ -61,3 +61,59 @@ def test_socket_events_show_up_in_stats_and_the_cli_prints_them(spawn):
         watch.terminate()
         watch.wait(10)
         watch.stdout.close()
+
+
+def test_no_single_stats_request_delays_healthz_by_more_than_100_ms_with_20k_keys(spawn):
+    """Heavy /v1/stats queries (groups over 20k agents and 5k types, every section) are
+    computed off the event loop from a snapshot: /healthz keeps answering at once."""
+    import http.client
+    import threading
+    import urllib.parse
+
+    proc = spawn()
+    now = time.time()
+    n = 20_000
+    events = [event(f"type{i % 5000}", timestamp=now - i % 50, agent=f"agent{i}", duration_ms=float(i % 997), run_id=f"r{i}") for i in range(n)]
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(proc.unix)
+        s.sendall(ndjson(*events))
+    assert wait_for_events(proc.url, n)["events"] == n
+    host = urllib.parse.urlsplit(proc.url).netloc
+    heavy = ["/v1/stats?by=agent&limit=1000", "/v1/stats?window=1h&by=type&limit=1000", "/v1/stats?by=type&agent=agent7", "/v1/stats?workflow=none&by=model", "/v1/stats"]
+    answers: list[tuple[int, bytes]] = []  # parsed afterwards: json.loads here would hold this process's GIL
+    stop = threading.Event()
+
+    def query() -> None:
+        conn = http.client.HTTPConnection(host, timeout=120)
+        while not stop.is_set() or len(answers) < len(heavy):
+            conn.request("GET", heavy[len(answers) % len(heavy)])
+            r = conn.getresponse()
+            answers.append((r.status, r.read()))
+        conn.close()
+
+    workers = [threading.Thread(target=query) for _ in range(3)]
+    for w in workers:
+        w.start()
+    delays = []
+    conn = http.client.HTTPConnection(host, timeout=30)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline or len(answers) < len(heavy):
+        t0 = time.perf_counter()
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        r.read()
+        delays.append(time.perf_counter() - t0)
+        assert r.status == 200
+        time.sleep(0.005)
+    conn.close()
+    stop.set()
+    for w in workers:
+        w.join(120)
+    assert all(status == 200 for status, _ in answers), [(status, body[:200]) for status, body in answers if status != 200]
+    assert max(len(body) for _, body in answers) < 8_000_000  # bounded answers
+    docs = [json.loads(body) for _, body in answers]
+    by_agent = next(doc for doc in docs if "windows" in doc and doc["windows"]["1h"].get("by") == "agent")
+    assert len(by_agent["windows"]["1h"]["groups"]) == 1000 and by_agent["windows"]["1h"]["groups_omitted"] == n - 1000
+    assert by_agent["windows"]["1h"]["events_by_type_omitted"]["types"] == 5000 - 50
+    assert max(delays) < 0.1, f"/healthz waited {max(delays) * 1000:.0f} ms behind /v1/stats ({len(answers)} heavy answers)"
+    assert len(answers) >= len(heavy) and len(delays) > 20

@@ -4,7 +4,7 @@ Run with the oldest releases pyproject.toml allows installed (tests/test_depende
 that in a throwaway venv). It touches every third-party feature the sidecar relies on: uvicorn's
 websockets-sansio protocol with keepalive pings, Starlette's WebSocket denial responses, the
 websockets asyncio client, prometheus_client's OpenMetrics exposition with exemplars, msgspec's typed
-decoding and numpy's window store. Prints "smoke ok" and exits 0, or fails with what broke.
+decoding, numpy's window store, and an OTLP/HTTP span (opentelemetry-proto) priced by genai-prices. Prints "smoke ok" and exits 0, or fails with what broke.
 """
 
 from __future__ import annotations
@@ -71,6 +71,34 @@ def wait_for_ping(host: str, port: int) -> None:
         assert rest[0] == 0x89, f"expected a ping frame, got {rest[:8]!r}"
 
 
+def otlp_export(url: str) -> None:
+    """One GenAI chat span over OTLP/HTTP protobuf (opentelemetry-proto's classes), priced by genai-prices."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    now = time.time_ns()
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.agent.name": "otel-agent",
+             "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100}
+    span = Span(trace_id=bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736"), span_id=bytes.fromhex("00f067aa0ba902b7"),
+                name="chat gpt-4o", start_time_unix_nano=now - 5_000_000, end_time_unix_nano=now,
+                attributes=[KeyValue(key=k, value=AnyValue(int_value=v) if isinstance(v, int) else AnyValue(string_value=v))
+                            for k, v in attrs.items()])
+    body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]).SerializeToString()
+    status, answer = http("POST", url + "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+    assert status == 200, (status, answer)
+    ExportTraceServiceResponse.FromString(answer)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = http("GET", url + "/metrics")[1].decode()
+        cost = [line for line in text.splitlines() if line.startswith('agent_cost_usd_total{agent="otel-agent"')]
+        if cost:
+            assert float(cost[0].split()[-1]) > 0, cost
+            return
+        time.sleep(0.1)
+    raise AssertionError("the OTLP span's priced LLM call never reached /metrics")
+
+
 async def refused_origin(url: str) -> int:
     """A foreign Origin is refused during the handshake with a JSON 403 (Starlette's denial response)."""
     from websockets.asyncio.client import connect
@@ -109,10 +137,11 @@ def main() -> None:
             assert status == 202 and json.loads(body)["accepted"] == 1, (status, body)
             status, body = http("GET", url + "/metrics", headers={"Accept": "application/openmetrics-text"})
             text = body.decode()
-            assert status == 200 and 'agent_events_total{' in text and "# {trace_id=" in text, text[:2000]
+            assert status == 200 and 'agent_events_total{' in text and "trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"" in text, text[-3000:]
             status, body = http("GET", url + "/v1/stats")
             assert status == 200 and json.loads(body)["windows"], body[:500]
             assert asyncio.run(refused_origin(url)) == 403
+            otlp_export(url)
             wait_for_ping(host, int(port))
         finally:
             proc.send_signal(signal.SIGTERM)

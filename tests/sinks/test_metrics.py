@@ -8,6 +8,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from sidecar.config import Config
 from sidecar.protocol import EventDecoder
 from sidecar.sinks.metrics import MetricsSink, exemplar_chars
+from sidecar.testing import event as tool_event
 from sidecar.types import Batch
 
 T0 = 1_790_000_000.0
@@ -290,3 +291,21 @@ def test_exposition_passes_promtool(tmp_path):
     )
     out = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(reg), capture_output=True)
     assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
+
+
+def test_tool_calls_are_counted_by_agent_tool_and_outcome_with_their_durations():
+    config = Config()
+    sink = MetricsSink(config.metrics, config.lifecycle, CollectorRegistry())
+    registry = CollectorRegistry()
+    registry.register(sink)
+    lines = [json.dumps(tool_event(type="tool.call", agent="coder", tool="search", duration_ms=d)).encode() for d in (20.0, 40.0)]
+    lines.append(json.dumps(tool_event(type="tool.call", agent="coder", tool="shell", duration_ms=3000.0, success=False, error="timeout")).encode())
+    lines.append(json.dumps(tool_event(type="llm.call", agent="coder", duration_ms=5.0)).encode())
+    events, raws, _ = EventDecoder().decode(lines, 1_790_000_000.0)
+    sink.consume(Batch(events, raws, 1_790_000_000.0, "unix"))
+    get = registry.get_sample_value
+    assert get("agent_tool_calls_total", {"agent": "coder", "tool": "search", "outcome": "completed"}) == 2
+    assert get("agent_tool_calls_total", {"agent": "coder", "tool": "shell", "outcome": "failed"}) == 1
+    assert get("agent_tool_duration_seconds_count", {"agent": "coder", "tool": "search"}) == 2
+    assert get("agent_tool_duration_seconds_sum", {"agent": "coder", "tool": "shell"}) == 3.0
+    assert get("agent_tool_duration_seconds_count", {"agent": "coder", "tool": ""}) is None  # the llm.call names no tool

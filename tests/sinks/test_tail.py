@@ -3,6 +3,9 @@
 import asyncio
 import fnmatch
 import json
+import re
+from array import array
+from itertools import accumulate
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import TailConfig
 from sidecar.protocol import EventDecoder
-from sidecar.sinks.tail import FilterError, TailHub, parse_filter, parse_interval
+from sidecar.sinks.tail import MAX_CONTROL, FilterError, TailHub, parse_filter, parse_interval
 from sidecar.types import SEVERITIES, Batch
 
 
@@ -57,7 +60,37 @@ def test_bad_filter_is_refused_with_its_reason(items, error):
         parse_filter(items)
 
 
-@pytest.mark.parametrize("value", [-1, 60_001, "soon", True, 1.5])
+@pytest.mark.parametrize(
+    "items, error",
+    [
+        ([("agent", [f"*{i}" for i in range(17)])], "filter: at most 16 globs (values with * ? or [) in one filter"),
+        ([("agent", [f"*{i}" for i in range(9)]), ("type", [f"x.{i}*" for i in range(8)])], "at most 16 globs"),
+        ([("agent", "*" + "a" * 128)], "filter agent: a glob is longer than 128 characters"),
+        ([("type", "?" * 129)], "filter type: a glob is longer than 128 characters"),
+    ],
+)
+def test_a_filter_holding_more_glob_work_than_the_bound_is_refused(items, error):
+    with pytest.raises(FilterError, match=re.escape(error)):
+        parse_filter(items)
+
+
+def test_the_glob_bound_counts_globs_only():
+    at_limit = parse_filter([("agent", [f"*{i}" for i in range(16)] + [str(i) for i in range(50)]), ("workflow", "w*x" * 60)])
+    assert len(at_limit.get("agent")) == 66  # exact values (and globs on exact-only keys) are not regexes
+
+
+async def test_globs_match_the_label_value_not_what_lies_beyond_its_128_characters():
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    past_label = hub.connect(None, parse_filter([("agent", "*b")]))
+    on_label = hub.connect(None, parse_filter([("agent", "a*a")]))
+    exact = hub.connect(None, parse_filter([("agent", "a" * 128 + "b")]))
+    hub.consume(batch_of({"type": "t", "agent": "a" * 128 + "b"}))
+    assert not past_label.queue and len(on_label.queue) == 1
+    assert len(exact.queue) == 1  # exact values still compare whole
+    await hub.close()
+
+
+@pytest.mark.parametrize("value", [-1, 60_001, "soon", True, 1.5, "\u00b2", "\u0661\u0662", "\uff15", " 5", "5\n", "+5"])
 def test_bad_interval_is_refused(value):
     with pytest.raises(FilterError, match="interval_ms must be an integer from 0 to 60000"):
         parse_interval(value)
@@ -85,6 +118,121 @@ async def test_a_received_at_the_sender_set_is_replaced_not_duplicated():
     hub.consume(batch_of({"type": "a.b", "received_at": 1}, received_at=5.0))
     assert delivered(client) == [{"type": "a.b", "received_at": 5.0}]
     await hub.close()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # accepted bodies the whole-event decode of the old splice refused
+        b'{"type": "a.b", "received_at": 1, "payload": {"big": 1e999, "neg": -1E400}}',
+        b'{"type": "a.b", "payload": [1e999], "received_at": "soon"}',
+        # the key spelled with escapes: one received_at, not two
+        b'{"type": "a.b", "received\\u005fat": 1, "x": "\\u00e9"}',
+        b'{"type": "a.b", "\\u0072eceived_at": 1, "received_at": 2}',
+    ],
+)
+async def test_any_accepted_body_gets_exactly_one_received_at(line):
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    client = hub.connect(None, parse_filter([]))
+    evs, raws, rejected = EventDecoder().decode([line], 7.5)
+    assert not rejected
+    assert hub.consume(Batch(evs, raws, 7.5, "test")) is None
+    (item,) = client.queue
+    pairs = json.loads(item, object_pairs_hook=list, parse_constant=str)
+    assert [v for k, v in pairs if k == "received_at"] == [7.5]
+    await hub.close()
+
+
+async def test_an_event_that_cannot_be_spliced_is_left_out_alone_and_reported():
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    everything = hub.connect(None, parse_filter([]))
+    by_agent = hub.connect(None, parse_filter([("agent", "a")]))
+    globbed = hub.connect(None, parse_filter([("agent", "a*")]))
+    good = batch_of(*[{"type": "t", "agent": "a", "n": i} for i in range(5)])
+    # Raw bytes no splice can use (the decoder never produces them; a future bug might).
+    raws = good.raws[:2] + [b"not an object"] + good.raws[3:]
+    drops = hub.consume(Batch(good.events, raws, good.received_at, "test"))
+    assert drops == {2: "splice_failed"}
+    for client in (everything, by_agent, globbed):
+        assert [e["n"] for e in delivered(client)] == [0, 1, 3, 4]
+    await hub.close()
+
+
+async def test_a_client_queue_is_bounded_in_bytes_dropping_the_oldest_and_counting():
+    registry = CollectorRegistry()
+    hub = TailHub(TailConfig(client_queue_bytes=1000), registry)
+    client = hub.connect(None, parse_filter([]))
+    hub.consume(batch_of(*[{"type": "t", "n": i, "pad": "x" * 200} for i in range(10)]))
+    kept = delivered(client)
+    assert sum(map(len, client.queue)) == client.queued_bytes <= 1000
+    assert [e["n"] for e in kept] == list(range(10 - len(kept), 10)) and len(kept) == 3
+    assert client.dropped == 7 == registry.get_sample_value("sidecar_tail_dropped_total")
+    hub.consume(batch_of({"type": "t", "n": 10, "pad": "y" * 5000}))  # bigger than the bound: kept alone
+    assert [e["n"] for e in delivered(client)] == [10] and client.dropped == 10
+    hub.handle(client, json.dumps({"op": "subscribe", "filter": {}}))
+    assert client.queued_bytes == 0 and not client.queue
+    await hub.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6), st.integers(1, 60),
+    st.lists(st.tuples(st.lists(st.integers(1, 25), max_size=9), st.integers(0, 4)), max_size=8),
+)
+def test_queue_bounds_keep_the_newest_suffix_and_count_every_eviction(max_events, max_bytes, batches):
+    """Batches arrive, a sender takes some (as `run` does); the byte count never drifts."""
+    async def run():
+        hub = TailHub(TailConfig(client_queue=max_events, client_queue_bytes=max_bytes), CollectorRegistry())
+        client = hub.connect(None, parse_filter([]))
+        await hub.disconnect(client)  # no sender: only `offer` touches the queue
+        offered, evicted, sent = [], 0, 0
+        for sizes, take in batches:
+            items = [b"%d:" % (len(offered) + k) + b"x" * n for k, n in enumerate(sizes)]
+            offered += items
+            evicted += client.offer(items, array("q", accumulate(map(len, items), initial=0)))
+            queue = list(client.queue)
+            assert client.queued_bytes == sum(map(len, queue))
+            assert len(queue) <= max_events and (client.queued_bytes <= max_bytes or len(queue) == 1)
+            assert offered[len(offered) - len(queue) :] == queue and evicted + sent + len(queue) == len(offered)
+            took = min(take, len(queue))
+            for _ in range(took):
+                client.queue.popleft()
+            client.release(took)
+            sent += took
+            assert client.queued_bytes == sum(map(len, client.queue))
+        assert client.dropped == evicted
+
+    asyncio.run(run())
+
+
+async def test_replies_are_never_dropped_the_route_is_told_to_stop_reading_instead():
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    client = hub.connect(None, parse_filter([]))
+    await asyncio.sleep(0)
+    await hub.disconnect(client)  # no sender: replies stay queued, as for a client that never reads
+    for i in range(MAX_CONTROL + 10):
+        assert client.room.is_set() == (i < MAX_CONTROL)
+        hub.handle(client, '{"op": "pause"}')
+    assert len(client.control) == MAX_CONTROL + 10 and not client.room.is_set()
+
+
+@pytest.mark.parametrize(
+    "message, error",
+    [
+        ('{"op": "subscribe", "filter": {"agent": "a", "agent": "b"}}', "duplicate key 'agent' in the message"),
+        ('{"op": "subscribe", "op": "pause"}', "duplicate key 'op'"),
+        ('{"op": "subscribe", "filter": {}, "interval_ms": NaN}', "NaN is not JSON"),
+        ("[" * 100_000, "message must be a JSON object"),
+    ],
+)
+async def test_an_ambiguous_message_is_refused_naming_what_is_wrong(message, error):
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    client = hub.connect(None, parse_filter([("agent", "x")]))
+    await hub.disconnect(client)
+    hub.handle(client, message)
+    reply = json.loads(client.control.popleft())
+    assert reply["op"] == "error" and error in reply["error"]
+    assert client.filter == parse_filter([("agent", "x")])
 
 
 async def test_full_queue_drops_oldest_and_counts():

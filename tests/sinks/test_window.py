@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import Config, WindowsConfig
 from sidecar.protocol import is_failure_type
-from sidecar.sinks import window as window_mod
+from sidecar.sinks.window import store as window_mod
 from sidecar.sinks.window import SortedValues, WindowSink, nearest_rank
 from sidecar.testing import FakeClock
 from sidecar.types import Batch, Event
@@ -82,7 +82,7 @@ def oracle_doc(events: list[Event], seconds: float, runs: bool = True) -> dict:
         "agents_active": len({e.agent for e in events if e.agent is not None}),
     }
     if runs:
-        doc["workflows_active"] = len({e.run_id for e in events if e.run_id is not None})
+        doc["runs_seen"] = doc["workflows_active"] = len({e.run_id for e in events if e.run_id is not None})
     return doc
 
 
@@ -139,14 +139,6 @@ steps = st.lists(
     min_size=1,
     max_size=25,
 )
-
-
-@pytest.fixture
-def small_structures(monkeypatch):
-    """Fold sorted buffers and grow the store early, so small examples reach every code path."""
-    monkeypatch.setattr(SortedValues, "FOLD_MIN", 4)
-    monkeypatch.setattr(window_mod, "INITIAL_CAPACITY", 4)
-    monkeypatch.setattr(window_mod, "FLUSH_EVENTS", 7)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -253,7 +245,7 @@ def test_events_older_than_the_largest_window_are_ignored_and_counted_late():
     assert sink.stats("1h")["events"] == 0
     assert sink.stats()["cumulative"]["events"] == 1
     assert registry.get_sample_value("sidecar_window_late_events_total") == 1
-    assert "r9" not in sink.run_ids  # the run id it brought is forgotten again
+    assert "r9" not in sink.store.run_ids  # the run id it brought is forgotten again
 
 
 def test_collector_exports_exact_quantile_gauges_in_seconds():
@@ -357,7 +349,7 @@ def test_many_keys_and_run_ids_grow_every_table_and_stay_exact():
     assert sink.stats("1h")["workflows_active"] == 3000
     clock.advance(3600)
     assert sink.stats("1h")["workflows_active"] == 0
-    assert sink.run_ids == {None: -1}  # every run id left the largest window and was released
+    assert sink.store.run_ids == {None: -1}  # every run id left the largest window and was released
 
 
 def test_sampled_groups_report_their_sample_size():
@@ -417,10 +409,82 @@ def test_stored_events_are_bounded_by_max_events_and_the_answer_says_it_is_not_e
         sink.consume(batch(events, clock.now))
         clock.advance(10)
         sink.maintain(clock.now)
-    assert sink.tail - sink.head <= 2000  # at most max_events plus what arrived since the last flush
+    assert sink.store.tail - sink.store.head <= 2000  # at most max_events plus what arrived since the last flush
     doc = sink.stats("1h")
     assert doc["exact"] is False and doc["events"] <= 2000
     assert sink.stats("1m")["exact"] is False
     small = WindowSink(WindowsConfig(), None, clock)
     small.consume(batch([make_event(clock.now, "llm.call", "a", None, None, None, 5.0, None, None, None, None, None)], clock.now))
     assert small.stats("1h")["exact"] is True
+
+
+# -- issue 13/14: names, bounds, finite sums ---------------------------------------
+
+def test_since_start_runs_seen_counts_a_run_that_leaves_every_window_and_returns_once():
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(), None, clock)
+    sink.consume(batch([make_event(clock.now, "llm.call", "a", None, None, "r1", 1.0, None, None, None, None, None)], clock.now))
+    clock.advance(3601)
+    sink.maintain(clock.now)
+    assert "r1" not in sink.store.run_ids  # released: it left the largest window
+    sink.consume(batch([make_event(clock.now, "llm.call", "a", None, None, run, 1.0, None, None, None, None, None) for run in ("r1", "r2")], clock.now))
+    cumulative = sink.stats()["cumulative"]
+    assert cumulative["runs_seen"] == 2 and cumulative["workflows_active"] == 2  # r1 once, r2
+    assert sink.stats("1h")["runs_seen"] == 2
+
+
+amounts = st.floats(min_value=0, max_value=1.7976931348623157e308, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(amounts, amounts, st.sampled_from(AGENTS)), min_size=1, max_size=6))
+def test_no_finite_amounts_make_any_sum_or_rate_unrepresentable_in_json(values):
+    import json
+
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(), None, clock)
+    sink.consume(batch([make_event(clock.now, "llm.call", agent, None, None, "r", dur, None, None, None, cost, None) for dur, cost, agent in values], clock.now))
+    for doc in (sink.stats(), sink.stats(by="agent"), sink.stats("1m", {"agent": "planner"}), sink.stats("1h", by="model")):
+        json.dumps(doc, allow_nan=False)  # raises on inf or NaN anywhere
+    whole = sink.stats("1m")
+    assert math.isfinite(whole["cost_usd"]) and math.isfinite(whole["duration_ms"]["sum"])
+
+
+def test_strings_are_kept_cut_to_the_label_length_and_filters_on_the_full_value_still_match():
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(), None, clock)
+    long_agent, long_run, long_type = "a" * 100_000, "r" * 100_000, "t" * 100_000
+    sink.consume(batch([make_event(clock.now, long_type, long_agent, "w" * 5000, "m" * 5000, long_run, 1.0, None, None, None, None, None)] * 3, clock.now))
+    store = sink.store
+    assert all(len(v) <= 128 for names in store.keys.names.values() for v in names if v is not None)
+    assert all(len(s) <= 128 for combo in store.keys.ids for s in combo if isinstance(s, str))
+    assert all(len(r) <= 128 for r in store.run_ids if r is not None)
+    assert sink.stats("1m", {"agent": long_agent[:128]})["events"] == 3
+    assert sink.stats("1m", by="type")["groups"][0]["key"] == long_type[:128]
+
+
+def test_events_by_type_lists_the_most_frequent_types_and_counts_the_rest():
+    from sidecar.sinks.window.query import MAX_TYPES
+
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(), None, clock)
+    evs = [make_event(clock.now, f"type{i:03d}", "a", None, None, None, None, None, None, None, None, None) for i in range(MAX_TYPES + 10) for _ in range(1 + (i < 5))]
+    sink.consume(batch(evs, clock.now))
+    doc = sink.stats("1m")
+    assert len(doc["events_by_type"]) == MAX_TYPES
+    assert all(doc["events_by_type"][f"type{i:03d}"] == 2 for i in range(5))  # the most frequent first
+    assert doc["events_by_type_omitted"] == {"types": 10, "events": 10}
+    assert sum(doc["events_by_type"].values()) + doc["events_by_type_omitted"]["events"] == doc["events"]
+    assert sink.stats("1m", by="agent")["groups"][0]["events_by_type_omitted"]["types"] == 10
+
+
+def test_groups_past_the_limit_are_counted_not_listed():
+    from sidecar.sinks.window.query import MAX_LIMIT
+
+    clock = FakeClock()
+    sink = WindowSink(WindowsConfig(), None, clock)
+    sink.consume(batch([make_event(clock.now, "llm.call", f"agent{i}", None, None, None, 1.0, None, None, None, None, None) for i in range(MAX_LIMIT + 7)], clock.now))
+    doc = sink.stats("1m", by="agent", limit=10**9)  # the route refuses it; the sink caps it too
+    assert len(doc["groups"]) == MAX_LIMIT and doc["groups_omitted"] == 7
+    assert sink.stats("1m", by="agent", limit=3)["groups_omitted"] == MAX_LIMIT + 4
+    assert sink.stats(by="agent", limit=5)["cumulative"]["groups_omitted"] == MAX_LIMIT + 2
