@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from sidecar.sinks.insights import InsightsStore
 from sidecar.testing import FakeClock, running_sidecar
 from sidecar.types import Batch
 
-from conftest import REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # not from conftest: tests/sinks has one too
 
 WINDOW, BASELINE = "5m", "20m"
 SHORT = {"insights.window": 300.0, "insights.baseline": 1200.0}
