@@ -181,8 +181,9 @@ def overview() -> dict:
 
     b.row("Insights")
     b.bars("Active findings by sidecar", COUNT,
-           q(f'sum by (instance, kind, severity) (agent_insights{{{I}, severity!="info"}}) > 0', "{{instance}} {{kind}} ({{severity}})", instant=True),
-           w=12, description="Warning and critical findings of each sidecar's /v1/insights (default window against its baseline); "
+           q(f'sum by (instance, severity) (agent_insights{{{I}, severity!="info"}})', "{{instance}} ({{severity}})", instant=True),
+           w=12, description="Warning and critical findings of each sidecar's /v1/insights (default window against its baseline), 0 when healthy; "
+           "'Findings over time' names their kinds; "
            "`agent-sidecar insights --url` on that sidecar names the subject and what to try. AgentInsightCritical fires on a critical one held 10m.")
     b.timeseries("Findings over time", COUNT, q(f'sum by (kind, severity) (agent_insights{{{I}, severity!="info"}})', "{{kind}} ({{severity}})"),
                  w=12, stack=True, description="agent_insights summed over the selected sidecars: when findings appeared and cleared.")

@@ -212,7 +212,7 @@ def test_every_rule_evaluates_cleanly_and_the_abandoned_runs_alert_fires(stack):
         rules = [r for g in groups for r in g["rules"]]
         return rules if rules and all(r["health"] == "ok" for r in rules) else None
 
-    assert len(stack.wait("healthy rules", rules)) == 18
+    assert len(stack.wait("healthy rules", rules)) == 19  # recording rules and alerts in prometheus/rules/
     firing = stack.wait(
         "firing AgentWorkflowRunsAbandoned",
         lambda: [a for a in stack.api("alerts")["alerts"] if a["labels"]["alertname"] == "AgentWorkflowRunsAbandoned" and a["state"] == "firing"],
