@@ -132,7 +132,7 @@ class Pricer:
                 ev.cost_usd = min(rate(ev.input_tokens or 0, ev.output_tokens or 0), MAX_COST_USD)
         for outcome, n in counts.items():
             if n:
-                self.outcomes.labels(outcome).inc(n)
+                self._count[outcome](n)
 
     def _rate(self, model: str, provider: str | None) -> tuple[Rate | None, str]:
         """The rate for a model and where it came from (or None, "unpriced", logged once per model)."""

@@ -4,7 +4,6 @@ import asyncio
 import json
 import signal
 import socket
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
