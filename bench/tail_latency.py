@@ -35,11 +35,12 @@ from array import array
 import msgspec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tail_common import cpu_seconds, machine, rss_mib, scrape_value, serve_clients, start_sidecar  # noqa: E402
+from tail_common import cpu_seconds, machine, rss_mib, scrape_value, serve_clients, serve_raw_clients, start_sidecar  # noqa: E402
 
 
 class Ev(msgspec.Struct):
     sent_at: float
+    received_at: float  # the sidecar's stamp when its listener read the event
 
 
 class Msg(msgspec.Struct):
@@ -78,25 +79,55 @@ def generator(path: str, rate: int, agents: int, seconds: float, go, done, warm_
     done.put((sent, after_warmup))
 
 
-def client_proc(url: str, specs: list[str], warm_until, ready, stop, results, nice: int) -> None:
+def client_proc(url: str, specs: list[str], warm_until, ready, stop, results, nice: int, raw: bool) -> None:
     os.nice(nice)
     decode = msgspec.json.Decoder(Msg).decode
     lat = array("d")
-    counts = {"messages": 0, "events": 0, "dropped": 0}
+    ingest = array("d")  # of the same deliveries: generator write -> the sidecar's received_at
+    newest = array("d")  # per message: receive - the newest event's received_at (no queueing in it)
+    counts = {"messages": 0, "events": 0, "dropped": 0, "bytes": 0}
 
-    def on_message(data: str) -> None:
+    def on_message(data: str | bytes) -> None:
         now = time.time()
         msg = decode(data)
         counts["messages"] += 1
         counts["dropped"] += msg.dropped
         counts["events"] += len(msg.events)
+        counts["bytes"] += len(data)
         start = warm_until.value
-        if start:
-            lat.extend(now - e.sent_at for e in msg.events if e.sent_at >= start)
+        if start and msg.events:
+            newest.append(now - max(e.received_at for e in msg.events))
+            for e in msg.events:
+                if e.sent_at >= start:
+                    lat.append(now - e.sent_at)
+                    ingest.append(e.received_at - e.sent_at)
 
-    serve_clients(url, specs, on_message, ready, stop)
+    (serve_raw_clients if raw else serve_clients)(url, specs, on_message, ready, stop)
     counts["cpu"] = time.process_time()
-    results.put((lat.tobytes(), counts))
+    results.put((lat.tobytes(), ingest.tobytes(), newest.tobytes(), counts))
+
+
+def socket_queues(port: int, stop, out) -> None:
+    """Every 0.25 s: bytes the kernel holds for the tail's sockets, sidecar side (Send-Q: written,
+    not yet taken by the peer) and client side (Recv-Q: arrived, not yet read by the client
+    process). Over the byte rate, by Little's law, that is the mean time a delivery spends there."""
+    import subprocess
+
+    send, recv = [], []
+    while not stop.wait(0.25):
+        out_ss = subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True, text=True).stdout
+        s = r = 0
+        for line in out_ss.splitlines():
+            f = line.split()
+            if len(f) < 4:
+                continue
+            if f[2].endswith(f":{port}"):
+                s += int(f[1])
+            elif f[3].endswith(f":{port}"):
+                r += int(f[0])
+        send.append(s)
+        recv.append(r)
+    out.put((send, recv))
 
 
 def percentile(sorted_values: list[float], misses: int, p: float) -> str:
@@ -115,6 +146,8 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--raw", action="store_true", help="minimal hand-parsing clients instead of the websockets library "
+                    "(cheaper per message, so the client processes take less of the box)")
     ap.add_argument("--nice", type=int, default=0, help="niceness of the client processes (on loopback, a woken "
                     "client preempts the sidecar mid-send unless it has lower priority)")
     args = ap.parse_args()
@@ -133,7 +166,7 @@ def main() -> None:
             ready, results, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
             stop, go = ctx.Event(), ctx.Event()
             clients = [
-                ctx.Process(target=client_proc, args=(url, specs[i :: args.procs], warm_until, ready, stop, results, args.nice))
+                ctx.Process(target=client_proc, args=(url, specs[i :: args.procs], warm_until, ready, stop, results, args.nice, args.raw))
                 for i in range(args.procs)
             ]
             for c in clients:
@@ -148,18 +181,32 @@ def main() -> None:
             time.sleep(args.warmup)
             warm_until.value = time.time()
             cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            sampling, sampled = ctx.Event(), ctx.Queue()
+            sampler = ctx.Process(target=socket_queues, args=(int(proc.url.rsplit(":", 1)[1]), sampling, sampled))
+            sampler.start()
             sent, after_warmup = done.get(timeout=args.seconds + 120)
+            sampling.set()
+            send_q, recv_q = sampled.get(timeout=30)
+            sampler.join(10)
             cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
             time.sleep(2)  # let the last messages arrive
             run_cpu = cpu_seconds(proc.pid) - run_cpu0  # everything the messages counted below cost
             stop.set()
             lat: list[float] = []
-            totals = {"messages": 0, "events": 0, "dropped": 0, "cpu": 0.0}
+            ingest: list[float] = []
+            newest: list[float] = []
+            totals = {"messages": 0, "events": 0, "dropped": 0, "cpu": 0.0, "bytes": 0}
             for _ in clients:
-                raw, counts = results.get(timeout=120)
+                raw, raw_ingest, raw_newest, counts = results.get(timeout=120)
                 a = array("d")
                 a.frombytes(raw)
                 lat.extend(a)
+                a = array("d")
+                a.frombytes(raw_ingest)
+                ingest.extend(a)
+                a = array("d")
+                a.frombytes(raw_newest)
+                newest.extend(a)
                 for k in totals:
                     totals[k] += counts[k]
             for c in clients:
@@ -189,6 +236,30 @@ def main() -> None:
     if lat:
         print(f"over the {len(lat):,} that arrived only (what this script used to report): p50 {percentile(lat, 0, 50)}, "
               f"p99 {percentile(lat, 0, 99)}, max {lat[-1] * 1000:.1f} ms, mean {statistics.fmean(lat) * 1000:.1f} ms")
+    if ingest:
+        ingest.sort()
+        print(f"of which generator write -> sidecar's received_at stamp (ingest, pipeline not included): p50 {percentile(ingest, 0, 50)}, "
+              f"p90 {percentile(ingest, 0, 90)}, p99 {percentile(ingest, 0, 99)}; so stamp -> client receive is about "
+              f"{(statistics.median(lat) - ingest[len(ingest) // 2]) * 1000:.1f} ms at the median")
+    if newest:
+        newest.sort()
+        print(f"per message, receive - its newest event's received_at (the time the freshest event spent after the stamp: "
+              f"pipeline, writer pass, kernel, client; not waiting for earlier messages): p50 {percentile(newest, 0, 50)}, "
+              f"p90 {percentile(newest, 0, 90)}, p99 {percentile(newest, 0, 99)}")
+    if os.environ.get("TAIL_PROBE") and os.path.exists(os.environ["TAIL_PROBE"]):
+        probe = array("d")
+        with open(os.environ["TAIL_PROBE"], "rb") as f:
+            probe.frombytes(f.read())
+        probe_sorted = sorted(probe)
+        print(f"probe (bench/tail_probe.py), per message written, write - its newest event's received_at (inside the sidecar): "
+              f"p50 {percentile(probe_sorted, 0, 50)}, p90 {percentile(probe_sorted, 0, 90)}, p99 {percentile(probe_sorted, 0, 99)} "
+              f"over {len(probe):,} writes (warm-up included)")
+    if send_q and totals["bytes"]:
+        byte_rate = totals["bytes"] / (args.warmup + args.seconds)
+        s_mean, r_mean = statistics.fmean(send_q), statistics.fmean(recv_q)
+        print(f"kernel socket buffers, mean of {len(send_q)} samples: sidecar Send-Q {s_mean / 1024:,.0f} KiB, client Recv-Q "
+              f"{r_mean / 1024:,.0f} KiB (max {max(send_q) / 1024:,.0f} / {max(recv_q) / 1024:,.0f} KiB); at {byte_rate / 2**20:.1f} MiB/s "
+              f"delivered that is ~{s_mean / byte_rate * 1000:.1f} ms + ~{r_mean / byte_rate * 1000:.1f} ms per delivery (Little's law)")
     if totals["messages"]:
         print(f"sidecar CPU per delivered message: {run_cpu / totals['messages'] * 1e6:.1f} us; per delivered event: "
               f"{run_cpu / max(1, totals['events']) * 1e6:.2f} us ({run_cpu:.1f} CPU-s from the first event written to 2 s after "
