@@ -21,15 +21,26 @@ from sidecar.api.tail_wire import TailWireProtocol
 
 ages = array("d")
 _write_frame = TailWireProtocol.write_frame
+_write_frames = TailWireProtocol.write_frames
 KEY = b'"received_at":'
 
 
-def write_frame(self: TailWireProtocol, frame: bytes) -> None:
+def record(frame: bytes) -> None:
     at = frame.rfind(KEY, max(0, len(frame) - 80))
     if at >= 0:
         end = frame.find(b"}", at)
         ages.append(time.time() - float(frame[at + len(KEY) : end]))
+
+
+def write_frame(self: TailWireProtocol, frame: bytes) -> None:
+    record(frame)
     _write_frame(self, frame)
+
+
+def write_frames(self: TailWireProtocol, frames: list[bytes]) -> None:
+    for frame in frames:
+        record(frame)
+    _write_frames(self, frames)
 
 
 def dump() -> None:
@@ -38,6 +49,7 @@ def dump() -> None:
 
 
 TailWireProtocol.write_frame = write_frame  # type: ignore[method-assign]
+TailWireProtocol.write_frames = write_frames  # type: ignore[method-assign]
 atexit.register(dump)
 
 if __name__ == "__main__":

@@ -73,3 +73,7 @@ class TailWireProtocol(WebSocketsSansIOProtocol):
     def write_frame(self, frame: bytes) -> None:
         """Write one whole frame (never waits; the transport buffers). Call only when `is_open()`."""
         self.transport.write(frame)
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        """Write whole frames in order, in one system call where the loop can (uvloop: writev)."""
+        self.transport.writelines(frames)

@@ -89,6 +89,10 @@ SEND_BYTES_PER_TURN = 256 * 1024
 # write to every client of a 1000-client hub before ingest reads again (~5 ms here).
 WRITES_PER_PASS = 1024
 WRITE_BYTES_PER_PASS = 1 << 20
+# A client that is behind gets up to this many messages (and bytes) in one write: one system call
+# instead of one per loop turn, and a whole-stream client is not held to max_batch per turn.
+MESSAGES_PER_WRITE = 8
+WRITE_BYTES_PER_CLIENT = 1 << 20
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _ASCII_DIGITS = re.compile(r"[0-9]+")
@@ -230,6 +234,8 @@ class Wire(Protocol):
     def is_open(self) -> bool: ...
 
     def write_frame(self, frame: bytes) -> None: ...
+
+    def write_frames(self, frames: list[bytes]) -> None: ...
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -419,14 +425,14 @@ class TailClient:
         return group.frame, used
 
     def write(self, wire: Wire, now: float) -> tuple[int, int]:
-        """The writer pass's turn for this client: its next message (up to max_batch events),
-        then its replies, written to the socket. Returns (messages, bytes) written. Leaves
-        the client listed for the next pass when events remain."""
-        if not wire.is_open():
-            return 0, 0  # closing: the route's receive loop sees it and disconnects
-        if wire.write_paused:
+        """The writer pass's turn for this client: its next messages (each up to max_batch
+        events; several when it is behind, up to MESSAGES_PER_WRITE / WRITE_BYTES_PER_CLIENT),
+        then its replies, all in one write to the socket. Returns (messages, bytes) written.
+        Leaves the client listed for the next pass when events remain."""
+        if wire.write_paused or not wire.is_open():
             return 0, 0  # not read: skipped; `on_writable` lists it again when the buffer drains
-        messages = written = 0
+        frames: list[bytes] = []
+        written = 0
         queue = self.queue
         if queue and not self.paused:
             due = self.last + self.interval - now if self.interval else 0.0
@@ -434,26 +440,42 @@ class TailClient:
                 if self.timer is None:  # coalesce: whatever arrives meanwhile joins
                     self.timer = self._loop.call_later(due, self._due)
             else:
-                events = _take(queue, self.hub.config.max_batch)
-                dropped, self.dropped = self.dropped, 0
                 self.last = now
-                frame, used = self._frame(events, dropped)
-                if used < len(events):
-                    queue.extendleft(reversed(events[used:]))  # room: they were just taken out
-                self.release(used)
-                wire.write_frame(frame)
-                messages, written = 1, len(frame)
+                written = self._messages(frames, self.hub.config.max_batch)
                 if queue:
-                    self.hub.schedule(self)  # max_batch reached: the rest in the next pass
+                    self.hub.schedule(self)  # more than this write may hold: the rest in the next pass
         control = self.control
         while control:
             frame = text_frame(control.popleft())
-            wire.write_frame(frame)
-            messages += 1
+            frames.append(frame)
             written += len(frame)
         if not self.room.is_set():
             self.room.set()
-        return messages, written
+        if len(frames) == 1:
+            wire.write_frame(frames[0])
+        elif frames:
+            wire.write_frames(frames)
+        return len(frames), written
+
+    def _messages(self, frames: list[bytes], max_batch: int) -> int:
+        """Frame the queue's oldest events as messages of at most max_batch events, appended
+        to `frames`: one, or while it is behind (more queued than one message holds) several,
+        so that a client that fell behind catches up in one system call rather than one per
+        loop turn. One only with interval_ms. Returns the bytes framed."""
+        queue = self.queue
+        written = 0
+        for _ in range(1 if self.interval else MESSAGES_PER_WRITE):
+            events = _take(queue, max_batch)
+            dropped, self.dropped = self.dropped, 0
+            frame, used = self._frame(events, dropped)
+            if used < len(events):
+                queue.extendleft(reversed(events[used:]))  # room: they were just taken out
+            self.release(used)
+            frames.append(frame)
+            written += len(frame)
+            if not queue or written >= WRITE_BYTES_PER_CLIENT:
+                break
+        return written
 
     def _due(self) -> None:
         self.timer = None

@@ -332,3 +332,51 @@ def test_a_message_stays_under_1_mib_unless_one_event_is_bigger():
     assert _fit([big] * 5) == 2
     assert _fit([big] * 2) == 2
     assert _fit([b"y" * (MAX_MESSAGE_BYTES + 1), b"z"]) == 1
+
+
+class RecordingWire:
+    """A wire that keeps each write (one system call on a real socket) as its list of frames."""
+
+    on_writable = None
+    write_paused = False
+
+    def __init__(self) -> None:
+        self.writes: list[list[bytes]] = []
+
+    def is_open(self) -> bool:
+        return True
+
+    def write_frame(self, frame: bytes) -> None:
+        self.writes.append([frame])
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        self.writes.append(list(frames))
+
+
+def frame_payload(frame: bytes) -> dict:
+    n = frame[1] & 0x7F
+    start = {126: 4, 127: 10}.get(n, 2)
+    return json.loads(frame[start:])
+
+
+async def test_a_client_that_is_behind_gets_its_backlog_in_one_write_each_message_within_max_batch():
+    hub = TailHub(TailConfig(max_batch=500), CollectorRegistry())
+    wire = RecordingWire()
+    hub.connect(None, parse_filter([("agent", "a")]), wire=wire)
+    hub.consume(batch_of(*[{"type": "t", "agent": "a", "n": i} for i in range(1200)]))
+    await asyncio.sleep(0)  # the writer pass
+    assert len(wire.writes) == 1  # one system call, not one per loop turn
+    messages = [frame_payload(f) for f in wire.writes[0]]
+    assert [len(m["events"]) for m in messages] == [500, 500, 200]
+    assert [e["n"] for m in messages for e in m["events"]] == list(range(1200))
+    await hub.close()
+
+
+async def test_with_interval_ms_a_client_behind_still_gets_one_message_per_interval():
+    hub = TailHub(TailConfig(max_batch=500), CollectorRegistry())
+    wire = RecordingWire()
+    hub.connect(None, parse_filter([]), interval=60.0, wire=wire)
+    hub.consume(batch_of(*[{"type": "t", "n": i} for i in range(1200)]))
+    await asyncio.sleep(0)
+    assert [[len(frame_payload(f)["events"]) for f in w] for w in wire.writes] == [[500]]
+    await hub.close()
