@@ -254,6 +254,13 @@ def main() -> None:
         print(f"probe (bench/tail_probe.py), per message written, write - its newest event's received_at (inside the sidecar): "
               f"p50 {percentile(probe_sorted, 0, 50)}, p90 {percentile(probe_sorted, 0, 90)}, p99 {percentile(probe_sorted, 0, 99)} "
               f"over {len(probe):,} writes (warm-up included)")
+        probe = array("d")
+        with open(os.environ["TAIL_PROBE"] + ".consume", "rb") as f:
+            probe.frombytes(f.read())
+        probe_sorted = sorted(probe)
+        print(f"probe, per batch, the tail hub's consume - the batch's received_at (intake queue, pipeline before the hub): "
+              f"p50 {percentile(probe_sorted, 0, 50)}, p90 {percentile(probe_sorted, 0, 90)}, p99 {percentile(probe_sorted, 0, 99)} "
+              f"over {len(probe):,} batches")
     if send_q and totals["bytes"]:
         byte_rate = totals["bytes"] / (args.warmup + args.seconds)
         s_mean, r_mean = statistics.fmean(send_q), statistics.fmean(recv_q)

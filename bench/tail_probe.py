@@ -18,8 +18,17 @@ import time
 from array import array
 
 from sidecar.api.tail_wire import TailWireProtocol
+from sidecar.sinks.tail import TailHub
+from sidecar.types import Batch, SinkDrops
 
 ages = array("d")
+consumed = array("d")  # per batch: when the hub got it - its received_at (intake queue, other sinks)
+_consume = TailHub.consume
+
+
+def consume(self: TailHub, batch: Batch) -> SinkDrops | None:
+    consumed.append(time.time() - batch.received_at)
+    return _consume(self, batch)
 _write_frame = TailWireProtocol.write_frame
 _write_frames = TailWireProtocol.write_frames
 KEY = b'"received_at":'
@@ -46,8 +55,11 @@ def write_frames(self: TailWireProtocol, frames: list[bytes]) -> None:
 def dump() -> None:
     with open(os.environ["TAIL_PROBE"], "wb") as f:
         ages.tofile(f)
+    with open(os.environ["TAIL_PROBE"] + ".consume", "wb") as f:
+        consumed.tofile(f)
 
 
+TailHub.consume = consume  # type: ignore[method-assign]
 TailWireProtocol.write_frame = write_frame  # type: ignore[method-assign]
 TailWireProtocol.write_frames = write_frames  # type: ignore[method-assign]
 atexit.register(dump)

@@ -463,6 +463,15 @@ class TailClient:
         so that a client that fell behind catches up in one system call rather than one per
         loop turn. One only with interval_ms. Returns the bytes framed."""
         queue = self.queue
+        group = self.group
+        if group is not None and not self.dropped:  # caught up: the group's framed message, no bookkeeping
+            cache, frame = group.cache, group.frame
+            if frame is not None and cache is not None and len(queue) == cache[1] == cache[3] <= max_batch and queue[0] is cache[0]:
+                queue.clear()
+                self.segments.clear()
+                self.queued_bytes = 0
+                frames.append(frame)
+                return len(frame)
         written = 0
         for _ in range(1 if self.interval else MESSAGES_PER_WRITE):
             events = _take(queue, max_batch)

@@ -380,3 +380,28 @@ async def test_with_interval_ms_a_client_behind_still_gets_one_message_per_inter
     await asyncio.sleep(0)
     assert [[len(frame_payload(f)["events"]) for f in w] for w in wire.writes] == [[500]]
     await hub.close()
+
+
+async def test_clients_of_a_group_that_keep_up_share_one_frame_and_one_behind_is_told_what_it_missed():
+    hub = TailHub(TailConfig(client_queue=3), CollectorRegistry())
+    wires = [RecordingWire() for _ in range(3)]
+    clients = [hub.connect(None, parse_filter([("agent", "a")]), wire=w) for w in wires]
+    hub.consume(batch_of(*[{"type": "t", "agent": "a", "n": i} for i in range(2)]))
+    await asyncio.sleep(0)
+    assert wires[0].writes[0][0] is wires[1].writes[0][0] is wires[2].writes[0][0]  # framed once
+    assert all(c.queued_bytes == 0 and not c.queue and not c.segments for c in clients)
+    wires[2].write_paused = True  # its socket buffer is full: skipped, its queue drops the oldest
+    hub.consume(batch_of(*[{"type": "t", "agent": "a", "n": i} for i in range(2, 4)]))
+    await asyncio.sleep(0)
+    hub.consume(batch_of(*[{"type": "t", "agent": "a", "n": i} for i in range(4, 7)]))
+    await asyncio.sleep(0)
+    assert clients[2].queued_bytes == sum(len(e) for e in clients[2].queue)
+    wires[2].write_paused = False
+    clients[2].kick()
+    await asyncio.sleep(0)
+    got = [frame_payload(w[0]) for w in wires[2].writes]
+    assert [e["n"] for m in got for e in m["events"]] == [0, 1, 4, 5, 6]
+    assert [m["dropped"] for m in got] == [0, 2]
+    assert [e["n"] for w in wires[0].writes for e in frame_payload(w[0])["events"]] == list(range(7))
+    assert all(c.queued_bytes == 0 and not c.segments for c in clients)
+    await hub.close()
