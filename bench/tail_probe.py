@@ -30,7 +30,7 @@ def consume(self: TailHub, batch: Batch) -> SinkDrops | None:
     consumed.append(time.time() - batch.received_at)
     return _consume(self, batch)
 _write_frame = TailWireProtocol.write_frame
-_write_frames = TailWireProtocol.write_frames
+_write_frames = getattr(TailWireProtocol, "write_frames", None)  # not before 2026-11-30 late
 KEY = b'"received_at":'
 
 
@@ -49,6 +49,7 @@ def write_frame(self: TailWireProtocol, frame: bytes) -> None:
 def write_frames(self: TailWireProtocol, frames: list[bytes]) -> None:
     for frame in frames:
         record(frame)
+    assert _write_frames is not None
     _write_frames(self, frames)
 
 
@@ -61,7 +62,8 @@ def dump() -> None:
 
 TailHub.consume = consume  # type: ignore[method-assign]
 TailWireProtocol.write_frame = write_frame  # type: ignore[method-assign]
-TailWireProtocol.write_frames = write_frames  # type: ignore[method-assign]
+if _write_frames is not None:
+    TailWireProtocol.write_frames = write_frames  # type: ignore[method-assign]
 atexit.register(dump)
 
 if __name__ == "__main__":
