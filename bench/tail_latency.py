@@ -16,6 +16,15 @@ generator counts the events it wrote after the warm-up per agent, which says how
 each client should have got; a due event that was dropped (queue full) or had not
 arrived when the run ended is a miss, ranked as slower than any delivery. A percentile
 that falls among the misses is printed as "miss".
+
+Where the time goes: every event carries the sidecar's `received_at` (stamped when its
+listener read the event), so the script splits the latency into generator write -> stamp
+(the Unix socket and the listener) and stamp -> receive; per message, the age of its newest
+event at receive (no waiting behind earlier events in it); and the bytes the kernel holds in
+the tail's sockets (sampled with `ss`), as time by Little's law. With `TAIL_PROBE=file` the
+sidecar runs under bench/tail_probe.py, which adds the stamp -> the hub's consume and the
+stamp -> the write of each message's newest event: inside the sidecar vs after it.
+`--raw` swaps the websockets library for a minimal hand-parsing client (cheaper per message).
 """
 
 from __future__ import annotations
