@@ -40,3 +40,37 @@ def test_the_real_route_writes_to_the_socket_and_a_client_gets_text_frames():
     events = [e for f in frames[:-1] for e in json.loads(f)["events"]]  # type: ignore[arg-type]
     assert [e["agent"] for e in events] == ["a", "b"] and len(events[0]["pad"]) == 60_000
     assert [e["agent"] for e in json.loads(frames[-1])["events"]] == ["b"]  # type: ignore[arg-type]
+
+
+def test_a_backlog_goes_out_in_one_write_as_messages_within_max_batch_then_the_reply():
+    with running_sidecar(**{"tail.max_batch": 5}) as s:
+        url = s.url.replace("http://", "ws://") + "/v1/tail"
+        writes: list[int] = []
+
+        def count_writes() -> None:
+            (client,) = s.sidecar.sinks.tail.clients
+            wire = client.wire
+            write_frames = wire.write_frames
+
+            def counted(frames: list[bytes]) -> None:
+                writes.append(len(frames))
+                write_frames(frames)
+
+            wire.write_frames = counted
+
+        async def run() -> list[dict[str, object]]:
+            async with connect(url) as ws:
+                await ws.send(json.dumps({"op": "pause"}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"op": "paused"}
+                s.call(count_writes)
+                await asyncio.to_thread(s.send_unix, ndjson(*[event(agent="a", n=i) for i in range(12)]))
+                while s.call(lambda: len(next(iter(s.sidecar.sinks.tail.clients)).queue)) < 12:
+                    await asyncio.sleep(0.01)
+                await ws.send(json.dumps({"op": "resume"}))
+                return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(4)]
+
+        messages = asyncio.run(run())
+    assert [len(m["events"]) for m in messages[:3]] == [5, 5, 2]  # type: ignore[arg-type]
+    assert [e["n"] for m in messages[:3] for e in m["events"]] == list(range(12))  # type: ignore[attr-defined]
+    assert messages[3] == {"op": "resumed"}
+    assert writes == [4]  # the three messages and the reply: one write

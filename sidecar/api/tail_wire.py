@@ -75,5 +75,6 @@ class TailWireProtocol(WebSocketsSansIOProtocol):
         self.transport.write(frame)
 
     def write_frames(self, frames: list[bytes]) -> None:
-        """Write whole frames in order, in one system call where the loop can (uvloop: writev)."""
+        """Write whole frames in order, in one system call where the loop can (uvloop: writev).
+        Call only when `is_open()`."""
         self.transport.writelines(frames)

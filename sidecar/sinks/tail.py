@@ -6,8 +6,9 @@
 appends the event's bytes (as sent, plus `received_at`) to each matching
 client's own bounded deque; a full deque drops its oldest and counts it. The
 clients with something to send are listed, and one callback per loop turn (the
-writer pass) writes each one's waiting events as one ready WebSocket text frame
-straight to its transport: no task per client, no ASGI send, no str round trip.
+writer pass) writes each one's waiting events as a ready WebSocket text frame
+straight to its transport (several frames in one write when it is behind): no task
+per client, no ASGI send, no str round trip.
 A client whose transport buffer is above its high-water mark is skipped, not
 waited on (its queue goes on dropping its oldest) until the transport says it
 drained; so a slow reader only ever slows itself.
@@ -324,7 +325,8 @@ class TailClient:
             self.hub.schedule(self)
 
     def reply(self, message: dict[str, Any]) -> None:
-        """Queue a control reply; it goes out after the events already queued (up to max_batch).
+        """Queue a control reply; it goes out after the events already queued (up to one write:
+        MESSAGES_PER_WRITE messages of max_batch events, WRITE_BYTES_PER_CLIENT bytes).
         Never dropped: at MAX_CONTROL waiting, `room` clears and the route reads no more
         messages from this client until it has read our replies."""
         self.control.append(_encode(message))
