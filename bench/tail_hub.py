@@ -19,10 +19,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sidecar.config import TailConfig  # noqa: E402
-from sidecar.protocol import EventDecoder  # noqa: E402
-from sidecar.sinks.tail import TailHub, parse_filter  # noqa: E402
-from sidecar.types import Batch  # noqa: E402
+from sidecar.config import TailConfig
+from sidecar.protocol import EventDecoder
+from sidecar.sinks.tail import TailHub, parse_filter
+from sidecar.types import Batch
 
 
 class NullWire:

@@ -44,7 +44,15 @@ from array import array
 import msgspec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tail_common import cpu_seconds, machine, rss_mib, scrape_value, serve_clients, serve_raw_clients, start_sidecar  # noqa: E402
+from tail_common import (
+    cpu_seconds,
+    machine,
+    rss_mib,
+    scrape_value,
+    serve_clients,
+    serve_raw_clients,
+    start_sidecar,
+)
 
 
 class Ev(msgspec.Struct):
@@ -124,7 +132,7 @@ def socket_queues(port: int, stop, out) -> None:
 
     send, recv = [], []
     while not stop.wait(0.25):
-        out_ss = subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True, text=True).stdout
+        out_ss = subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True, text=True, check=False).stdout
         s = r = 0
         for line in out_ss.splitlines():
             f = line.split()
