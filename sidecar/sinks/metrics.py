@@ -22,7 +22,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import w3c_span_id, w3c_trace_id
-from sidecar.sinks.exposition import HistogramRow, exposed_separately, histogram_family, label_block, scalar_family
+from sidecar.sinks.exposition import HistogramNames, exposed_separately, histogram_family, label_block, scalar_family
 from sidecar.sinks.series import MAX_LABEL_LENGTH, Cell, ExemplarSample, HistogramCell, SeriesTable
 from sidecar.types import Batch, Event
 
@@ -83,13 +83,6 @@ def _remember(known: set[str], ident: str) -> None:
 def exemplar_chars(labels: dict[str, str]) -> int:
     """The length OpenMetrics limits: the label names and values of one exemplar, in characters."""
     return sum(len(k) + len(v) for k, v in labels.items())
-
-
-def _histogram_rows(cells: list[HistogramCell]) -> Iterator[HistogramRow]:
-    for h in cells:
-        exemplars = h.exemplars
-        # Slice and copy() are single C calls under the GIL: the consumer cannot change them midway.
-        yield h.block, h.head, h.tail, h.counts[:], h.sum, exemplars.copy() if exemplars else None
 
 
 class _Slot:
@@ -194,6 +187,7 @@ class MetricsSink:
             self.tool_calls,
         )
         self._histograms = (self.durations, self.tool_durations)
+        self._histogram_names = {t.name: HistogramNames.of(t.name, self._les) for t in self._histograms}
         # In exposition order.
         self.tables: tuple[SeriesTable[Cell] | SeriesTable[HistogramCell], ...] = (
             self.events, self.durations, *self._cell_tables[1:], self.tool_durations,
@@ -233,10 +227,10 @@ class MetricsSink:
                         h = slot.hist = self.durations.cell((t, ev.agent or "", ev.workflow or ""))
                     s = d / 1000.0
                     i = bisect_left(bounds, s)
+                    if exemplars and ev.trace_id is not None:
+                        self._exemplar(h, i, ev, s)  # before the count: see HistogramCell.lines
                     h.counts[i] += 1
                     h.sum += s
-                    if exemplars and ev.trace_id is not None:
-                        self._exemplar(h, i, ev, s)
                 # Unrolled per field on purpose: a helper call per field costs ~10% of this loop.
                 n = ev.input_tokens
                 if n is not None:
@@ -278,10 +272,10 @@ class MetricsSink:
             h = self.tool_durations.cell((agent, tool))
             s = d / 1000.0
             i = bisect_left(self.bounds, s)
+            if self.config.exemplars and ev.trace_id is not None:
+                self._exemplar(h, i, ev, s)  # before the count: see HistogramCell.lines
             h.counts[i] += 1
             h.sum += s
-            if self.config.exemplars and ev.trace_id is not None:
-                self._exemplar(h, i, ev, s)
 
     def _exemplar(self, h: HistogramCell, bucket: int, ev: Event, seconds: float) -> None:
         """Keep the event's W3C ids (only those: Prometheus refuses a scrape over one bad
@@ -434,7 +428,8 @@ class MetricsSink:
         for table in self.tables:
             name = table.name
             if name in hists:
-                histogram_family(out, name, _HELP[name], self._les, _histogram_rows(hists[name]), openmetrics)
+                names = self._histogram_names[name]
+                histogram_family(out, name, _HELP[name], [h.lines(names, openmetrics) for h in hists[name]], openmetrics)
             else:
                 kind = "gauge" if table in self._gauges else "counter"
                 scalar_family(out, name, _HELP[name], kind, [(c.block, c.value) for c in scalars[name]], openmetrics)

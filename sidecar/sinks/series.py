@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from sidecar.sinks.exposition import label_block, split_block
+from sidecar.sinks.exposition import HistogramNames, histogram_series, label_block, split_block
 
 MAX_LABEL_LENGTH = 128
 OVERFLOW = "__overflow__"
@@ -43,15 +43,24 @@ class Cell:
 
 
 class HistogramCell:
-    """Non-cumulative bucket counts (the last is +Inf), the sum, and the latest exemplar event per bucket."""
+    """Non-cumulative bucket counts (the last is +Inf), the sum, and the latest exemplar event per bucket.
 
-    __slots__ = ("block", "counts", "exemplars", "head", "sum", "tail")
+    `lines` keeps the series' last rendered text with the counts and sum it was made from, so a
+    scrape re-formats only the series that changed since the previous one. Every update adds 1
+    to a bucket count and (then) rebinds `sum` to a new float: equal counts and the same `sum`
+    object mean nothing changed. The exemplar is written before the count (`MetricsSink`), so a
+    render that read the final counts also read the final exemplars."""
+
+    __slots__ = ("block", "counts", "exemplars", "head", "sum", "tail", "_shown")
 
     def __init__(self, n_buckets: int) -> None:
         self.counts = [0] * (n_buckets + 1)
         self.sum = 0.0
         self.exemplars: dict[int, ExemplarSample] | None = None
         self.block = self.head = self.tail = ""
+        # (counts, sum, openmetrics, names, text) of the last render; one tuple, so that two
+        # scrapes rendering at once never pair one's key with the other's text.
+        self._shown: tuple[list[int], float, bool, HistogramNames, str] | None = None
 
     def version(self) -> float:
         return self.sum + sum(self.counts)
@@ -60,6 +69,21 @@ class HistogramCell:
         # The bucket lines put `le` among the labels, sorted by name as prometheus_client does.
         self.block = label_block(names, values)
         self.head, self.tail = split_block(names, values)
+
+    def lines(self, names: HistogramNames, openmetrics: bool) -> str:
+        """This series' exposition lines, re-formatted only if it changed since the last call.
+        Reads without the sink's lock: the slice and copy() are single C calls under the GIL, so
+        the consumer cannot change them midway (the sum may trail the counts by the batch in
+        flight, as prometheus_client's own Histogram allows; the next scrape then renders again)."""
+        counts = self.counts[:]
+        total = self.sum
+        shown = self._shown
+        if shown is not None and shown[1] is total and shown[0] == counts and shown[2] is openmetrics and shown[3] is names:
+            return shown[4]
+        exemplars = self.exemplars
+        text = histogram_series(names, self.block, self.head, self.tail, counts, total, exemplars.copy() if exemplars else None, openmetrics)
+        self._shown = (counts, total, openmetrics, names, text)
+        return text
 
 
 class SeriesTable(Generic[C]):
