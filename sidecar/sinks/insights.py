@@ -187,8 +187,10 @@ class InsightsStore:
                         durations_of[subject] = [took]
                     elif isinstance(values, list):
                         values.append(took)
-                    else:  # the bucket was thawed: its arrays are shared with the frozen one
-                        durations_of[subject] = np.append(values, took)
+                    else:  # the bucket was thawed: its arrays are shared with the frozen one.
+                        # A list again (freeze makes it an array): np.append per event copied
+                        # the whole array each time, O(n) per late event.
+                        durations_of[subject] = [*values.tolist(), took]
                 if ev.success is False:
                     sums[ERRORS] += 1
                     bucket.errors[(subject, ev.error or "unknown")] += 1
