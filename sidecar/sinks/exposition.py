@@ -70,15 +70,23 @@ def _header(out: list[str], name: str, doc: str, kind: str, openmetrics: bool) -
     out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
 
 
+def scalar_header(out: list[str], name: str, doc: str, kind: str, openmetrics: bool) -> str:
+    """A counter or gauge family's header; returns the name its samples are written under."""
+    _header(out, name, doc, kind, openmetrics)
+    return name + "_total" if kind == "counter" else name
+
+
+def scalar_line(sample: str, block: str, value: float) -> str:
+    """One counter or gauge sample (the same in both formats)."""
+    return f"{sample}{{{block}}} {go_float(value)}\n" if block else f"{sample} {go_float(value)}\n"
+
+
 def scalar_family(
     out: list[str], name: str, doc: str, kind: str, rows: Iterable[tuple[str, float]], openmetrics: bool
 ) -> None:
     """A counter or gauge family: `rows` are (label block, value)."""
-    _header(out, name, doc, kind, openmetrics)
-    sample = name + "_total" if kind == "counter" else name
-    prefix = sample + "{"
-    go = go_float
-    out.extend([f"{prefix}{block}}} {go(value)}\n" if block else f"{sample} {go(value)}\n" for block, value in rows])
+    sample = scalar_header(out, name, doc, kind, openmetrics)
+    out.extend([scalar_line(sample, block, value) for block, value in rows])
 
 
 @dataclass(frozen=True, eq=False)

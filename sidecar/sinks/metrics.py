@@ -22,7 +22,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import w3c_span_id, w3c_trace_id
-from sidecar.sinks.exposition import HistogramNames, exposed_separately, histogram_family, label_block, scalar_family
+from sidecar.sinks.exposition import HistogramNames, exposed_separately, histogram_family, label_block, scalar_family, scalar_header
 from sidecar.sinks.series import MAX_LABEL_LENGTH, Cell, ExemplarSample, HistogramCell, SeriesTable
 from sidecar.types import Batch, Event
 
@@ -431,8 +431,8 @@ class MetricsSink:
                 names = self._histogram_names[name]
                 histogram_family(out, name, _HELP[name], [h.lines(names, openmetrics) for h in hists[name]], openmetrics)
             else:
-                kind = "gauge" if table in self._gauges else "counter"
-                scalar_family(out, name, _HELP[name], kind, [(c.block, c.value) for c in scalars[name]], openmetrics)
+                sample = scalar_header(out, name, _HELP[name], "gauge" if table in self._gauges else "counter", openmetrics)
+                out.extend([c.line(sample) for c in scalars[name]])
         blocks = [label_block(("metric",), (name,)) for name, _, _, _ in sizes]
         for family, kind, numbers in (
             ("sidecar_series", "gauge", [n for _, n, _, _ in sizes]),

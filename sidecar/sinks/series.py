@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from sidecar.sinks.exposition import HistogramNames, histogram_series, label_block, split_block
+from sidecar.sinks.exposition import HistogramNames, histogram_series, label_block, scalar_line, split_block
 
 MAX_LABEL_LENGTH = 128
 OVERFLOW = "__overflow__"
@@ -27,19 +27,34 @@ C = TypeVar("C", bound=Versioned)
 
 class Cell:
     """One series' value. Mutable so the hot path can hold it instead of re-hashing labels.
-    `block` is its label set as the exposition writes it, rendered once when the series is made."""
+    `block` is its label set as the exposition writes it, rendered once when the series is made.
 
-    __slots__ = ("block", "value")
+    `line` keeps the last sample line written with the value object it shows: every update
+    rebinds `value` to a new number, and while the kept tuple holds the old one it cannot be
+    freed and its identity reused, so the same object means the same line."""
+
+    __slots__ = ("block", "value", "_shown")
 
     def __init__(self) -> None:
         self.value = 0.0
         self.block = ""
+        self._shown: tuple[float, str, str] | None = None  # (value, sample name, line)
 
     def version(self) -> float:
         return self.value
 
     def set_labels(self, names: tuple[str, ...], values: tuple[str, ...]) -> None:
         self.block = label_block(names, values)
+
+    def line(self, sample: str) -> str:
+        """This series' sample line under the name `sample`, formatted again only if the value changed."""
+        value = self.value
+        shown = self._shown
+        if shown is not None and shown[0] is value and shown[1] == sample:
+            return shown[2]
+        text = scalar_line(sample, self.block, value)
+        self._shown = (value, sample, text)
+        return text
 
 
 class HistogramCell:
