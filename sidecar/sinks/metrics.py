@@ -414,7 +414,8 @@ class MetricsSink:
 
     def expose(self, openmetrics: bool) -> str:
         """The same families as `collect`, in the same order and bytes, rendered from the label
-        blocks each series keeps: the scrape's cost is per number, not per Python object.
+        blocks each series keeps: the scrape's cost is per number, not per Python object, and
+        only for the series that changed since the previous scrape (`Cell.line`, `HistogramCell.lines`).
 
         The lock is held only to take the list of series (a dict must not change size while it
         is walked) and the small counters. Values are read after it, each whole: a float under
