@@ -161,12 +161,14 @@ def _span_pairs(snap: Snapshot, c: InsightsConfig, against_peers: bool) -> Itera
             now = {k: v for k, v in _group_durations(snap.window, dims, (span_type,)).items() if k[0] is not None}
             before = {} if against_peers else _group_durations(snap.baseline, dims, (span_type,))
             for key, values in now.items():
+                if len(values) < c.min_samples:
+                    continue  # before the reference: joining every peer per subject is O(subjects^2) at the cap
                 if against_peers:
                     peers = [v for k, v in now.items() if k != key]
                     reference = np.concatenate(peers) if peers else np.empty(0)
                 else:
                     reference = before.get(key, np.empty(0))
-                if len(values) >= c.min_samples and len(reference) >= c.min_samples:
+                if len(reference) >= c.min_samples:
                     yield {"type": span_type, **_subject(dims, key)}, values, reference
 
 

@@ -3,7 +3,9 @@
 prometheus_client builds a Sample (a dict of labels) per line and escapes every label name and
 value on every scrape; at the cap that is ~190k objects and ~3 s. Here each series renders its
 label block once, when it is created (`label_block`, `split_block`), and a scrape only formats
-numbers into one list of strings, family by family. The output is byte for byte what
+numbers into one list of strings, family by family; the cells keep their last lines
+(`sidecar.sinks.series`), so only the series that changed since the previous scrape are
+formatted again. The output is byte for byte what
 prometheus_client renders for the same families (tests/sinks/test_exposition.py proves it on
 random tables): labels sorted by name, values escaped as it escapes them, numbers as
 `floatToGoString` writes them, no `_created` samples (the families are built without one).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from itertools import accumulate
 
 from prometheus_client.utils import floatToGoString
@@ -27,8 +30,8 @@ exposed_separately: ContextVar[bool] = ContextVar("exposed_separately", default=
 # string format per series; Go (and floatToGoString) switch to an exponent at 1e6.
 _PLAIN_INT_LIMIT = 1_000_000
 
-# A histogram series' rendered bucket counts, sum and exemplars, copied under the sink's lock.
-HistogramRow = tuple[str, str, str, list[int], float, dict[int, tuple[str, str | None, float, float | None]] | None]
+# A histogram series' exemplars by bucket index: trace id, span id, value, timestamp.
+Exemplars = dict[int, tuple[str, str | None, float, float | None]]
 
 
 def escape(value: str) -> str:
@@ -69,46 +72,70 @@ def _header(out: list[str], name: str, doc: str, kind: str, openmetrics: bool) -
     out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
 
 
+def scalar_header(out: list[str], name: str, doc: str, kind: str, openmetrics: bool) -> str:
+    """A counter or gauge family's header; returns the name its samples are written under."""
+    _header(out, name, doc, kind, openmetrics)
+    return name + "_total" if kind == "counter" else name
+
+
+def scalar_line(sample: str, block: str, value: float) -> str:
+    """One counter or gauge sample (the same in both formats)."""
+    return f"{sample}{{{block}}} {go_float(value)}\n" if block else f"{sample} {go_float(value)}\n"
+
+
 def scalar_family(
     out: list[str], name: str, doc: str, kind: str, rows: Iterable[tuple[str, float]], openmetrics: bool
 ) -> None:
     """A counter or gauge family: `rows` are (label block, value)."""
-    _header(out, name, doc, kind, openmetrics)
-    sample = name + "_total" if kind == "counter" else name
-    prefix = sample + "{"
-    go = go_float
-    out.extend([f"{prefix}{block}}} {go(value)}\n" if block else f"{sample} {go(value)}\n" for block, value in rows])
+    sample = scalar_header(out, name, doc, kind, openmetrics)
+    out.extend([scalar_line(sample, block, value) for block, value in rows])
 
 
-def histogram_family(
-    out: list[str], name: str, doc: str, les: Sequence[str], rows: Iterable[HistogramRow], openmetrics: bool
-) -> None:
-    """A histogram family. `les` are the bucket bounds as written (the last is +Inf); rows are
-    (block, head, tail, non-cumulative counts, sum, exemplar per bucket index)."""
+@dataclass(frozen=True, eq=False)
+class HistogramNames:
+    """What every series of one histogram family writes besides its own labels and numbers."""
+
+    bucket: str  # `name_bucket{`
+    count: str
+    total: str
+    les: tuple[str, ...]  # the bucket bounds as written; the last is +Inf
+    with_count: bool  # prometheus_client drops _count and _sum after a negative bound
+
+    @classmethod
+    def of(cls, name: str, les: Sequence[str]) -> HistogramNames:
+        return cls(name + "_bucket{", name + "_count", name + "_sum", tuple(les), float(les[0]) >= 0)
+
+
+def histogram_series(
+    names: HistogramNames, block: str, head: str, tail: str, counts: Sequence[int], sum_: float,
+    exemplars: Exemplars | None, openmetrics: bool,
+) -> str:
+    """One histogram series' lines: its buckets (from non-cumulative `counts`, the last +Inf),
+    then `_count` and `_sum`. `head` and `tail` are its label block split around `le`."""
+    bucket, les, go = names.bucket, names.les, go_float
+    cum = list(accumulate(counts))
+    shown = exemplars if openmetrics and exemplars else None
+    if cum[-1] < _PLAIN_INT_LIMIT and shown is None:
+        # One template per series: every bucket line in one C-level format call.
+        close = f'"{tail}}} %d.0\n{bucket}{head}le="'
+        text = (f'{bucket}{head}le="' + close.join(les) + f'"{tail}}} %d.0\n') % tuple(cum)
+    else:
+        values = [f"{c}.0" for c in cum] if cum[-1] < _PLAIN_INT_LIMIT else [go(c) for c in cum]
+        if shown is not None:
+            for i, (trace_id, span_id, value, ts) in shown.items():
+                labels = f'trace_id="{trace_id}"' if span_id is None else f'span_id="{span_id}",trace_id="{trace_id}"'
+                stamp = "" if ts is None else f" {ts!r}"
+                values[i] += f" # {{{labels}}} {go(value)}{stamp}"
+        close = f'"{tail}}} %s\n{bucket}{head}le="'
+        text = (f'{bucket}{head}le="' + close.join(les) + f'"{tail}}} %s\n') % tuple(values)
+    if not names.with_count:
+        return text
+    if block:
+        return f"{text}{names.count}{{{block}}} {go(cum[-1])}\n{names.total}{{{block}}} {go(sum_)}\n"
+    return f"{text}{names.count} {go(cum[-1])}\n{names.total} {go(sum_)}\n"
+
+
+def histogram_family(out: list[str], name: str, doc: str, series: Iterable[str], openmetrics: bool) -> None:
+    """A histogram family: its header, then each series' lines (`histogram_series`)."""
     _header(out, name, doc, "histogram", openmetrics)
-    bucket = name + "_bucket{"
-    count, total = name + "_count", name + "_sum"
-    with_count = float(les[0]) >= 0  # prometheus_client drops _count and _sum after a negative bound
-    go = go_float
-    append = out.append
-    for block, head, tail, counts, sum_, exemplars in rows:
-        cum = list(accumulate(counts))
-        shown = exemplars if openmetrics and exemplars else None
-        if cum[-1] < _PLAIN_INT_LIMIT and shown is None:
-            # One template per series: every bucket line in one C-level format call.
-            close = f'"{tail}}} %d.0\n{bucket}{head}le="'
-            append((f'{bucket}{head}le="' + close.join(les) + f'"{tail}}} %d.0\n') % tuple(cum))
-        else:
-            values = [f"{c}.0" for c in cum] if cum[-1] < _PLAIN_INT_LIMIT else [go(c) for c in cum]
-            if shown is not None:
-                for i, (trace_id, span_id, value, ts) in shown.items():
-                    labels = f'trace_id="{trace_id}"' if span_id is None else f'span_id="{span_id}",trace_id="{trace_id}"'
-                    stamp = "" if ts is None else f" {ts!r}"
-                    values[i] += f" # {{{labels}}} {go(value)}{stamp}"
-            close = f'"{tail}}} %s\n{bucket}{head}le="'
-            append((f'{bucket}{head}le="' + close.join(les) + f'"{tail}}} %s\n') % tuple(values))
-        if with_count:
-            if block:
-                append(f"{count}{{{block}}} {go(cum[-1])}\n{total}{{{block}}} {go(sum_)}\n")
-            else:
-                append(f"{count} {go(cum[-1])}\n{total} {go(sum_)}\n")
+    out.extend(series)

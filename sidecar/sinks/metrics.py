@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import w3c_span_id, w3c_trace_id
-from sidecar.sinks.exposition import HistogramRow, exposed_separately, histogram_family, label_block, scalar_family
+from sidecar.sinks.exposition import HistogramNames, exposed_separately, histogram_family, label_block, scalar_family, scalar_header
 from sidecar.sinks.series import MAX_LABEL_LENGTH, Cell, ExemplarSample, HistogramCell, SeriesTable
 from sidecar.types import Batch, Event
 
@@ -85,13 +86,6 @@ def exemplar_chars(labels: dict[str, str]) -> int:
     return sum(len(k) + len(v) for k, v in labels.items())
 
 
-def _histogram_rows(cells: list[HistogramCell]) -> Iterator[HistogramRow]:
-    for h in cells:
-        exemplars = h.exemplars
-        # Slice and copy() are single C calls under the GIL: the consumer cannot change them midway.
-        yield h.block, h.head, h.tail, h.counts[:], h.sum, exemplars.copy() if exemplars else None
-
-
 class _Slot:
     """The cells one label combination updates, resolved lazily (a series exists only once used)."""
 
@@ -117,7 +111,10 @@ class _Lifecycle:
 
     def __init__(self, max_active: int):
         self.open: dict[str, tuple[Cell, float, str]] = {}
-        self.ended: dict[str, None] = {}  # insertion order is end order
+        # Insertion order is end order. An OrderedDict, since the oldest goes at every end once
+        # full: a dict's next(iter()) walks the holes its earlier deletions left at the front
+        # (~7 µs per call at 10k entries, against 0.5 µs for popitem(last=False)).
+        self.ended: OrderedDict[str, None] = OrderedDict()
         self.max_active = max_active
         self.untracked = 0
 
@@ -160,7 +157,7 @@ class _Lifecycle:
         ended = self.ended
         ended[ident] = None
         if len(ended) > self.max_active:
-            del ended[next(iter(ended))]
+            ended.popitem(last=False)
 
 
 class MetricsSink:
@@ -194,6 +191,7 @@ class MetricsSink:
             self.tool_calls,
         )
         self._histograms = (self.durations, self.tool_durations)
+        self._histogram_names = {t.name: HistogramNames.of(t.name, self._les) for t in self._histograms}
         # In exposition order.
         self.tables: tuple[SeriesTable[Cell] | SeriesTable[HistogramCell], ...] = (
             self.events, self.durations, *self._cell_tables[1:], self.tool_durations,
@@ -233,10 +231,10 @@ class MetricsSink:
                         h = slot.hist = self.durations.cell((t, ev.agent or "", ev.workflow or ""))
                     s = d / 1000.0
                     i = bisect_left(bounds, s)
+                    if exemplars and ev.trace_id is not None:
+                        self._exemplar(h, i, ev, s)  # before the count: see HistogramCell.lines
                     h.counts[i] += 1
                     h.sum += s
-                    if exemplars and ev.trace_id is not None:
-                        self._exemplar(h, i, ev, s)
                 # Unrolled per field on purpose: a helper call per field costs ~10% of this loop.
                 n = ev.input_tokens
                 if n is not None:
@@ -278,10 +276,10 @@ class MetricsSink:
             h = self.tool_durations.cell((agent, tool))
             s = d / 1000.0
             i = bisect_left(self.bounds, s)
+            if self.config.exemplars and ev.trace_id is not None:
+                self._exemplar(h, i, ev, s)  # before the count: see HistogramCell.lines
             h.counts[i] += 1
             h.sum += s
-            if self.config.exemplars and ev.trace_id is not None:
-                self._exemplar(h, i, ev, s)
 
     def _exemplar(self, h: HistogramCell, bucket: int, ev: Event, seconds: float) -> None:
         """Keep the event's W3C ids (only those: Prometheus refuses a scrape over one bad
@@ -416,7 +414,8 @@ class MetricsSink:
 
     def expose(self, openmetrics: bool) -> str:
         """The same families as `collect`, in the same order and bytes, rendered from the label
-        blocks each series keeps: the scrape's cost is per number, not per Python object.
+        blocks each series keeps: the scrape's cost is per number, not per Python object, and
+        only for the series that changed since the previous scrape (`Cell.line`, `HistogramCell.lines`).
 
         The lock is held only to take the list of series (a dict must not change size while it
         is walked) and the small counters. Values are read after it, each whole: a float under
@@ -434,10 +433,11 @@ class MetricsSink:
         for table in self.tables:
             name = table.name
             if name in hists:
-                histogram_family(out, name, _HELP[name], self._les, _histogram_rows(hists[name]), openmetrics)
+                names = self._histogram_names[name]
+                histogram_family(out, name, _HELP[name], [h.lines(names, openmetrics) for h in hists[name]], openmetrics)
             else:
-                kind = "gauge" if table in self._gauges else "counter"
-                scalar_family(out, name, _HELP[name], kind, [(c.block, c.value) for c in scalars[name]], openmetrics)
+                sample = scalar_header(out, name, _HELP[name], "gauge" if table in self._gauges else "counter", openmetrics)
+                out.extend([c.line(sample) for c in scalars[name]])
         blocks = [label_block(("metric",), (name,)) for name, _, _, _ in sizes]
         for family, kind, numbers in (
             ("sidecar_series", "gauge", [n for _, n, _, _ in sizes]),

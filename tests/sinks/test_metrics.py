@@ -245,6 +245,20 @@ def test_lifecycle_tracking_is_bounded():
     assert reg.get_sample_value("sidecar_lifecycle_untracked_total") == 3
 
 
+def test_ended_runs_are_remembered_newest_first_up_to_max_active():
+    """Past lifecycle.max_active ended ids the oldest is forgotten (its late repeat counts again),
+    the newest kept (its repeat does not)."""
+    sink, reg = make(**{"lifecycle.max_active": 2})
+    runs = lambda: reg.get_sample_value("agent_workflow_runs_total", {"workflow": "w", "outcome": "completed"})  # noqa: E731
+    for i in range(3):
+        feed(sink, {"type": "workflow.started", "workflow": "w", "run_id": f"r{i}"}, {"type": "workflow.completed", "workflow": "w", "run_id": f"r{i}"})
+    assert runs() == 3 and list(sink._runs.ended) == ["r1", "r2"]
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "r2"})
+    assert runs() == 3
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "r0"})
+    assert runs() == 4
+
+
 def test_cardinality_guard_folds_new_label_sets_into_overflow():
     sink, reg = make(**{"metrics.max_series_per_metric": 3})
     feed(sink, *({"type": "x", "agent": f"agent-{i}"} for i in range(5)))
