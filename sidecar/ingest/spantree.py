@@ -12,9 +12,10 @@ Memory is bounded twice: `max_tracked` recent spans remembered (oldest forgotten
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import Generic, TypeVar
+
+import msgspec
 
 from sidecar.ingest.genai import Node
 
@@ -23,8 +24,8 @@ MAX_DEPTH = 256  # ancestors walked at most: a hostile parent cycle must end som
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class Context:
+# Structs with gc=False: they refer to nothing that refers back, and a held span lives up to otlp.hold.
+class Context(msgspec.Struct, gc=False):
     """What a span's ancestry gives it (None where nothing on the known chain said)."""
 
     agent: str | None
@@ -32,14 +33,13 @@ class Context:
     invocation_id: str | None
 
 
-@dataclass(slots=True)
-class Held(Generic[T]):
+class Held(msgspec.Struct, Generic[T], gc=False):
     key: bytes
     item: T
     own: Node
     deadline: float
     waiting_on: bytes = b""
-    context: Context = field(default_factory=lambda: Context(None, None, None))
+    context: Context = msgspec.field(default_factory=lambda: Context(None, None, None))
 
 
 class SpanTree(Generic[T]):
@@ -60,6 +60,14 @@ class SpanTree(Generic[T]):
         if key not in nodes and len(nodes) >= self.max_tracked:
             nodes.popitem(last=False)
         nodes[key] = node
+
+    def remember_all(self, pairs: list[tuple[bytes, Node]]) -> None:
+        """`remember` for one request's spans."""
+        nodes = self.nodes
+        nodes.update(pairs)
+        excess = len(nodes) - self.max_tracked
+        for _ in range(excess):  # oldest first; a request larger than max_tracked keeps its last spans
+            nodes.popitem(last=False)
 
     def walk(self, key: bytes, own: Node) -> tuple[Context, bytes | None]:
         """The context the known chain gives, and the first missing ancestor's key (None: chain complete)."""
