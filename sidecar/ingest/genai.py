@@ -178,17 +178,6 @@ def _first_str(known: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return found
 
 
-def _first_number(known: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    """Remove `keys` from `known`; the first present, integral doubles as ints (a string or worse goes
-    to the decoder, which refuses it naming the field)."""
-    found = None
-    for key in keys:
-        v = known.pop(key, None)
-        if found is None and v is not None:
-            found = int(v) if v.__class__ is float and v.is_integer() else v
-    return found
-
-
 def _exception_type(span: Span) -> str:
     for ev in span.events:
         if ev.name == "exception":
@@ -198,14 +187,12 @@ def _exception_type(span: Span) -> str:
     return "error"
 
 
-def _payload(attrs: dict[str, Any], budget: int) -> msgspec.Raw:
-    """The attributes not mapped to fields (content is already out), as JSON within `budget` bytes."""
-    raw = _encode(attrs)
-    if len(raw) <= budget:
-        return msgspec.Raw(raw)
+def _bounded_payload(attrs: dict[str, Any], budget: int) -> msgspec.Raw:
+    """The payload of a span whose attributes (content already out) encode to more than `budget` bytes:
+    attributes kept in order while they fit, and how many were left out."""
     kept: dict[str, Any] = {}
     left_out = 0
-    for key, value in attrs.items():  # over budget (rare): keep attributes in order while they fit
+    for key, value in attrs.items():
         budget -= len(key) + len(_encode(value)) + 4
         if budget < 0:
             left_out += 1
@@ -234,15 +221,19 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
     routes = _ROUTES[keep_content]
     attrs: dict[str, Any] = {}
     known: dict[str, Any] = {}
-    for kv in attributes:
+    for kv in attributes[:]:  # a list: iterating the container itself ends in an IndexError, built and caught per span
         k = kv.key
         where = routes.get(k) or _route(k, keep_content)
+        if where is _CONTENT:
+            continue
+        v = kv.value
+        value: Any = v.string_value  # nearly every attribute is a non-empty string, most others ints
+        if not value:
+            value = v.int_value if v.WhichOneof("value") == "int_value" else any_value(v)
         if where is _PAYLOAD:
-            v = kv.value
-            attrs[k] = v.string_value or any_value(v)  # nearly every attribute is a non-empty string
-        elif where is _FIELD:
-            v = kv.value
-            known[k] = v.string_value or any_value(v)
+            attrs[k] = value
+        else:
+            known[k] = value
     # The fields every span may give (a non-empty string, else nothing; the attribute is used up either way).
     op = known.pop(_OPERATION, None) if known else None
     if op.__class__ is not str or not op:
@@ -288,9 +279,13 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
                 event["model"] = model
             # Tokens only from inference spans: an agent span's (aggregated) usage repeats its children's.
             for field, keys in _NUMBERS:
-                found = _first_number(known, keys)
-                if found is not None:
-                    event[field] = found
+                found = None
+                for k in keys:  # the first present; every one is used up
+                    v = known.pop(k, None)
+                    if found is None and v is not None:
+                        found = v
+                if found is not None:  # an integral double is a count; a string or worse goes to the decoder, which names it
+                    event[field] = int(found) if found.__class__ is float and found.is_integer() else found
         elif kind == "tool.call":
             tool = known.pop(_TOOL, None)
             if tool.__class__ is str and tool:
@@ -308,5 +303,9 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
         attrs["span.name"] = name
     if resource.service:
         attrs["service.name"] = resource.service
-    event["payload"] = _payload(attrs, config.max_payload_bytes)
-    return key, node, Draft(event, kind, failed, _str(attrs, PROVIDER), resource.agent, resource.workflow)
+    raw = _encode(attrs)
+    event["payload"] = msgspec.Raw(raw) if len(raw) <= config.max_payload_bytes else _bounded_payload(attrs, config.max_payload_bytes)
+    provider = attrs.get("gen_ai.provider.name")
+    if provider.__class__ is not str or not provider:
+        provider = _str(attrs, PROVIDER)
+    return key, node, Draft(event, kind, failed, provider, resource.agent, resource.workflow)

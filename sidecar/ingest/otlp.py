@@ -380,7 +380,7 @@ class OtlpReceiver:
                 new_held.append(key)
             else:
                 ready.append(done)
-        woken = tree.wake([key for key, _ in p.nodes])
+        woken = tree.wake(key for key, _ in p.nodes)
         timed_out, overflow = tree.expire(now)
         released = woken + timed_out + overflow
         if not self._submit(ready + released, now, p.bad):

@@ -12,6 +12,7 @@ Memory is bounded twice: `max_tracked` recent spans remembered (oldest forgotten
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -95,7 +96,8 @@ class SpanTree(Generic[T]):
     def place(self, key: bytes, own: Node, item: T, now: float) -> Held[T] | None:
         """Resolve the item's context now (returned, ready) or hold it (None). Call after `remember`
         of every span that arrived with it, so ancestors in the same request count."""
-        self._drop(key)  # the same span sent again replaces the one waiting: never two events for it
+        if key in self.held:
+            self._drop(key)  # the same span sent again replaces the one waiting: never two events for it
         context, missing = self.walk(key, own)
         held = Held(key, item, own, now + self.hold, context=context)
         if missing is None:
@@ -105,9 +107,11 @@ class SpanTree(Generic[T]):
         self._waiting.setdefault(missing, []).append(key)
         return None
 
-    def wake(self, arrived: list[bytes]) -> list[Held[T]]:
+    def wake(self, arrived: Iterable[bytes]) -> list[Held[T]]:
         """Held items whose missing ancestor is among `arrived` and whose chain is now complete."""
-        ready = []
+        ready: list[Held[T]] = []
+        if not self._waiting:
+            return ready
         for key in arrived:
             waiting = self._waiting.pop(key, None)
             if not waiting:
