@@ -79,10 +79,19 @@ def test_pricing_can_be_turned_off():
 def test_prices_match_the_library_across_its_tiers_and_an_unknown_provider_falls_back_to_the_model_name(model):
     rate = table_rate(model, "no-such-provider")
     assert rate is not None
-    for tokens in (0, 1000, 128_000, 128_001, 200_000, 200_001, 300_000):  # below, at and above long-context tiers
+    for tokens in (0, 1000, 128_000, 128_001, 200_000, 200_001, 300_000):  # below, at and above long-context tiers (input and output)
         expected = calc_price(Usage(input_tokens=tokens, output_tokens=1000), model).total_price
         assert rate(tokens, 1000) == pytest.approx(float(expected), rel=1e-12), tokens
     assert table_rate("surely-not-a-model-name", None) is None
+
+
+def test_a_model_with_several_tiers_gets_the_highest_tier_its_input_exceeds():
+    model, provider = "qwen/qwen3.7-flash", "openrouter"  # tiers at 32k and 256k input tokens
+    rate = table_rate(model, provider)
+    assert rate is not None
+    for tokens in (0, 32_000, 32_001, 256_000, 256_001, 400_000):
+        expected = calc_price(Usage(input_tokens=tokens, output_tokens=1000), model, provider_id=provider).total_price
+        assert rate(tokens, 1000) == pytest.approx(float(expected), rel=1e-12), tokens
 
 
 def test_each_model_is_looked_up_once():

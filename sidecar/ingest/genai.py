@@ -47,6 +47,28 @@ OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system")
 SESSION = ("gen_ai.conversation.id", "session.id")
 MODEL = ("gen_ai.response.model", "gen_ai.request.model")  # the response's wins
+_OPERATION, _AGENT, _WORKFLOW, _TOOL = "gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.workflow.name", "gen_ai.tool.name"
+_NUMBERS = (("input_tokens", INPUT_TOKENS), ("output_tokens", OUTPUT_TOKENS), ("cost_usd", COST_KEYS))
+# Where an attribute goes, by key: a field candidate (whether it becomes a field depends on the
+# operation, known only once every attribute is read), the payload, or nowhere (content).
+_FIELD, _PAYLOAD, _CONTENT = "field", "payload", "content"
+_FIELD_KEYS = (_OPERATION, _AGENT, _WORKFLOW, _TOOL, "error.type", *SESSION, *MODEL, *INPUT_TOKENS, *OUTPUT_TOKENS, *COST_KEYS)
+# The route of each key seen, per keep_content: one dict lookup per attribute instead of a set and
+# a prefix test. Bounded (keys are the sender's to choose): beyond it, unknown keys are tested each time.
+_MAX_ROUTES = 4096
+_ROUTES: dict[bool, dict[str, str]] = {
+    False: {**dict.fromkeys(CONTENT_KEYS, _CONTENT), **dict.fromkeys(_FIELD_KEYS, _FIELD)},
+    True: dict.fromkeys(_FIELD_KEYS, _FIELD),
+}
+
+
+def _route(key: str, keep_content: bool) -> str:
+    """Where an attribute not yet in `_ROUTES` goes (and remember it while there is room)."""
+    where = _PAYLOAD if keep_content or not key.startswith(CONTENT_PREFIXES) else _CONTENT
+    routes = _ROUTES[keep_content]
+    if len(routes) < _MAX_ROUTES:
+        routes[key] = where
+    return where
 
 TRACE_ID_BYTES, SPAN_ID_BYTES = 16, 8
 MAX_VALUE_DEPTH = 8  # AnyValue arrays/kvlists nested deeper than this show as a marker in the payload
@@ -56,8 +78,9 @@ _ERROR = Status.STATUS_CODE_ERROR
 _encode = msgspec.json.encode
 
 
-@dataclass(slots=True)
-class Node:
+# Node and Draft are msgspec Structs with gc=False (they hold no references that could form a cycle):
+# up to otlp.max_tracked_spans Nodes live on, and the collector need not walk them on every pass.
+class Node(msgspec.Struct, gc=False):
     """What a span tells its descendants: its parent and the agent or workflow it stands for."""
 
     parent: bytes | None  # trace id + parent span id; None for a root or a remote parent
@@ -66,8 +89,7 @@ class Node:
     workflow: str | None  # gen_ai.workflow.name of any span
 
 
-@dataclass(slots=True)
-class Draft:
+class Draft(msgspec.Struct, gc=False):
     """An event dict still missing what ancestors give, with what it falls back to."""
 
     event: dict[str, Any]
@@ -146,24 +168,13 @@ def check_ids(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> None:
         raise Refused("bad_parent_span_id", f"parent_span_id must be empty or {SPAN_ID_BYTES} bytes, got {len(parent_span_id)}")
 
 
-def _take_str(attrs: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    """Remove `keys` from attrs; the first non-empty string among them."""
+def _first_str(known: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """Remove `keys` from `known`; the first non-empty string among them."""
     found = None
     for key in keys:
-        v = attrs.pop(key, None)
+        v = known.pop(key, None)
         if found is None and v.__class__ is str and v:
             found = v
-    return found
-
-
-def _take_number(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    """Remove `keys` from attrs; the first present, integral doubles as ints (a string or worse goes
-    to the decoder, which refuses it naming the field)."""
-    found = None
-    for key in keys:
-        v = attrs.pop(key, None)
-        if found is None and v is not None:
-            found = int(v) if v.__class__ is float and v.is_integer() else v
     return found
 
 
@@ -176,14 +187,12 @@ def _exception_type(span: Span) -> str:
     return "error"
 
 
-def _payload(attrs: dict[str, Any], budget: int) -> msgspec.Raw:
-    """The attributes not mapped to fields (content is already out), as JSON within `budget` bytes."""
-    raw = _encode(attrs)
-    if len(raw) <= budget:
-        return msgspec.Raw(raw)
+def _bounded_payload(attrs: dict[str, Any], budget: int) -> msgspec.Raw:
+    """The payload of a span whose attributes (content already out) encode to more than `budget` bytes:
+    attributes kept in order while they fit, and how many were left out."""
     kept: dict[str, Any] = {}
     left_out = 0
-    for key, value in attrs.items():  # over budget (rare): keep attributes in order while they fit
+    for key, value in attrs.items():
         budget -= len(key) + len(_encode(value)) + 4
         if budget < 0:
             left_out += 1
@@ -198,25 +207,43 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
 
     Raises `Refused` for a span that breaks the protocol (ids, attribute count, times)."""
     trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id  # each read makes a new bytes
-    check_ids(trace_id, span_id, parent_id)
+    if len(trace_id) != TRACE_ID_BYTES or len(span_id) != SPAN_ID_BYTES or (parent_id and len(parent_id) != SPAN_ID_BYTES):
+        check_ids(trace_id, span_id, parent_id)  # raises, naming the id
     attributes = span.attributes
     if len(attributes) > config.max_attributes:
         raise Refused("too_many_attributes", f"{len(attributes)} attributes, more than otlp.max_attributes ({config.max_attributes})")
     remote_parent = span.flags & _IS_REMOTE == _IS_REMOTE
     parent = trace_id + parent_id if parent_id and not remote_parent else None
+    # One pass: attributes that can become fields go to `known`, the rest (content left out, never
+    # even made a Python string) to `attrs`, the payload. Reaching an attribute through upb costs
+    # more than everything done with it here, so each is read exactly once.
     keep_content = config.keep_content
+    routes = _ROUTES[keep_content]
     attrs: dict[str, Any] = {}
-    for kv in attributes:  # message content never even becomes a Python string
+    known: dict[str, Any] = {}
+    for kv in attributes[:]:  # a list: iterating the container itself ends in an IndexError, built and caught per span
         k = kv.key
-        if not keep_content and (k in CONTENT_KEYS or k.startswith(CONTENT_PREFIXES)):
+        where = routes.get(k) or _route(k, keep_content)
+        if where is _CONTENT:
             continue
         v = kv.value
-        which = v.WhichOneof("value")  # strings and ints inline: they are nearly all attributes
-        attrs[k] = v.string_value if which == "string_value" else v.int_value if which == "int_value" else any_value(v)
-    # Attributes that become fields leave `attrs`; what is left is the payload.
-    op = _take_str(attrs, ("gen_ai.operation.name",))
-    own_agent = _take_str(attrs, ("gen_ai.agent.name",))
-    workflow = _take_str(attrs, ("gen_ai.workflow.name",))
+        value: Any = v.string_value  # nearly every attribute is a non-empty string, most others ints
+        if not value:
+            value = v.int_value if v.WhichOneof("value") == "int_value" else any_value(v)
+        if where is _PAYLOAD:
+            attrs[k] = value
+        else:
+            known[k] = value
+    # The fields every span may give (a non-empty string, else nothing; the attribute is used up either way).
+    op = known.pop(_OPERATION, None) if known else None
+    if op.__class__ is not str or not op:
+        op = None
+    own_agent = known.pop(_AGENT, None) if known else None
+    if own_agent.__class__ is not str or not own_agent:
+        own_agent = None
+    workflow = known.pop(_WORKFLOW, None) if known else None
+    if workflow.__class__ is not str or not workflow:
+        workflow = None
     is_agent = op == "invoke_agent"
     node = Node(parent, is_agent, own_agent if is_agent else None, workflow)
     key = trace_id + span_id
@@ -227,7 +254,7 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start and end and end < start:
         raise Refused("bad_time", "end_time_unix_nano is before start_time_unix_nano")
-    error_type = attrs.pop("error.type", None)
+    error_type = known.pop("error.type", None)
     failed = error_type is not None or span.status.code == _ERROR
     trace_hex = trace_id.hex()
     span_hex = span_id.hex()
@@ -242,31 +269,43 @@ def read_span(span: Span, resource: ResourceInfo, config: OtlpConfig) -> tuple[b
         event["workflow"] = workflow
     if is_agent:
         event["invocation_id"] = span_hex
-    session = _take_str(attrs, SESSION)
-    if session:
-        event["session_id"] = session
-    if kind == "llm.call":
-        model = _take_str(attrs, MODEL)
-        if model:
-            event["model"] = model
-        # Tokens only from inference spans: an agent span's (aggregated) usage repeats its children's.
-        for field, keys in (("input_tokens", INPUT_TOKENS), ("output_tokens", OUTPUT_TOKENS), ("cost_usd", COST_KEYS)):
-            found = _take_number(attrs, keys)
-            if found is not None:
-                event[field] = found
-    elif kind == "tool.call":
-        tool = _take_str(attrs, ("gen_ai.tool.name",))
-        if tool:
-            event["tool"] = tool
+    if known:
+        session = _first_str(known, SESSION)
+        if session:
+            event["session_id"] = session
+        if kind == "llm.call":
+            model = _first_str(known, MODEL)
+            if model:
+                event["model"] = model
+            # Tokens only from inference spans: an agent span's (aggregated) usage repeats its children's.
+            for field, keys in _NUMBERS:
+                found = None
+                for k in keys:  # the first present; every one is used up
+                    v = known.pop(k, None)
+                    if found is None and v is not None:
+                        found = v
+                if found is not None:  # an integral double is a count; a string or worse goes to the decoder, which names it
+                    event[field] = int(found) if found.__class__ is float and found.is_integer() else found
+        elif kind == "tool.call":
+            tool = known.pop(_TOOL, None)
+            if tool.__class__ is str and tool:
+                event["tool"] = tool
+        if known:  # what this kind of span does not map (a model on a tool span, usage on an agent's) rides along
+            attrs.update(known)
     if failed:
         event["success"] = False
         event["severity"] = "error"
         event["error"] = error_type if error_type.__class__ is str and error_type else _exception_type(span)
     if kind in ("agent", "workflow"):
         event["type"] = f"{kind}.failed" if failed else f"{kind}.completed"
-    if span.name:
-        attrs["span.name"] = span.name
+    name = span.name
+    if name:
+        attrs["span.name"] = name
     if resource.service:
         attrs["service.name"] = resource.service
-    event["payload"] = _payload(attrs, config.max_payload_bytes)
-    return key, node, Draft(event, kind, failed, _str(attrs, PROVIDER), resource.agent, resource.workflow)
+    raw = _encode(attrs)
+    event["payload"] = msgspec.Raw(raw) if len(raw) <= config.max_payload_bytes else _bounded_payload(attrs, config.max_payload_bytes)
+    provider = attrs.get("gen_ai.provider.name")
+    if provider.__class__ is not str or not provider:
+        provider = _str(attrs, PROVIDER)
+    return key, node, Draft(event, kind, failed, provider, resource.agent, resource.workflow)

@@ -56,7 +56,8 @@ _encode = msgspec.json.encode
 # google.rpc.Code values, for the Status body of 4xx/5xx answers.
 _INVALID_ARGUMENT, _UNAUTHENTICATED, _RESOURCE_EXHAUSTED, _UNAVAILABLE = 3, 16, 8, 14
 
-Pending = tuple[Draft, Event]
+# A mapped span on its way: its draft, the event the decoder made of it, and the JSON it was decoded from.
+Pending = tuple[Draft, Event, bytes]
 
 
 class BadBody(Exception):
@@ -76,7 +77,7 @@ class Prepared:
     rejected: dict[str, int] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)
     nodes: list[tuple[bytes, Node]] = field(default_factory=list)
-    valid: list[tuple[bytes, Node, Draft, Event]] = field(default_factory=list)
+    valid: list[tuple[bytes, Node, Pending]] = field(default_factory=list)
     bad: list[Rejection] = field(default_factory=list)
 
 
@@ -325,34 +326,38 @@ class OtlpReceiver:
         """Spans -> event drafts, priced and validated by the EventDecoder; nothing resolved or queued yet."""
         otlp = self.otlp
         out = Prepared()
+        nodes = out.nodes
         placed: list[tuple[bytes, Node, Draft]] = []
         for i, rs in enumerate(request.resource_spans):
             resource = read_resource(rs.resource.attributes, otlp)
             for j, ss in enumerate(rs.scope_spans):
-                for k, span in enumerate(ss.spans):
-                    out.received += 1
+                spans = ss.spans
+                out.received += len(spans)
+                for k, span in enumerate(spans):
                     try:
-                        if (i, j, k) in bad_ids:
+                        if bad_ids and (i, j, k) in bad_ids:
                             raise bad_ids[i, j, k]
                         key, node, draft = read_span(span, resource, otlp)
                     except Refused as exc:
                         out.rejected[exc.reason] = out.rejected.get(exc.reason, 0) + 1
                         out.problems.append(f"{exc.reason}: {exc} (span {span.name[:60]!r}, resourceSpans[{i}].scopeSpans[{j}].spans[{k}])")
                         continue
-                    out.nodes.append((key, node))
+                    nodes.append((key, node))
                     if isinstance(draft, str):
                         out.ignored[draft] = out.ignored.get(draft, 0) + 1
                     else:
                         placed.append((key, node, draft))
-        for _, _, draft in placed:
-            self.pricer.fill(draft.event, draft.provider)
-        events, _, out.bad = self.decoder.decode([_encode(p[2].event) for p in placed], now, price=False)
+        self.pricer.fill_dicts([(draft.event, draft.provider) for _, _, draft in placed])
+        events, raws, out.bad = self.decoder.decode([_encode(draft.event) for _, _, draft in placed], now, price=False)
+        if not out.bad:
+            out.valid = [(key, node, (draft, event, raw)) for (key, node, draft), event, raw in zip(placed, events, raws)]
+            return out
         refused_at = {r.index: r for r in out.bad}
         for index, r in refused_at.items():
             out.rejected[r.reason] = out.rejected.get(r.reason, 0) + 1
             out.problems.append(f"{r.reason}: {r.message} (span {placed[index][2].event['span_id']})")
         valid = [p for index, p in enumerate(placed) if index not in refused_at]
-        out.valid = [(key, node, draft, event) for (key, node, draft), event in zip(valid, events)]
+        out.valid = [(key, node, (draft, event, raw)) for (key, node, draft), event, raw in zip(valid, events, raws)]
         return out
 
     def handle_request(
@@ -366,17 +371,16 @@ class OtlpReceiver:
         tree = self.tree
         p = prepared
         self.spans_received.inc(p.received)
-        for key, node in p.nodes:
-            tree.remember(key, node)
+        tree.remember_all(p.nodes)
         ready: list[Held[Pending]] = []
         new_held: list[bytes] = []
-        for key, node, draft, event in p.valid:
-            done = tree.place(key, node, (draft, event), now)
+        for key, node, item in p.valid:
+            done = tree.place(key, node, item, now)
             if done is None:
                 new_held.append(key)
             else:
                 ready.append(done)
-        woken = tree.wake([key for key, _ in p.nodes])
+        woken = tree.wake(key for key, _ in p.nodes)
         timed_out, overflow = tree.expire(now)
         released = woken + timed_out + overflow
         if not self._submit(ready + released, now, p.bad):
@@ -404,29 +408,33 @@ class OtlpReceiver:
         decoder's, for this request); False when the queue is full (nothing counted: the caller decides)."""
         events: list[Event] = []
         raws: list[bytes] = []
+        mapped: dict[str, int] = {}
         for held in items:
-            draft, event = held.item
+            draft, event, raw = held.item
             context = held.context
-            fields = draft.event
-            if draft.kind != "workflow" and "agent" not in fields:
+            fields = draft.event  # what `raw` holds: never changed after encoding (a retried batch adds the same again)
+            kind = draft.kind
+            mapped[kind] = mapped.get(kind, 0) + 1
+            # What the ancestors give is appended to the JSON the decoder validated, not re-encoded with it.
+            extra = b""
+            if kind != "workflow" and "agent" not in fields:
                 agent = context.agent or draft.fallback_agent
                 if agent:
-                    fields["agent"] = event.agent = agent
+                    event.agent = agent
+                    extra += b',"agent":' + _encode(agent)
             if "workflow" not in fields:
                 workflow = context.workflow or draft.fallback_workflow
                 if workflow:
-                    fields["workflow"] = event.workflow = workflow
+                    event.workflow = workflow
+                    extra += b',"workflow":' + _encode(workflow)
             if "invocation_id" not in fields and context.invocation_id:
-                fields["invocation_id"] = event.invocation_id = context.invocation_id
+                event.invocation_id = context.invocation_id
+                extra += b',"invocation_id":' + _encode(context.invocation_id)
             events.append(event)
-            raws.append(_encode(fields))
+            raws.append(raw[:-1] + extra + b"}" if extra else raw)
         if events and not self.pipeline.try_submit(Batch(events, raws, now, TRANSPORT)):
             return False
         self.metrics.count(TRANSPORT, len(events), rejections)
-        mapped: dict[str, int] = {}
-        for held in items:
-            kind = held.item[0].kind
-            mapped[kind] = mapped.get(kind, 0) + 1
         for kind, n in mapped.items():
             self.spans.labels("mapped", kind).inc(n)
         return True

@@ -12,9 +12,11 @@ Memory is bounded twice: `max_tracked` recent spans remembered (oldest forgotten
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from itertools import islice
 from typing import Generic, TypeVar
+
+import msgspec
 
 from sidecar.ingest.genai import Node
 
@@ -23,8 +25,8 @@ MAX_DEPTH = 256  # ancestors walked at most: a hostile parent cycle must end som
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class Context:
+# Structs with gc=False: they refer to nothing that refers back, and a held span lives up to otlp.hold.
+class Context(msgspec.Struct, gc=False):
     """What a span's ancestry gives it (None where nothing on the known chain said)."""
 
     agent: str | None
@@ -32,14 +34,13 @@ class Context:
     invocation_id: str | None
 
 
-@dataclass(slots=True)
-class Held(Generic[T]):
+class Held(msgspec.Struct, Generic[T], gc=False):
     key: bytes
     item: T
     own: Node
     deadline: float
     waiting_on: bytes = b""
-    context: Context = field(default_factory=lambda: Context(None, None, None))
+    context: Context = msgspec.field(default_factory=lambda: Context(None, None, None))
 
 
 class SpanTree(Generic[T]):
@@ -60,6 +61,14 @@ class SpanTree(Generic[T]):
         if key not in nodes and len(nodes) >= self.max_tracked:
             nodes.popitem(last=False)
         nodes[key] = node
+
+    def remember_all(self, pairs: list[tuple[bytes, Node]]) -> None:
+        """`remember` for one request's spans."""
+        nodes = self.nodes
+        nodes.update(pairs)
+        excess = len(nodes) - self.max_tracked
+        for _ in range(excess):  # oldest first; a request larger than max_tracked keeps its last spans
+            nodes.popitem(last=False)
 
     def walk(self, key: bytes, own: Node) -> tuple[Context, bytes | None]:
         """The context the known chain gives, and the first missing ancestor's key (None: chain complete)."""
@@ -87,7 +96,8 @@ class SpanTree(Generic[T]):
     def place(self, key: bytes, own: Node, item: T, now: float) -> Held[T] | None:
         """Resolve the item's context now (returned, ready) or hold it (None). Call after `remember`
         of every span that arrived with it, so ancestors in the same request count."""
-        self._drop(key)  # the same span sent again replaces the one waiting: never two events for it
+        if key in self.held:
+            self._drop(key)  # the same span sent again replaces the one waiting: never two events for it
         context, missing = self.walk(key, own)
         held = Held(key, item, own, now + self.hold, context=context)
         if missing is None:
@@ -97,9 +107,11 @@ class SpanTree(Generic[T]):
         self._waiting.setdefault(missing, []).append(key)
         return None
 
-    def wake(self, arrived: list[bytes]) -> list[Held[T]]:
+    def wake(self, arrived: Iterable[bytes]) -> list[Held[T]]:
         """Held items whose missing ancestor is among `arrived` and whose chain is now complete."""
-        ready = []
+        ready: list[Held[T]] = []
+        if not self._waiting:
+            return ready
         for key in arrived:
             waiting = self._waiting.pop(key, None)
             if not waiting:

@@ -256,3 +256,56 @@ def test_the_same_span_placed_twice_waits_once():
     tree.place(key(2), node(1), "retry", now=1)
     tree.remember(key(1), node(None))
     assert [h.item for h in tree.wake([key(1)])] == ["retry"]
+
+
+# -- what the one-pass attribute reading must keep ----------------------------------------------
+
+
+def test_falsy_and_non_string_values_keep_their_type_in_the_payload():
+    attrs = {"empty": "", "zero": 0, "no": False, "half": 0.5, "big": 2**40, "raw": b"\x00\x01", "list": [0, ""], "text": "t"}
+    ev, _ = mapped(span("chat", attrs=attrs))
+    assert {k: ev["payload"][k] for k in attrs} == {**attrs, "raw": "0001", "list": [0, ""]}
+
+
+def test_attributes_a_span_kind_does_not_map_ride_in_the_payload():
+    usage = {"gen_ai.usage.input_tokens": 51, "gen_ai.usage.output_tokens": 10, "gen_ai.request.model": "gpt-4o", "operation.cost": 0.1}
+    ev, _ = mapped(span("invoke_agent", attrs={"gen_ai.agent.name": "support", **usage}))
+    assert {k: ev["payload"][k] for k in usage} == usage  # the agent's aggregated usage is shown, never counted
+    ev, _ = mapped(span("execute_tool", attrs={"gen_ai.tool.name": "search", "gen_ai.response.model": "m", "session.id": "s1"}))
+    assert ev["payload"]["gen_ai.response.model"] == "m" and ev["session_id"] == "s1" and "session.id" not in ev["payload"]
+    ev, _ = mapped(span("chat", attrs={"gen_ai.response.model": "", "gen_ai.request.model": "req", "gen_ai.tool.name": "t"}))
+    assert ev["model"] == "req" and ev["payload"]["gen_ai.tool.name"] == "t"  # an empty response model falls back
+    assert not {"gen_ai.response.model", "gen_ai.request.model"} & set(ev["payload"])
+
+
+def test_content_stays_out_whatever_was_seen_before_with_keep_content_and_beyond_the_key_cache():
+    from sidecar.ingest import genai
+
+    s = span("chat", attrs={**CONTENT, "gen_ai.prompt.7.content": "secret seven"})
+    mapped(s, OtlpConfig(keep_content=True))  # the same keys seen first where content is kept
+    for _ in range(2):  # the first time and from the cache
+        ev, _ = mapped(s)
+        assert "secret" not in json.dumps(ev) and "old style" not in json.dumps(ev)
+    routes = genai._ROUTES[False]
+    saved = dict(routes)
+    try:
+        routes.update({f"filler.{i}": genai._PAYLOAD for i in range(genai._MAX_ROUTES)})  # the cache is full
+        ev, _ = mapped(span("chat", attrs={"gen_ai.prompt.99.content": "secret", "llm.input_messages.0.message.content": "secret", "new.key": 1}))
+        assert "secret" not in json.dumps(ev) and ev["payload"]["new.key"] == 1 and "new.key" not in routes
+    finally:
+        routes.clear()
+        routes.update(saved)
+
+
+def test_remembered_span_nodes_are_invisible_to_the_garbage_collector():
+    import gc
+
+    _, node, draft = read_span(span("chat", 2, 1, attrs={"gen_ai.workflow.name": "w"}), NONE, CONFIG)
+    assert not gc.is_tracked(node) and not gc.is_tracked(draft)  # up to otlp.max_tracked_spans of them live on
+
+
+def test_remember_all_keeps_the_newest_spans_within_the_bound():
+    tree: SpanTree[int] = SpanTree(max_tracked=3, max_held=10, hold=30)
+    tree.remember_all([(key(i), node(None)) for i in range(1, 3)])
+    tree.remember_all([(key(i), node(None, agent=f"a{i}")) for i in range(2, 6)])
+    assert list(tree.nodes) == [key(3), key(4), key(5)] and tree.nodes[key(4)].agent == "a4"

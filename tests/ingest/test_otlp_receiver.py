@@ -343,3 +343,34 @@ def test_the_tail_streams_each_event_with_its_tool_and_payload_but_no_message_co
         [ev] = json.loads(ws.recv(timeout=10))["events"]
         assert (ev["type"], ev["tool"], ev["agent"], ev["trace_id"]) == ("tool.call", "search", "coder", TRACE.hex())
         assert ev["payload"]["gen_ai.tool.call.id"] == "call-1" and "secret" not in json.dumps(ev)
+
+
+def test_ancestry_is_added_to_the_event_json_once_also_when_a_full_queue_makes_it_wait_again():
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.app import build_app
+    from sidecar.config import Config
+
+    sidecar = build_app(Config().replace(**{"ingest.queue_size": 1, "listen.unix": ""}), registry=CollectorRegistry()).state.sidecar
+    receiver, queue, now = sidecar.otlp, sidecar.pipeline._queue, time.time()
+    parents = request(span("invoke_agent", 2, 1, attrs={"gen_ai.agent.name": "planner"}), span("invoke_workflow", 1, attrs={"gen_ai.workflow.name": "review"}))
+    assert receiver.handle(request(span("chat", 3, 2)).SerializeToString(), PB, now)[0] == "accepted"  # waits for its agent
+    assert receiver.handle(request(span("chat", 9)).SerializeToString(), PB, now)[0] == "accepted"  # fills the queue
+    assert receiver.handle(parents.SerializeToString(), PB, now)[0] == "queue_full"  # woke the chat, could not queue it
+    assert len(receiver.tree.held) == 1
+    queue.get_nowait()
+    assert receiver.handle(parents.SerializeToString(), PB, now)[0] == "accepted"
+    batch = queue.get_nowait()
+
+    def no_duplicate_keys(pairs):
+        assert len({k for k, _ in pairs}) == len(pairs), pairs
+        return dict(pairs)
+
+    [(event, raw)] = [(e, r) for e, r in zip(batch.events, batch.raws) if e.type == "llm.call"]
+    sent = json.loads(raw, object_pairs_hook=no_duplicate_keys)
+    invocation = (2).to_bytes(8, "big").hex()
+    assert (sent["agent"], sent["workflow"], sent["invocation_id"]) == ("planner", "review", invocation)
+    assert (event.agent, event.workflow, event.invocation_id) == ("planner", "review", invocation)
+    assert sent["span_id"] == (3).to_bytes(8, "big").hex() and sent["payload"]["span.name"] == "chat"
