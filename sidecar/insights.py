@@ -393,6 +393,7 @@ def retry_storm(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
         ))
 
 
+_NO_AGES = np.empty(0)
 _STUCK = (("run", "workflow", "workflow.completed", "workflow"), ("invocation", "agent", "agent.completed", "agent"))
 
 
@@ -413,7 +414,8 @@ def stuck(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
             out.checked["stuck"] += 1
             usual = p95(took)
             limit = c.stuck_factor * usual / 1000
-            overdue = [o.age for o in snap.open if o.kind == kind and o.name == name and limit < o.age <= span]
+            ages = snap.open.get((kind, name), _NO_AGES)
+            overdue = ages[(ages > limit) & (ages <= span)]
             share = len(overdue) / sums[EVENTS]
             if len(overdue) < c.stuck_min or share < c.stuck_share:
                 continue
@@ -421,13 +423,41 @@ def stuck(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
             out.findings.append(Finding(
                 "stuck", _severity(share, c.stuck_share), subject,
                 f"{len(overdue)} {kind}s of {noun} {name} have been open longer than {human_ms(limit * 1000)} "
-                f"({c.stuck_factor:g}x their usual {human_ms(usual)}), the oldest for {human_ms(max(overdue) * 1000)}.",
+                f"({c.stuck_factor:g}x their usual {human_ms(usual)}), the oldest for {human_ms(float(overdue.max()) * 1000)}.",
                 {"overdue": len(overdue), "ended": int(sums[EVENTS]), "share": share, "usual_p95_ms": usual,
-                 "limit_ms": limit * 1000, "oldest_ms": max(overdue) * 1000},
+                 "limit_ms": limit * 1000, "oldest_ms": float(overdue.max()) * 1000},
                 f"Find where these {kind}s hang (the last event of each in the tail): a call without a timeout, "
                 "a lost callback, or a process that died without reporting.",
                 share / c.stuck_share,
             ))
+
+
+def abandoned(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    """The other half of `stuck`: runs abandoned (no end within lifecycle.abandon_after) rising, as
+    a share of the workflow's runs that reached an outcome, against the baseline."""
+    if not snap.abandon_complete:
+        return  # the baseline would miss the runs that started before the store saw any event
+    now_ended, base_ended = _ended_runs(snap.window), _ended_runs(snap.baseline)
+    for workflow in sorted({*now_ended, *snap.window.abandoned} - {None}, key=str):
+        gone, then_gone = snap.window.abandoned[workflow], snap.baseline.abandoned[workflow]
+        runs, then_runs = gone + now_ended.get(workflow, 0.0), then_gone + base_ended.get(workflow, 0.0)
+        if runs < c.min_runs or then_runs < c.min_runs:
+            continue
+        out.checked["stuck"] += 1
+        share, then = gone / runs, then_gone / then_runs
+        ratio = share / then if then > 0 else float("inf")
+        if gone < c.abandon_min or ratio < c.abandon_ratio or share - then < c.abandon_rise:
+            continue
+        out.findings.append(Finding(
+            "stuck", _severity(min(ratio, 1e9), c.abandon_ratio), {"workflow": str(workflow)},
+            f"{gone} runs of workflow {workflow} were abandoned (no end within {human_ms(snap.abandon_after * 1000)}), "
+            f"{share:.0%} of its runs against {then:.0%} in the baseline.",
+            {"abandoned": gone, "runs": int(runs), "share": share, "baseline_abandoned": then_gone,
+             "baseline_runs": int(then_runs), "baseline_share": then, "ratio": ratio, "abandon_after_ms": snap.abandon_after * 1000},
+            f"Runs of {workflow} stop reporting part-way more often than before: look at the last event of "
+            "abandoned runs in the tail (a crash, a killed worker, a lost end event).",
+            min(ratio, 1e9) / c.abandon_ratio,
+        ))
 
 
 def throughput_drop(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
@@ -457,5 +487,5 @@ def throughput_drop(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
 
 RULES: tuple[Callable[[Snapshot, InsightsConfig, Result], None], ...] = (
     slow, latency_regression, error_hotspot, error_regression, rate_limited, cost_hotspot,
-    cost_regression, token_bloat, retry_storm, stuck, throughput_drop,
+    cost_regression, token_bloat, retry_storm, stuck, abandoned, throughput_drop,
 )

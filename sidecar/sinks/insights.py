@@ -20,7 +20,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -70,12 +69,15 @@ class _Bucket:
         self.durations = {s: np.array(v, dtype=np.float64) if isinstance(v, list) else v for s, v in self.durations.items()}
         self.keys = list(self.sums)
         self.table = np.array(list(self.sums.values()), dtype=np.float64).reshape(len(self.keys), len(FIELDS))
+        # The lists go: an hour of buckets held ~20k of them, and a full garbage collection
+        # (which a query's allocations set off) walked every one (BENCHMARKS.md, issue 18).
+        self.sums = {}
         self.frozen = True
 
     def thaw(self) -> _Bucket:
         """A writable copy (arrays shared: they are replaced, never written in place)."""
         out = _Bucket()
-        out.sums = {s: v[:] for s, v in self.sums.items()}
+        out.sums = dict(zip(self.keys, self.table.tolist())) if self.frozen else {s: v[:] for s, v in self.sums.items()}
         out.durations = dict(self.durations)
         out.errors = self.errors.copy()
         return out
@@ -95,25 +97,22 @@ class Period:
     sums: dict[Subject, list[float]] = field(default_factory=dict)
     durations: dict[Subject, np.ndarray] = field(default_factory=dict)
     errors: Counter[tuple[Subject, str]] = field(default_factory=Counter)
+    abandoned: Counter[str | None] = field(default_factory=Counter)  # runs by workflow that reached abandon_after here
 
 
-@dataclass(frozen=True)
-class OpenItem:
-    """A run (by workflow) or invocation (by agent) that started and has not ended."""
-
-    kind: str  # "run" or "invocation"
-    name: str | None  # its workflow or agent
-    age: float  # seconds since it started, at the snapshot
+OpenKey = tuple[str, str | None]  # ("run", workflow) or ("invocation", agent)
 
 
 @dataclass
 class Snapshot:
     window: Period
     baseline: Period
-    open: list[OpenItem]
+    open: dict[OpenKey, np.ndarray]  # ages (seconds at the snapshot) of the runs / invocations not ended
     storms: list[Storm]  # invocations whose retry_failures-th failure fell in the window
     as_of: float
     exact: bool  # False when the subject cap or max_active dropped something
+    abandon_after: float = 3600.0  # lifecycle.abandon_after when the snapshot was taken
+    abandon_complete: bool = False  # the baseline starts after the store saw its first event + abandon_after
 
 
 class InsightsStore:
@@ -121,14 +120,22 @@ class InsightsStore:
 
     name = "insights"
 
-    def __init__(self, config: InsightsConfig, clock: Callable[[], float] = time.time):
+    def __init__(self, config: InsightsConfig, clock: Callable[[], float] = time.time, abandon_after: float = 3600.0):
         self.config = config
         self.clock = clock
+        self.abandon_after = abandon_after  # lifecycle.abandon_after, as the metrics sink applies it (a reload sets it)
+        # Runs that reached abandon_after with no end: (when, in event time, workflow), oldest first.
+        self.abandoned: deque[tuple[float, str | None]] = deque()
+        # Abandonment is counted only from the first event the store saw: before that + abandon_after,
+        # runs that started while nobody watched would be missing, and a baseline would look clean.
+        self.first_seen: float | None = None
         self.width = config.bucket
         self.buckets: dict[int, _Bucket] = {}
         self.open: dict[tuple[str, str], tuple[float, str, str | None]] = {}  # (kind, id) -> (start, kind, name);  # insertion order ~ start order
-        # failures per invocation (or run) id: [count, first failure ts, agent, model], oldest first
-        self.fails: dict[str, list[Any]] = {}
+        # failures per invocation (or run) id: (count, first failure ts, agent, model), oldest first.
+        # Tuples of plain values, replaced on each failure: the collector stops tracking them, where
+        # tens of thousands of lists made every full garbage collection walk them.
+        self.fails: dict[str, tuple[int, float, str | None, str | None]] = {}
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
         self._cache: dict[int, _Rolling] = {}
@@ -148,6 +155,10 @@ class InsightsStore:
         cap = self.config.max_subjects
         buckets = self.buckets
         last_index, bucket, sums_of, durations_of = None, None, {}, {}  # most events of a batch share a bucket
+        if self.first_seen is None and batch.events:
+            first = batch.events[0].timestamp
+            assert isinstance(first, float)
+            self.first_seen = max(first, oldest)
         with self._lock:
             for ev in batch.events:
                 ts = ev.timestamp
@@ -217,9 +228,10 @@ class InsightsStore:
             if len(self.fails) >= self.config.max_active:
                 del self.fails[next(iter(self.fails))]
                 self.dropped += 1
-            entry = self.fails[ident] = [0, ts, agent, model]
-        entry[0] += 1
-        if entry[0] == self.config.retry_failures:
+            entry = (0, ts, agent, model)
+        count = entry[0] + 1
+        self.fails[ident] = (count, entry[1], entry[2], entry[3])  # an existing key keeps its place (oldest first)
+        if count == self.config.retry_failures:
             self.storms.append((ts, ident))
 
     def _opened(self, key: tuple[str, str], ts: float, name: str | None) -> None:
@@ -239,9 +251,16 @@ class InsightsStore:
                 if index < current - 1 and not bucket.frozen:
                     bucket.freeze()
             cutoff = now - self.config.retention
-            stale = [key for key, (ts, _, _) in self.open.items() if ts < cutoff]
+            # A run open for abandon_after is abandoned (as agent_workflow_runs_total counts it), at
+            # the event time it reached that; anything else is forgotten once past retention.
+            give_up = now - self.abandon_after
+            stale = [key for key, (ts, _, _) in self.open.items() if ts < give_up or (ts < cutoff and key[0] != "run")]
             for key in stale:
-                del self.open[key]
+                ts, kind, name = self.open.pop(key)
+                if ts < give_up and kind == "run":
+                    self.abandoned.append((ts + self.abandon_after, name))
+            while self.abandoned and self.abandoned[0][0] < cutoff:
+                self.abandoned.popleft()
             while self.fails:  # oldest first failure first
                 ident = next(iter(self.fails))
                 if self.fails[ident][1] >= cutoff:
@@ -254,15 +273,18 @@ class InsightsStore:
         """The buckets in [start, end): frozen ones as they are, the few still filling copied."""
         return [(i, b if b.frozen else b.thaw()) for i, b in self.buckets.items() if start <= i < end]
 
-    def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
-        """The period's sums: the frozen buckets' part kept per role (baseline, window) and rolled
-        forward as buckets enter, leave or thaw, plus the buckets still filling."""
+    def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray], Counter[tuple[Subject, str]]]:
+        """The period's sums and error kinds: the frozen buckets' part kept per role (baseline,
+        window) and rolled forward as buckets enter, leave or thaw, plus the buckets still filling."""
         with self._rolling_lock:  # two queries at once must not roll the same state
             rolling = self._cache.setdefault(role, _Rolling())
             sums, durations = rolling.update([b for b in buckets if b.frozen])
+            errors = rolling.errors.copy()
         live = [b for b in buckets if not b.frozen]
+        for bucket in live:
+            errors.update(bucket.errors)
         if not live:
-            return sums, durations
+            return sums, durations, errors
         more_sums, more_durations = _sum_buckets(live)
         sums = {s: v[:] for s, v in sums.items()}  # the kept lists stay as they were
         for subject, v in more_sums.items():
@@ -272,7 +294,7 @@ class InsightsStore:
         for subject, values in more_durations.items():
             have_values = durations.get(subject)
             durations[subject] = values if have_values is None else np.concatenate((have_values, values))
-        return sums, durations
+        return sums, durations, errors
 
     def series(self, window: float) -> tuple[float, list[tuple[float, _Bucket]]]:
         """(now, [(bucket start time, copy of the bucket)]) for the last `window` seconds, oldest first."""
@@ -295,16 +317,21 @@ class InsightsStore:
             chosen = self._copies(start, end)
             opened = list(self.open.values())  # a C-level copy; OpenItems are built outside the lock
             storms = [_storm(self.fails[i]) for ts, i in self.storms if ts >= window_start and i in self.fails]
+            abandoned = list(self.abandoned)
             exact = self.dropped == 0
-        open_items = [OpenItem(kind, name, now - ts) for ts, kind, name in opened]
+        open_items = _open_ages(opened, now)
         periods = (Period(baseline - window), Period(window))
+        for at, workflow in abandoned:
+            if at >= start * width:
+                periods[int(at >= window_start)].abandoned[workflow] += 1
         for at, period in enumerate(periods):
             mine = [b for i, b in chosen if int(i >= split) == at]
-            period.sums, period.durations = self._sums(at, mine)
+            period.sums, period.durations, errors = self._sums(at, mine)
             if at:  # error kinds are judged in the window only
-                for bucket in mine:
-                    period.errors.update(bucket.errors)
-        return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact)
+                period.errors = errors
+        complete = self.first_seen is not None and self.first_seen + self.abandon_after <= start * width
+        return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact,
+                        abandon_after=self.abandon_after, abandon_complete=complete)
 
 
 class _Rolling:
@@ -319,6 +346,8 @@ class _Rolling:
         self.buckets: dict[int, _Bucket] = {}
         self.total: dict[Subject, np.ndarray] = {}
         self.chunks: dict[Subject, dict[int, np.ndarray]] = {}
+        # error kinds, rolled as the sums (a Counter.update per bucket per query cost ~10 ms at 1M samples)
+        self.errors: Counter[tuple[Subject, str]] = Counter()
         self.result: tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]] | None = None
 
     def update(self, frozen: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
@@ -340,6 +369,11 @@ class _Rolling:
         return self.result
 
     def _apply(self, bucket: _Bucket, sign: int) -> None:
+        if sign > 0:
+            self.errors.update(bucket.errors)
+        else:
+            self.errors.subtract(bucket.errors)
+            self.errors = +self.errors  # kinds that fell to zero leave
         keys, table = bucket.rows()
         for j, subject in enumerate(keys):
             row = self.total.get(subject)
@@ -358,7 +392,20 @@ class _Rolling:
                     del self.chunks[subject]
 
 
-def _storm(entry: list[Any]) -> Storm:
+def _open_ages(opened: list[tuple[float, str, str | None]], now: float) -> dict[OpenKey, np.ndarray]:
+    """Start times grouped by (kind, name), as ages: the stuck rule reads one array per subject
+    instead of walking every open item per subject (thousands of objects per query at 1M samples)."""
+    starts: dict[OpenKey, list[float]] = {}
+    for ts, kind, name in opened:
+        group = starts.get((kind, name))
+        if group is None:
+            starts[(kind, name)] = [ts]
+        else:
+            group.append(ts)
+    return {key: now - np.array(ts, dtype=np.float64) for key, ts in starts.items()}
+
+
+def _storm(entry: tuple[int, float, str | None, str | None]) -> Storm:
     count, _, agent, model = entry
     return Storm(agent, model, count)
 
