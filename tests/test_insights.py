@@ -316,3 +316,31 @@ def test_a_healthy_stream_with_a_short_abandon_after_yields_nothing_above_info()
         wait_until(lambda: store.abandoned, "the sweep counted the demo's own abandoned runs (3%)")
         doc = insights(sc.url)
     assert above_info(doc) == []
+
+
+def test_open_runs_are_grouped_by_subject_and_leave_when_ended_abandoned_or_pushed_out():
+    now = 1_000_000.0
+    config = Config().replace(**{**SHORT, "insights.max_active": 5})
+    store = InsightsStore(config.insights, clock=lambda: now, abandon_after=600.0)
+    decoder = EventDecoder()
+
+    def send(*events: dict) -> None:
+        lines = [json.dumps(e).encode() for e in events]
+        decoded, _, _ = decoder.decode(lines, now)
+        store.consume(Batch(decoded, lines, now, "test"))
+
+    def started(run: str, workflow: str, ago: float) -> dict:
+        return {"type": "workflow.started", "workflow": workflow, "run_id": run, "timestamp": now - ago}
+
+    send(started("r1", "w1", 700), started("r2", "w1", 100), started("r3", "w2", 50),
+         {"type": "agent.invoked", "agent": "a", "invocation_id": "i1", "timestamp": now - 40},
+         {"type": "workflow.completed", "workflow": "w1", "run_id": "r2", "timestamp": now - 30},
+         started("r3", "w2", 20), started("r4", "w2", 10), started("r5", "w2", 5))  # r3 started again: a new run
+    store.maintain(now)  # r1 passed abandon_after
+    snap = store.snapshot(300.0, 1200.0)
+    assert {k: sorted(v.tolist()) for k, v in snap.open.items()} == {("run", "w2"): [5.0, 10.0, 20.0], ("invocation", "a"): [40.0]}
+    assert snap.window.abandoned == {"w1": 1} and snap.exact
+    send(started("r6", "w3", 1), started("r7", "w3", 1))  # past insights.max_active (5): the oldest open item goes
+    snap = store.snapshot(300.0, 1200.0)
+    assert {k: len(v) for k, v in snap.open.items()} == {("run", "w2"): 3, ("run", "w3"): 2}
+    assert not snap.exact

@@ -131,7 +131,10 @@ class InsightsStore:
         self.first_seen: float | None = None
         self.width = config.bucket
         self.buckets: dict[int, _Bucket] = {}
-        self.open: dict[tuple[str, str], tuple[float, str, str | None]] = {}  # (kind, id) -> (start, kind, name);  # insertion order ~ start order
+        # runs and invocations not ended: (kind, id) -> (start, name), insertion order ~ start order;
+        # and the same grouped by (kind, name) -> {id: start}, so a query copies one array per subject
+        self.open: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self.open_groups: dict[OpenKey, dict[str, float]] = {}
         # failures per invocation (or run) id: (count, first failure ts, agent, model), oldest first.
         # Tuples of plain values, replaced on each failure: the collector stops tracking them, where
         # tens of thousands of lists made every full garbage collection walk them.
@@ -219,7 +222,7 @@ class InsightsStore:
             kind, attr = _ENDS[ev.type]
             ident = getattr(ev, attr)
             if ident is not None:
-                self.open.pop((kind, ident), None)
+                self._closed((kind, ident))
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
         """Count failures per invocation as they come, so a query reads only the storms."""
@@ -235,10 +238,25 @@ class InsightsStore:
             self.storms.append((ts, ident))
 
     def _opened(self, key: tuple[str, str], ts: float, name: str | None) -> None:
-        if key not in self.open and len(self.open) >= self.config.max_active:
-            del self.open[next(iter(self.open))]
+        if key in self.open:
+            self._closed(key)  # an id started again: a new run (it goes to the end of the order)
+        elif len(self.open) >= self.config.max_active:
+            self._closed(next(iter(self.open)))
             self.dropped += 1
-        self.open[key] = (ts, key[0], name)
+        self.open[key] = (ts, name)
+        group = self.open_groups.get((key[0], name))
+        if group is None:
+            group = self.open_groups[(key[0], name)] = {}
+        group[key[1]] = ts
+
+    def _closed(self, key: tuple[str, str]) -> tuple[float, str | None] | None:
+        entry = self.open.pop(key, None)
+        if entry is not None:
+            group = self.open_groups[(key[0], entry[1])]
+            del group[key[1]]
+            if not group:
+                del self.open_groups[(key[0], entry[1])]
+        return entry
 
     def maintain(self, now: float) -> None:
         """Drop buckets past retention, freeze past ones into arrays, forget stale open items."""
@@ -254,10 +272,18 @@ class InsightsStore:
             # A run open for abandon_after is abandoned (as agent_workflow_runs_total counts it), at
             # the event time it reached that; anything else is forgotten once past retention.
             give_up = now - self.abandon_after
-            stale = [key for key, (ts, _, _) in self.open.items() if ts < give_up or (ts < cutoff and key[0] != "run")]
+            horizon = max(give_up, cutoff)
+            stale = []
+            for key, (ts, _) in self.open.items():  # oldest first: stop at the first one too young for either rule
+                if ts >= horizon:
+                    break
+                if ts < (give_up if key[0] == "run" else cutoff):
+                    stale.append(key)
             for key in stale:
-                ts, kind, name = self.open.pop(key)
-                if ts < give_up and kind == "run":
+                entry = self._closed(key)
+                assert entry is not None  # listed just above
+                ts, name = entry
+                if key[0] == "run" and ts < give_up:
                     self.abandoned.append((ts + self.abandon_after, name))
             while self.abandoned and self.abandoned[0][0] < cutoff:
                 self.abandoned.popleft()
@@ -315,11 +341,11 @@ class InsightsStore:
         window_start = split * width
         with self._lock:
             chosen = self._copies(start, end)
-            opened = list(self.open.values())  # a C-level copy; OpenItems are built outside the lock
+            starts = {key: np.fromiter(group.values(), np.float64, len(group)) for key, group in self.open_groups.items()}
             storms = [_storm(self.fails[i]) for ts, i in self.storms if ts >= window_start and i in self.fails]
             abandoned = list(self.abandoned)
             exact = self.dropped == 0
-        open_items = _open_ages(opened, now)
+        open_items = {key: now - ts for key, ts in starts.items()}
         periods = (Period(baseline - window), Period(window))
         for at, workflow in abandoned:
             if at >= start * width:
@@ -390,19 +416,6 @@ class _Rolling:
                 del chunks[bucket.serial]
                 if not chunks:
                     del self.chunks[subject]
-
-
-def _open_ages(opened: list[tuple[float, str, str | None]], now: float) -> dict[OpenKey, np.ndarray]:
-    """Start times grouped by (kind, name), as ages: the stuck rule reads one array per subject
-    instead of walking every open item per subject (thousands of objects per query at 1M samples)."""
-    starts: dict[OpenKey, list[float]] = {}
-    for ts, kind, name in opened:
-        group = starts.get((kind, name))
-        if group is None:
-            starts[(kind, name)] = [ts]
-        else:
-            group.append(ts)
-    return {key: now - np.array(ts, dtype=np.float64) for key, ts in starts.items()}
 
 
 def _storm(entry: tuple[int, float, str | None, str | None]) -> Storm:
