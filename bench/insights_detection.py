@@ -30,7 +30,7 @@ SPAN, WINDOW, WORKFLOWS = 1200.0, 300.0, 24
 # the fault starts 6m before the window, so its first runs are abandoned as the window opens
 # (README, "Named faults").
 ABANDON_AFTER = 360.0
-SHORT_ABANDON = ("abandoned_runs", "healthy (abandon_after 1m)")
+SHORT_ABANDON = ("abandoned_runs", "healthy (abandon_after 6m)")
 
 
 def run(name: str, seed: int, span: float = SPAN, window: float = WINDOW, abandon_after: float | None = None) -> list[dict]:

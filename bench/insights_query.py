@@ -69,6 +69,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of the process so far, in ns (schedstat: finer than /proc/PID/stat's ticks)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a worker thread that just ended
+            pass
+    return total
+
+
 def quantiles(ms: list[float]) -> str:
     q = statistics.quantiles(ms, n=100, method="inclusive")
     return f"p50 {q[49]:7.1f} ms   p99 {q[98]:7.1f} ms   max {max(ms):7.1f} ms   ({len(ms)} requests)"
@@ -131,13 +143,15 @@ def main() -> None:
             doc = get(conn, INSIGHTS)
             print(f"findings above info: {sum(f['severity'] != 'info' for f in doc['findings'])}; checked {sum(doc['checked'].values())} subjects")
             for path, n in ((INSIGHTS, QUERIES), (STATS, QUERIES // 2)):
-                ms = []
+                ms, cpu_ms = [], []
                 spy = profile(proc.pid, path)
                 cpu0 = cpu_seconds(proc.pid)
                 for _ in range(n):
+                    c1 = cpu_ns(proc.pid)
                     t1 = time.perf_counter()
                     get(conn, path)
                     ms.append((time.perf_counter() - t1) * 1000)
+                    cpu_ms.append((cpu_ns(proc.pid) - c1) / 1e6)
                 # the sidecar's CPU per request (no ingest runs: the pipeline's maintain is the rest),
                 # steadier than wall time on a shared machine
                 cpu = (cpu_seconds(proc.pid) - cpu0) / n * 1000
@@ -145,6 +159,9 @@ def main() -> None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                     spy.wait(60)
                 print(f"HTTP {path:<44} {quantiles(ms)}   sidecar CPU {cpu:.1f} ms/request")
+                # the sidecar's CPU (all threads) during each request: the request's own work when the
+                # machine is shared, so a slow wall time with little CPU was time waiting for a core
+                print(f"     sidecar CPU per request {'':<25} {quantiles(cpu_ms)}")
             for path in (INSIGHTS, STATS):
                 print(f"/healthz while {path:<34} {stall(proc.url, path)}")
             print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
