@@ -153,47 +153,73 @@ def _span_groups(span_type: str) -> tuple[tuple[str, ...], ...]:
 # -- rules --------------------------------------------------------------------
 
 
-def _span_pairs(snap: Snapshot, c: InsightsConfig, against_peers: bool) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
-    """(subject, window durations, reference durations) for every span subject with its minimum
-    sample on both sides; the reference is its peers in the window, or its own baseline."""
+Group = tuple[str | None, ...]
+# Per (period, grouping, span type): the durations dict the groups came from, and each group's
+# durations with their p95. The baseline's dict is the store's rolled result, the same object until
+# a bucket enters or leaves it (once per insights.bucket), so queries in between reuse its
+# concatenations and partitions (a third of a query's CPU at 1M samples); the window's is new per
+# query and shared by `slow` and `latency_regression`. Held by identity, so a stale entry never matches.
+_KEPT: dict[tuple[str, tuple[str, ...], str], tuple[dict[Subject, np.ndarray], dict[Group, tuple[np.ndarray, float]]]] = {}
+
+
+def _group_p95s(period: Period, role: str, dims: tuple[str, ...], span_type: str) -> dict[Group, tuple[np.ndarray, float]]:
+    """Each group's durations of `span_type` and their exact p95."""
+    kept = _KEPT.get((role, dims, span_type))
+    if kept is not None and kept[0] is period.durations:
+        return kept[1]
+    groups = {k: (v, p95(v)) for k, v in _group_durations(period, dims, (span_type,)).items()}
+    _KEPT[(role, dims, span_type)] = (period.durations, groups)
+    return groups
+
+
+def _span_pairs(snap: Snapshot, c: InsightsConfig, against_peers: bool) -> Iterator[tuple[dict[str, str], np.ndarray, float, float, int]]:
+    """(subject, window durations, their p95, reference p95, reference samples) for every span
+    subject with its minimum sample on both sides; the reference is its peers in the window, or its
+    own baseline."""
     for span_type in SPAN_TYPES:
         for dims in _span_groups(span_type):
-            now = {k: v for k, v in _group_durations(snap.window, dims, (span_type,)).items() if k[0] is not None}
-            before = {} if against_peers else _group_durations(snap.baseline, dims, (span_type,))
-            for key, values in now.items():
+            now = {k: v for k, v in _group_p95s(snap.window, "window", dims, span_type).items() if k[0] is not None}
+            before = {} if against_peers else _group_p95s(snap.baseline, "baseline", dims, span_type)
+            for key, (values, mine) in now.items():
+                if len(values) < c.min_samples:
+                    continue
                 if against_peers:
-                    peers = [v for k, v in now.items() if k != key]
+                    peers = [v for k, (v, _) in now.items() if k != key]
                     reference = np.concatenate(peers) if peers else np.empty(0)
+                    n = len(reference)
+                    theirs = p95(reference) if n >= c.min_samples else 0.0
                 else:
-                    reference = before.get(key, np.empty(0))
-                if len(values) >= c.min_samples and len(reference) >= c.min_samples:
-                    yield {"type": span_type, **_subject(dims, key)}, values, reference
+                    base, theirs = before.get(key, (np.empty(0), 0.0))
+                    n = len(base)
+                if n >= c.min_samples:
+                    yield {"type": span_type, **_subject(dims, key)}, values, mine, theirs, n
 
 
-def _p95_past(values: np.ndarray, reference: np.ndarray, ratio_threshold: float, c: InsightsConfig) -> tuple[float, float, float, float] | None:
-    """(p95, reference p95, ratio, share of values above the reference p95) when all three
-    thresholds are passed, else None."""
-    mine, theirs = p95(values), p95(reference)
+def _p95_past(values: np.ndarray, mine: float, theirs: float, ratio_threshold: float, c: InsightsConfig) -> tuple[float, float] | None:
+    """(ratio, share of values above the reference p95) when all three thresholds are passed
+    (`mine` and `theirs` are the two p95s), else None."""
     ratio = mine / theirs if theirs > 0 else float("inf")
-    above = float(np.count_nonzero(values > theirs)) / len(values)
-    if ratio < ratio_threshold or mine - theirs < c.slow_min_ms or above < c.tail_share:
+    if ratio < ratio_threshold or mine - theirs < c.slow_min_ms:
         return None
-    return mine, theirs, ratio, above
+    above = float(np.count_nonzero(values > theirs)) / len(values)
+    if above < c.tail_share:
+        return None
+    return ratio, above
 
 
 def slow(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
-    for subject, values, peers in _span_pairs(snap, c, against_peers=True):
+    for subject, values, mine, theirs, peers in _span_pairs(snap, c, against_peers=True):
         out.checked["slow"] += 1
-        past = _p95_past(values, peers, c.slow_ratio, c)
+        past = _p95_past(values, mine, theirs, c.slow_ratio, c)
         if past is None:
             continue
-        mine, theirs, ratio, above = past
+        ratio, above = past
         span_type = subject["type"]
         out.findings.append(Finding(
             "slow", _severity(ratio, c.slow_ratio), subject,
             f"{span_type} p95 for {_label(subject)} is {human_ms(mine)}, {ratio:.1f}x its peers' {human_ms(theirs)}.",
             {"p95_ms": mine, "peers_p95_ms": theirs, "ratio": ratio, "share_above_peers_p95": above,
-             "samples": len(values), "peer_samples": len(peers)},
+             "samples": len(values), "peer_samples": peers},
             f"Look at what {_label(subject)} calls differently: its slowest {span_type} spans (trace exemplars on "
             "agent_event_duration_seconds), timeouts, or a slower dependency.",
             ratio / c.slow_ratio,
@@ -201,17 +227,17 @@ def slow(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
 
 
 def latency_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
-    for subject, values, base in _span_pairs(snap, c, against_peers=False):
+    for subject, values, mine, then, base in _span_pairs(snap, c, against_peers=False):
         out.checked["latency_regression"] += 1
-        past = _p95_past(values, base, c.latency_ratio, c)
+        past = _p95_past(values, mine, then, c.latency_ratio, c)
         if past is None:
             continue
-        mine, then, ratio, above = past
+        ratio, above = past
         out.findings.append(Finding(
             "latency_regression", _severity(ratio, c.latency_ratio), subject,
             f"{subject['type']} p95 for {_label(subject)} rose to {human_ms(mine)}, {ratio:.1f}x its baseline {human_ms(then)}.",
             {"p95_ms": mine, "baseline_p95_ms": then, "ratio": ratio, "share_above_baseline_p95": above,
-             "samples": len(values), "baseline_samples": len(base)},
+             "samples": len(values), "baseline_samples": base},
             f"Something changed for {_label(subject)} within the window: a deploy, a provider incident, "
             "longer prompts or outputs; compare its recent traces with older ones.",
             ratio / c.latency_ratio,

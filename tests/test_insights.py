@@ -19,6 +19,7 @@ import pytest
 from sidecar import cli
 from sidecar.commands.demo import SCENARIOS
 from sidecar.config import Config
+from sidecar import insights as insights_rules
 from sidecar.insights import KINDS, find, human_ms, p95
 from sidecar.protocol import EventDecoder
 from sidecar.sinks.insights import InsightsStore
@@ -249,10 +250,11 @@ def test_the_rolled_sums_equal_a_fresh_sum_as_time_passes_and_late_events_arrive
     rolled, fresh = InsightsStore(config.insights, clock=clock), InsightsStore(config.insights, clock=clock)
     decoder = EventDecoder(max_clock_skew=math.inf)
     rng = random.Random(3)
-    for step in range(200):  # 2000 s: buckets enter the window, move to the baseline, leave
+    regressions = 0
+    for step in range(200):  # 2000 s: buckets enter the window, move to the baseline, leave; durations step up
         clock.advance(10)
         lines = [json.dumps({"type": rng.choice(["llm.call", "tool.call"]), "agent": rng.choice("ab"), "success": rng.random() > 0.1,
-                             "timestamp": clock() - rng.choice([1, 1, 1, 400, 900]), "duration_ms": rng.random() * 100,
+                             "timestamp": clock() - rng.choice([1, 1, 1, 400, 900]), "duration_ms": rng.random() * 100 * (1 + step // 40) ** 2,
                              "cost_usd": 0.01}).encode() for _ in range(rng.randint(0, 30))]
         events, _, _ = decoder.decode(lines, clock())
         for store in (rolled, fresh):
@@ -260,12 +262,19 @@ def test_the_rolled_sums_equal_a_fresh_sum_as_time_passes_and_late_events_arrive
             store.maintain(clock())
         fresh._cache.clear()  # the oracle sums every bucket again
         a, b = rolled.snapshot(300.0, 1200.0), fresh.snapshot(300.0, 1200.0)
+        # per-group p95s are reused while the baseline stands; the rules that read durations (exact,
+        # unlike rolled float sums) must say the same as with nothing kept
+        kept = [f.doc() for f in find(a, config.insights).findings if f.kind in ("slow", "latency_regression")]
+        insights_rules._KEPT.clear()
+        assert kept == [f.doc() for f in find(b, config.insights).findings if f.kind in ("slow", "latency_regression")]
+        regressions += any(f["kind"] == "latency_regression" for f in kept)
         for got, want in ((a.window, b.window), (a.baseline, b.baseline)):
             assert got.sums.keys() == want.sums.keys()
             assert got.errors == want.errors
             for subject, sums in want.sums.items():
                 assert got.sums[subject] == pytest.approx(sums)
                 assert sorted(got.durations.get(subject, [])) == sorted(want.durations.get(subject, []))
+    assert regressions  # the findings compared were not all empty
 
 
 def abandonment(now: float, window_abandoned: int, baseline_runs: int = 40, watched_early: bool = True) -> list[dict]:
