@@ -1,6 +1,6 @@
 """GET /v1/insights (default 15m window, 1h baseline) with ~1,000,000 duration samples in the hour.
 
-    PYTHONPATH=$PWD python3 bench/insights_query.py          # WORKFLOWS=1800 QUERIES=200
+    PYTHONPATH=$PWD python3 bench/insights_query.py          # WORKFLOWS=1800 QUERIES=200 [PYSPY=/tmp]
 
 Starts a real `agent-sidecar run` (default config), sends the demo's `healthy` stream with
 WORKFLOWS concurrent runs over the last 58 minutes (history stamped back from now) through the
@@ -15,7 +15,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +47,38 @@ def get(conn: http.client.HTTPConnection, path: str) -> dict:
     body = response.read()
     assert response.status == 200, body[:300]
     return json.loads(body)
+
+
+def profile(pid: int, path: str) -> subprocess.Popen[bytes] | None:
+    """With PYSPY=DIR: py-spy records the sidecar (every thread, idle ones too, so a wait shows) while
+    `path` repeats, as a speedscope file in DIR."""
+    where = os.environ.get("PYSPY")
+    if not where or path != INSIGHTS:
+        return None
+    out = os.path.join(where, "insights_query.speedscope.json")
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--idle", "--threads", "--gil" if os.environ.get("PYSPY_GIL") else "--native",
+                            "--format", "speedscope", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached before the first request
+    return spy
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the sidecar process so far (every thread), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of the process so far, in ns (schedstat: finer than /proc/PID/stat's ticks)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a worker thread that just ended
+            pass
+    return total
 
 
 def quantiles(ms: list[float]) -> str:
@@ -109,12 +143,25 @@ def main() -> None:
             doc = get(conn, INSIGHTS)
             print(f"findings above info: {sum(f['severity'] != 'info' for f in doc['findings'])}; checked {sum(doc['checked'].values())} subjects")
             for path, n in ((INSIGHTS, QUERIES), (STATS, QUERIES // 2)):
-                ms = []
+                ms, cpu_ms = [], []
+                spy = profile(proc.pid, path)
+                cpu0 = cpu_seconds(proc.pid)
                 for _ in range(n):
+                    c1 = cpu_ns(proc.pid)
                     t1 = time.perf_counter()
                     get(conn, path)
                     ms.append((time.perf_counter() - t1) * 1000)
-                print(f"HTTP {path:<44} {quantiles(ms)}")
+                    cpu_ms.append((cpu_ns(proc.pid) - c1) / 1e6)
+                # the sidecar's CPU per request (no ingest runs: the pipeline's maintain is the rest),
+                # steadier than wall time on a shared machine
+                cpu = (cpu_seconds(proc.pid) - cpu0) / n * 1000
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                    spy.wait(60)
+                print(f"HTTP {path:<44} {quantiles(ms)}   sidecar CPU {cpu:.1f} ms/request")
+                # the sidecar's CPU (all threads) during each request: the request's own work when the
+                # machine is shared, so a slow wall time with little CPU was time waiting for a core
+                print(f"     sidecar CPU per request {'':<25} {quantiles(cpu_ms)}")
             for path in (INSIGHTS, STATS):
                 print(f"/healthz while {path:<34} {stall(proc.url, path)}")
             print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

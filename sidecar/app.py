@@ -98,7 +98,7 @@ def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[],
         metrics=MetricsSink(config.metrics, config.lifecycle, registry),
         window=WindowSink(config.windows, registry, clock),
         tail=TailHub(config.tail, registry),
-        insights=InsightsStore(config.insights, clock),
+        insights=InsightsStore(config.insights, clock, config.lifecycle.abandon_after),
     )
 
 
@@ -139,6 +139,7 @@ def _apply(sidecar: Sidecar, config: Config) -> None:
     """Hand a reloaded config to the parts that keep values of their own (routes read `live`)."""
     sidecar.sinks.metrics.reconfigure(config.metrics, config.lifecycle)
     sidecar.sinks.tail.reconfigure(config.tail)
+    sidecar.sinks.insights.abandon_after = config.lifecycle.abandon_after  # from its next sweep, as the metrics sink
     sidecar.decoder.max_clock_skew = config.ingest.max_clock_skew
     for listener in sidecar.listeners:
         listener.config = config.ingest  # read per connection and per check, never kept

@@ -153,49 +153,69 @@ def _span_groups(span_type: str) -> tuple[tuple[str, ...], ...]:
 # -- rules --------------------------------------------------------------------
 
 
-def _span_pairs(snap: Snapshot, c: InsightsConfig, against_peers: bool) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
-    """(subject, window durations, reference durations) for every span subject with its minimum
-    sample on both sides; the reference is its peers in the window, or its own baseline."""
+Group = tuple[str | None, ...]
+
+
+def _group_p95s(snap: Snapshot, role: str, dims: tuple[str, ...], span_type: str) -> dict[Group, tuple[np.ndarray, float]]:
+    """Each group's durations of `span_type` and their exact p95, kept in the store's `snap.kept`
+    (see Snapshot) while the period's durations dict is the same object."""
+    period = snap.window if role == "window" else snap.baseline
+    kept = snap.kept.get((role, dims, span_type))
+    if kept is not None and kept[0] is period.durations:
+        return kept[1]
+    groups = {k: (v, p95(v)) for k, v in _group_durations(period, dims, (span_type,)).items()}
+    snap.kept[(role, dims, span_type)] = (period.durations, groups)
+    return groups
+
+
+def _span_pairs(snap: Snapshot, c: InsightsConfig, against_peers: bool) -> Iterator[tuple[dict[str, str], np.ndarray, float, float, int]]:
+    """(subject, window durations, their p95, reference p95, reference samples) for every span
+    subject with its minimum sample on both sides; the reference is its peers in the window, or its
+    own baseline."""
     for span_type in SPAN_TYPES:
         for dims in _span_groups(span_type):
-            now = {k: v for k, v in _group_durations(snap.window, dims, (span_type,)).items() if k[0] is not None}
-            before = {} if against_peers else _group_durations(snap.baseline, dims, (span_type,))
-            for key, values in now.items():
+            now = {k: v for k, v in _group_p95s(snap, "window", dims, span_type).items() if k[0] is not None}
+            before = {} if against_peers else _group_p95s(snap, "baseline", dims, span_type)
+            for key, (values, mine) in now.items():
                 if len(values) < c.min_samples:
-                    continue  # before the reference: joining every peer per subject is O(subjects^2) at the cap
+                    continue
                 if against_peers:
-                    peers = [v for k, v in now.items() if k != key]
+                    peers = [v for k, (v, _) in now.items() if k != key]
                     reference = np.concatenate(peers) if peers else np.empty(0)
+                    n = len(reference)
+                    theirs = p95(reference) if n >= c.min_samples else 0.0
                 else:
-                    reference = before.get(key, np.empty(0))
-                if len(reference) >= c.min_samples:
-                    yield {"type": span_type, **_subject(dims, key)}, values, reference
+                    base, theirs = before.get(key, (np.empty(0), 0.0))
+                    n = len(base)
+                if n >= c.min_samples:
+                    yield {"type": span_type, **_subject(dims, key)}, values, mine, theirs, n
 
 
-def _p95_past(values: np.ndarray, reference: np.ndarray, ratio_threshold: float, c: InsightsConfig) -> tuple[float, float, float, float] | None:
-    """(p95, reference p95, ratio, share of values above the reference p95) when all three
-    thresholds are passed, else None."""
-    mine, theirs = p95(values), p95(reference)
+def _p95_past(values: np.ndarray, mine: float, theirs: float, ratio_threshold: float, c: InsightsConfig) -> tuple[float, float] | None:
+    """(ratio, share of values above the reference p95) when all three thresholds are passed
+    (`mine` and `theirs` are the two p95s), else None."""
     ratio = mine / theirs if theirs > 0 else float("inf")
-    above = float(np.count_nonzero(values > theirs)) / len(values)
-    if ratio < ratio_threshold or mine - theirs < c.slow_min_ms or above < c.tail_share:
+    if ratio < ratio_threshold or mine - theirs < c.slow_min_ms:
         return None
-    return mine, theirs, ratio, above
+    above = float(np.count_nonzero(values > theirs)) / len(values)
+    if above < c.tail_share:
+        return None
+    return ratio, above
 
 
 def slow(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
-    for subject, values, peers in _span_pairs(snap, c, against_peers=True):
+    for subject, values, mine, theirs, peers in _span_pairs(snap, c, against_peers=True):
         out.checked["slow"] += 1
-        past = _p95_past(values, peers, c.slow_ratio, c)
+        past = _p95_past(values, mine, theirs, c.slow_ratio, c)
         if past is None:
             continue
-        mine, theirs, ratio, above = past
+        ratio, above = past
         span_type = subject["type"]
         out.findings.append(Finding(
             "slow", _severity(ratio, c.slow_ratio), subject,
             f"{span_type} p95 for {_label(subject)} is {human_ms(mine)}, {ratio:.1f}x its peers' {human_ms(theirs)}.",
             {"p95_ms": mine, "peers_p95_ms": theirs, "ratio": ratio, "share_above_peers_p95": above,
-             "samples": len(values), "peer_samples": len(peers)},
+             "samples": len(values), "peer_samples": peers},
             f"Look at what {_label(subject)} calls differently: its slowest {span_type} spans (trace exemplars on "
             "agent_event_duration_seconds), timeouts, or a slower dependency.",
             ratio / c.slow_ratio,
@@ -203,17 +223,17 @@ def slow(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
 
 
 def latency_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
-    for subject, values, base in _span_pairs(snap, c, against_peers=False):
+    for subject, values, mine, then, base in _span_pairs(snap, c, against_peers=False):
         out.checked["latency_regression"] += 1
-        past = _p95_past(values, base, c.latency_ratio, c)
+        past = _p95_past(values, mine, then, c.latency_ratio, c)
         if past is None:
             continue
-        mine, then, ratio, above = past
+        ratio, above = past
         out.findings.append(Finding(
             "latency_regression", _severity(ratio, c.latency_ratio), subject,
             f"{subject['type']} p95 for {_label(subject)} rose to {human_ms(mine)}, {ratio:.1f}x its baseline {human_ms(then)}.",
             {"p95_ms": mine, "baseline_p95_ms": then, "ratio": ratio, "share_above_baseline_p95": above,
-             "samples": len(values), "baseline_samples": len(base)},
+             "samples": len(values), "baseline_samples": base},
             f"Something changed for {_label(subject)} within the window: a deploy, a provider incident, "
             "longer prompts or outputs; compare its recent traces with older ones.",
             ratio / c.latency_ratio,
@@ -395,6 +415,7 @@ def retry_storm(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
         ))
 
 
+_NO_AGES = np.empty(0)
 _STUCK = (("run", "workflow", "workflow.completed", "workflow"), ("invocation", "agent", "agent.completed", "agent"))
 
 
@@ -415,7 +436,8 @@ def stuck(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
             out.checked["stuck"] += 1
             usual = p95(took)
             limit = c.stuck_factor * usual / 1000
-            overdue = [o.age for o in snap.open if o.kind == kind and o.name == name and limit < o.age <= span]
+            ages = snap.open.get((kind, name), _NO_AGES)
+            overdue = ages[(ages > limit) & (ages <= span)]
             share = len(overdue) / sums[EVENTS]
             if len(overdue) < c.stuck_min or share < c.stuck_share:
                 continue
@@ -423,13 +445,41 @@ def stuck(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
             out.findings.append(Finding(
                 "stuck", _severity(share, c.stuck_share), subject,
                 f"{len(overdue)} {kind}s of {noun} {name} have been open longer than {human_ms(limit * 1000)} "
-                f"({c.stuck_factor:g}x their usual {human_ms(usual)}), the oldest for {human_ms(max(overdue) * 1000)}.",
+                f"({c.stuck_factor:g}x their usual {human_ms(usual)}), the oldest for {human_ms(float(overdue.max()) * 1000)}.",
                 {"overdue": len(overdue), "ended": int(sums[EVENTS]), "share": share, "usual_p95_ms": usual,
-                 "limit_ms": limit * 1000, "oldest_ms": max(overdue) * 1000},
+                 "limit_ms": limit * 1000, "oldest_ms": float(overdue.max()) * 1000},
                 f"Find where these {kind}s hang (the last event of each in the tail): a call without a timeout, "
                 "a lost callback, or a process that died without reporting.",
                 share / c.stuck_share,
             ))
+
+
+def abandoned(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
+    """The other half of `stuck`: runs abandoned (no end within lifecycle.abandon_after) rising, as
+    a share of the workflow's runs that reached an outcome, against the baseline."""
+    if not snap.abandon_complete:
+        return  # the baseline would miss the runs that started before the store saw any event
+    now_ended, base_ended = _ended_runs(snap.window), _ended_runs(snap.baseline)
+    for workflow in sorted({*now_ended, *snap.window.abandoned} - {None}, key=str):
+        gone, then_gone = snap.window.abandoned[workflow], snap.baseline.abandoned[workflow]
+        runs, then_runs = gone + now_ended.get(workflow, 0.0), then_gone + base_ended.get(workflow, 0.0)
+        if runs < c.min_runs or then_runs < c.min_runs:
+            continue
+        out.checked["stuck"] += 1
+        share, then = gone / runs, then_gone / then_runs
+        ratio = share / then if then > 0 else float("inf")
+        if gone < c.abandon_min or ratio < c.abandon_ratio or share - then < c.abandon_rise:
+            continue
+        out.findings.append(Finding(
+            "stuck", _severity(min(ratio, 1e9), c.abandon_ratio), {"workflow": str(workflow)},
+            f"{gone} runs of workflow {workflow} were abandoned (no end within {human_ms(snap.abandon_after * 1000)}), "
+            f"{share:.0%} of its runs against {then:.0%} in the baseline.",
+            {"abandoned": gone, "runs": int(runs), "share": share, "baseline_abandoned": then_gone,
+             "baseline_runs": int(then_runs), "baseline_share": then, "ratio": ratio, "abandon_after_ms": snap.abandon_after * 1000},
+            f"Runs of {workflow} stop reporting part-way more often than before: look at the last event of "
+            "abandoned runs in the tail (a crash, a killed worker, a lost end event).",
+            min(ratio, 1e9) / c.abandon_ratio,
+        ))
 
 
 def throughput_drop(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
@@ -459,5 +509,5 @@ def throughput_drop(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
 
 RULES: tuple[Callable[[Snapshot, InsightsConfig, Result], None], ...] = (
     slow, latency_regression, error_hotspot, error_regression, rate_limited, cost_hotspot,
-    cost_regression, token_bloat, retry_storm, stuck, throughput_drop,
+    cost_regression, token_bloat, retry_storm, stuck, abandoned, throughput_drop,
 )

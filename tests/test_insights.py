@@ -22,7 +22,7 @@ from sidecar.config import Config
 from sidecar.insights import KINDS, find, human_ms, p95
 from sidecar.protocol import EventDecoder
 from sidecar.sinks.insights import InsightsStore
-from sidecar.testing import FakeClock, running_sidecar
+from sidecar.testing import FakeClock, running_sidecar, wait_until
 from sidecar.types import Batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # not from conftest: tests/sinks has one too
@@ -59,6 +59,11 @@ def above_info(doc: dict) -> list[dict]:
 
 
 FAULTS = [name for name in SCENARIOS if name != "healthy"]
+# Abandonment shows only once lifecycle.abandon_after has passed: 6m here (longer than any healthy
+# demo run), 6m more history than the baseline, the fault from 6m before the window (as in
+# bench/insights_detection.py).
+ABANDON = {"lifecycle.abandon_after": 360.0}
+ABANDON_DEMO = ("--history", "26m", "--onset", "15m")
 
 
 @pytest.mark.parametrize("name", FAULTS)
@@ -66,11 +71,25 @@ def test_each_injected_fault_is_found_with_its_kind_and_subject(name):
     expect = SCENARIOS[name].expect
     assert expect is not None
     kind, subject = expect[0], dict(expect[1])
-    with running_sidecar(**SHORT) as sc:
-        demo(sc.url, name)
-        doc = insights(sc.url)
-    hits = [f for f in above_info(doc) if f["kind"] == kind and all(f["subject"].get(k) == v for k, v in subject.items())]
+    abandoned = name == "abandoned_runs"
+    with running_sidecar(**SHORT, **(ABANDON if abandoned else {})) as sc:
+        demo(sc.url, name, *(ABANDON_DEMO if abandoned else ()))
+        hits: list[dict] = []
+        doc: dict = {}
+
+        def found() -> bool:  # abandonment is counted by the pipeline's once-a-second sweep
+            nonlocal doc
+            doc = insights(sc.url)
+            hits[:] = [f for f in above_info(doc) if f["kind"] == kind and all(f["subject"].get(k) == v for k, v in subject.items())]
+            return bool(hits)
+
+        try:
+            wait_until(found, name, timeout=10)
+        except TimeoutError:
+            pass
     assert hits, [(f["kind"], f["subject"]) for f in doc["findings"]]
+    if abandoned:  # the rising abandonment, not runs overdue while still open
+        assert hits[0]["evidence"]["abandoned"] >= 5 and "abandoned" in hits[0]["summary"], hits[0]
     finding = hits[0]
     assert finding["summary"].endswith(".") and finding["suggestion"]
     assert all(v is None or isinstance(v, (int, float, dict)) for v in finding["evidence"].values())
@@ -230,10 +249,11 @@ def test_the_rolled_sums_equal_a_fresh_sum_as_time_passes_and_late_events_arrive
     rolled, fresh = InsightsStore(config.insights, clock=clock), InsightsStore(config.insights, clock=clock)
     decoder = EventDecoder(max_clock_skew=math.inf)
     rng = random.Random(3)
-    for step in range(200):  # 2000 s: buckets enter the window, move to the baseline, leave
+    regressions = 0
+    for step in range(200):  # 2000 s: buckets enter the window, move to the baseline, leave; durations step up
         clock.advance(10)
         lines = [json.dumps({"type": rng.choice(["llm.call", "tool.call"]), "agent": rng.choice("ab"), "success": rng.random() > 0.1,
-                             "timestamp": clock() - rng.choice([1, 1, 1, 400, 900]), "duration_ms": rng.random() * 100,
+                             "timestamp": clock() - rng.choice([1, 1, 1, 400, 900]), "duration_ms": rng.random() * 100 * (1 + step // 40) ** 2,
                              "cost_usd": 0.01}).encode() for _ in range(rng.randint(0, 30))]
         events, _, _ = decoder.decode(lines, clock())
         for store in (rolled, fresh):
@@ -241,8 +261,132 @@ def test_the_rolled_sums_equal_a_fresh_sum_as_time_passes_and_late_events_arrive
             store.maintain(clock())
         fresh._cache.clear()  # the oracle sums every bucket again
         a, b = rolled.snapshot(300.0, 1200.0), fresh.snapshot(300.0, 1200.0)
+        # per-group p95s are reused while the baseline stands; the rules that read durations (exact,
+        # unlike rolled float sums) must say the same as with nothing kept
+        kept = [f.doc() for f in find(a, config.insights).findings if f.kind in ("slow", "latency_regression")]
+        fresh.kept.clear()  # the oracle keeps nothing either
+        assert kept == [f.doc() for f in find(b, config.insights).findings if f.kind in ("slow", "latency_regression")]
+        regressions += any(f["kind"] == "latency_regression" for f in kept)
         for got, want in ((a.window, b.window), (a.baseline, b.baseline)):
             assert got.sums.keys() == want.sums.keys()
+            assert got.errors == want.errors
             for subject, sums in want.sums.items():
                 assert got.sums[subject] == pytest.approx(sums)
                 assert sorted(got.durations.get(subject, [])) == sorted(want.durations.get(subject, []))
+    assert regressions  # the findings compared were not all empty
+
+
+def abandonment(now: float, window_abandoned: int, baseline_runs: int = 40, watched_early: bool = True) -> list[dict]:
+    """Runs of workflow w with lifecycle.abandon_after 6m: in the baseline `baseline_runs`, a tenth of
+    them never ended; in the window 30 ended and `window_abandoned` reached 6m without an end."""
+    events = [{"type": "tool.call", "agent": "a", "timestamp": now - 1600}] if watched_early else []
+    for i in range(baseline_runs):  # ended or abandoned within the baseline (now - 1190 .. now - 290)
+        start = now - 1540 + 20 * i
+        events.append({"type": "workflow.started", "workflow": "w", "run_id": f"b{i}", "timestamp": start})
+        if i % 10:
+            events.append({"type": "workflow.completed", "workflow": "w", "run_id": f"b{i}", "timestamp": start + 400})
+    for i in range(30):
+        start = now - 290 + 5 * i
+        events.append({"type": "workflow.started", "workflow": "w", "run_id": f"e{i}", "timestamp": start})
+        events.append({"type": "workflow.completed", "workflow": "w", "run_id": f"e{i}", "timestamp": start + 30})
+    for i in range(window_abandoned):  # abandoned at now - 290 + 10 i: in the window
+        events.append({"type": "workflow.started", "workflow": "w", "run_id": f"a{i}", "timestamp": now - 650 + 10 * i})
+    events.sort(key=lambda e: e["timestamp"])
+    config = Config().replace(**SHORT)
+    store = InsightsStore(config.insights, clock=lambda: now, abandon_after=360.0)
+    lines = [json.dumps(e).encode() for e in events]
+    decoded, _, rejected = EventDecoder().decode(lines, now)
+    assert rejected == []
+    store.consume(Batch(decoded, lines, now, "test"))
+    store.maintain(now)  # the sweep that finds runs past abandon_after
+    return [f.doc() for f in find(store.snapshot(300.0, 1200.0), config.insights).findings]
+
+
+def test_abandoned_runs_rising_are_stuck_but_a_steady_share_a_small_sample_or_a_short_watch_are_not():
+    now = 1_000_000.0
+    (finding,) = abandonment(now, window_abandoned=10)
+    assert (finding["kind"], finding["severity"], finding["subject"]) == ("stuck", "warning", {"workflow": "w"})
+    evidence = finding["evidence"]
+    assert (evidence["abandoned"], evidence["runs"], evidence["baseline_abandoned"], evidence["baseline_runs"]) == (10, 40, 4, 40)
+    assert evidence["share"] == 0.25 and evidence["baseline_share"] == 0.1 and evidence["abandon_after_ms"] == 360_000
+    assert finding["summary"] == "10 runs of workflow w were abandoned (no end within 6.0 min), 25% of its runs against 10% in the baseline."
+    assert abandonment(now, window_abandoned=4) == []  # 4 of 34 (12%) against 10%: steady
+    assert abandonment(now, window_abandoned=10, baseline_runs=19) == []  # the baseline is below insights.min_runs
+    # The store saw its first event less than abandon_after before the baseline began: runs that
+    # started unseen would be missing from the baseline's abandonment, so it is not judged.
+    assert abandonment(now, window_abandoned=10, watched_early=False) == []
+
+
+def test_a_healthy_stream_with_a_short_abandon_after_yields_nothing_above_info():
+    with running_sidecar(**SHORT, **ABANDON) as sc:
+        demo(sc.url, "healthy", *ABANDON_DEMO)
+        store = sc.sidecar.sinks.insights
+        wait_until(lambda: store.abandoned, "the sweep counted the demo's own abandoned runs (3%)")
+        doc = insights(sc.url)
+    assert above_info(doc) == []
+
+
+def test_open_runs_are_grouped_by_subject_and_leave_when_ended_abandoned_or_pushed_out():
+    now = 1_000_000.0
+    config = Config().replace(**{**SHORT, "insights.max_active": 5})
+    store = InsightsStore(config.insights, clock=lambda: now, abandon_after=600.0)
+    decoder = EventDecoder()
+
+    def send(*events: dict) -> None:
+        lines = [json.dumps(e).encode() for e in events]
+        decoded, _, _ = decoder.decode(lines, now)
+        store.consume(Batch(decoded, lines, now, "test"))
+
+    def started(run: str, workflow: str, ago: float) -> dict:
+        return {"type": "workflow.started", "workflow": workflow, "run_id": run, "timestamp": now - ago}
+
+    send(started("r1", "w1", 700), started("r2", "w1", 100), started("r3", "w2", 50),
+         {"type": "agent.invoked", "agent": "a", "invocation_id": "i1", "timestamp": now - 40},
+         {"type": "workflow.completed", "workflow": "w1", "run_id": "r2", "timestamp": now - 30},
+         started("r3", "w2", 20), started("r4", "w2", 10), started("r5", "w2", 5))  # r3 started again: a new run
+    store.maintain(now)  # r1 passed abandon_after
+    snap = store.snapshot(300.0, 1200.0)
+    assert {k: sorted(v.tolist()) for k, v in snap.open.items()} == {("run", "w2"): [5.0, 10.0, 20.0], ("invocation", "a"): [40.0]}
+    assert snap.window.abandoned == {"w1": 1} and snap.exact
+    send(started("r6", "w3", 1), started("r7", "w3", 1))  # past insights.max_active (5): the oldest open item goes
+    snap = store.snapshot(300.0, 1200.0)
+    assert {k: len(v) for k, v in snap.open.items()} == {("run", "w2"): 3, ("run", "w3"): 2}
+    assert not snap.exact
+
+
+def tracked_objects(root: object) -> int:
+    """Objects the garbage collector tracks that `root` holds (not following code, modules or types)."""
+    import gc
+    import types
+
+    seen: set[int] = set()
+    stack, count = [root], 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType, types.MethodType)):
+            continue
+        seen.add(id(obj))
+        count += gc.is_tracked(obj)
+        stack.extend(gc.get_referents(obj))
+    return count
+
+
+def test_an_hour_of_state_holds_few_objects_for_the_garbage_collector():
+    # A full collection walks every tracked object while it holds the GIL: at 1M samples the store's
+    # per-bucket sum lists and per-invocation failure lists made it ~300 ms, the slow 1% of queries.
+    import gc
+
+    clock = FakeClock(1_000_000.0)
+    config = Config().replace(**SHORT)
+    store = InsightsStore(config.insights, clock=clock)
+    decoder = EventDecoder(max_clock_skew=math.inf)
+    for step in range(100):  # 1000 s, 100 buckets; 20 subjects and 50 failing invocations each
+        clock.advance(10)
+        lines = [json.dumps({"type": "llm.call", "agent": f"a{i % 20}", "invocation_id": f"i{step}-{i}", "success": False,
+                             "error": "server_error", "duration_ms": 5.0, "timestamp": clock() - 1}).encode() for i in range(50)]
+        events, _, _ = decoder.decode(lines, clock())
+        store.consume(Batch(events, lines, clock(), "test"))
+        store.maintain(clock())
+    gc.collect()  # tuples of plain values stop being tracked at a collection
+    assert len(store.fails) == 5000 and len(store.buckets) == 100
+    assert tracked_objects(store) < 1500  # O(buckets), not O(failures) or O(buckets x subjects)

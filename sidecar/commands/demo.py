@@ -104,6 +104,7 @@ class Scenario:
     token_growth: tuple[str, float] | None = None  # (agent, final factor): input tokens grow from onset
     retry_storm: tuple[str, float, int, int] | None = None  # (agent, probability per invocation, min, max failures)
     hang: tuple[str, float] | None = None  # (workflow, probability per run): the run stalls, never ends
+    abandon: tuple[str, float] | None = None  # (workflow, probability per run), from onset: stops part-way, never ends
     onset: float = 0.0
     expect: tuple[str, tuple[tuple[str, str], ...]] | None = None  # the finding (kind, subject) that names the fault
 
@@ -122,6 +123,8 @@ SCENARIOS: dict[str, Scenario] = {
     "token_bloat": Scenario("token_bloat", token_growth=("coder", 4.0), expect=("token_bloat", (("agent", "coder"),))),
     "retry_storm": Scenario("retry_storm", retry_storm=("coder", 0.25, 8, 15), expect=("retry_storm", (("agent", "coder"),))),
     "stuck_runs": Scenario("stuck_runs", hang=("research-report", 0.4), expect=("stuck", (("workflow", "research-report"),))),
+    # judged with a short lifecycle.abandon_after (README, "Named faults"): an hour is longer than a demo
+    "abandoned_runs": Scenario("abandoned_runs", abandon=("code-change", 0.5), expect=("stuck", (("workflow", "code-change"),))),
 }
 
 
@@ -189,6 +192,9 @@ class Simulation:
         hang = self.fault.hang
         if not abandon and hang is not None and workflow == hang[0] and rng.random() < hang[1]:
             abandon, budget = True, rng.randint(3, 30)  # stalls like an abandoned run: no end is ever sent
+        gone = self.fault.abandon
+        if not abandon and gone is not None and workflow == gone[0] and self.fault.started(t) and rng.random() < gone[1]:
+            abandon, budget = True, rng.randint(1, 30)  # as the odds' abandoned runs, only more of them
         start = t
         reviewed = False
         yield t, {"type": "workflow.started", **run}

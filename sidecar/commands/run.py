@@ -62,6 +62,11 @@ def main(args: argparse.Namespace) -> int:
     # SIGHUP (reload) is the loop's once serving starts; until then it must not end the process.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)
+    # What is loaded by now (modules, classes, functions: ~45k objects) lives as long as the process.
+    # Frozen, a full garbage collection no longer walks it each time; at 1M samples such a pass,
+    # set off by any thread's allocations, held the GIL for ~40 ms of every ~110 (BENCHMARKS.md, issue 18).
+    gc.collect()
+    gc.freeze()
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             started = runner.run(serve(config, reload_from=(lambda: build_config(args)) if args.config else None))

@@ -20,7 +20,6 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -70,12 +69,15 @@ class _Bucket:
         self.durations = {s: np.array(v, dtype=np.float64) if isinstance(v, list) else v for s, v in self.durations.items()}
         self.keys = list(self.sums)
         self.table = np.array(list(self.sums.values()), dtype=np.float64).reshape(len(self.keys), len(FIELDS))
+        # The lists go: an hour of buckets held ~20k of them, and a full garbage collection
+        # (which a query's allocations set off) walked every one (BENCHMARKS.md, issue 18).
+        self.sums = {}
         self.frozen = True
 
     def thaw(self) -> _Bucket:
         """A writable copy (arrays shared: they are replaced, never written in place)."""
         out = _Bucket()
-        out.sums = {s: v[:] for s, v in self.sums.items()}
+        out.sums = dict(zip(self.keys, self.table.tolist())) if self.frozen else {s: v[:] for s, v in self.sums.items()}
         out.durations = dict(self.durations)
         out.errors = self.errors.copy()
         return out
@@ -95,25 +97,31 @@ class Period:
     sums: dict[Subject, list[float]] = field(default_factory=dict)
     durations: dict[Subject, np.ndarray] = field(default_factory=dict)
     errors: Counter[tuple[Subject, str]] = field(default_factory=Counter)
+    abandoned: Counter[str | None] = field(default_factory=Counter)  # runs by workflow that reached abandon_after here
 
 
-@dataclass(frozen=True)
-class OpenItem:
-    """A run (by workflow) or invocation (by agent) that started and has not ended."""
-
-    kind: str  # "run" or "invocation"
-    name: str | None  # its workflow or agent
-    age: float  # seconds since it started, at the snapshot
+OpenKey = tuple[str, str | None]  # ("run", workflow) or ("invocation", agent)
+# (period role, grouping, span type) -> (the durations dict, per group: durations and their p95)
+Kept = dict[tuple[str, tuple[str, ...], str], tuple[dict[Subject, np.ndarray], dict[tuple[str | None, ...], tuple[np.ndarray, float]]]]
 
 
 @dataclass
 class Snapshot:
     window: Period
     baseline: Period
-    open: list[OpenItem]
+    open: dict[OpenKey, np.ndarray]  # ages (seconds at the snapshot) of the runs / invocations not ended
     storms: list[Storm]  # invocations whose retry_failures-th failure fell in the window
     as_of: float
     exact: bool  # False when the subject cap or max_active dropped something
+    abandon_after: float = 3600.0  # lifecycle.abandon_after when the snapshot was taken
+    abandon_complete: bool = False  # the baseline starts after the store saw its first event + abandon_after
+    # The store's cache of per-group durations and p95s, for `sidecar.insights`: per (period, grouping,
+    # span type) the durations dict they came from and the groups. The baseline's dict is the store's
+    # rolled result, the same object until a bucket enters or leaves it (once per insights.bucket), so
+    # queries in between reuse its concatenations and partitions (a third of a query's CPU at 1M
+    # samples); the window's is new per query and shared by `slow` and `latency_regression`. Held by
+    # identity, so a stale entry never matches.
+    kept: Kept = field(default_factory=dict)
 
 
 class InsightsStore:
@@ -121,16 +129,28 @@ class InsightsStore:
 
     name = "insights"
 
-    def __init__(self, config: InsightsConfig, clock: Callable[[], float] = time.time):
+    def __init__(self, config: InsightsConfig, clock: Callable[[], float] = time.time, abandon_after: float = 3600.0):
         self.config = config
         self.clock = clock
+        self.abandon_after = abandon_after  # lifecycle.abandon_after, as the metrics sink applies it (a reload sets it)
+        # Runs that reached abandon_after with no end: (when, in event time, workflow), oldest first.
+        self.abandoned: deque[tuple[float, str | None]] = deque()
+        # Abandonment is counted only from the first event the store saw: before that + abandon_after,
+        # runs that started while nobody watched would be missing, and a baseline would look clean.
+        self.first_seen: float | None = None
+        self.kept: Kept = {}  # see Snapshot.kept
         self.width = config.bucket
         self.buckets: dict[int, _Bucket] = {}
-        # OrderedDicts, as they drop their oldest entry once full: a dict's next(iter()) walks the
-        # holes its earlier deletions left at the front (~7 µs per call at 10k entries).
-        self.open: OrderedDict[tuple[str, str], tuple[float, str, str | None]] = OrderedDict()  # (kind, id) -> (start, kind, name);  # insertion order ~ start order
-        # failures per invocation (or run) id: [count, first failure ts, agent, model], oldest first
-        self.fails: OrderedDict[str, list[Any]] = OrderedDict()
+        # runs and invocations not ended: (kind, id) -> (start, name), insertion order ~ start order;
+        # and the same grouped by (kind, name) -> {id: start}, so a query copies one array per subject
+        self.open: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
+        self.open_groups: dict[OpenKey, dict[str, float]] = {}
+        # (Both OrderedDicts: once full they drop their oldest, and a dict's next(iter()) walks the
+        # holes earlier deletions left at its front, ~7 µs per call at 10k entries.)
+        # failures per invocation (or run) id: (count, first failure ts, agent, model), oldest first.
+        # Tuples of plain values, replaced on each failure: the collector stops tracking them, where
+        # tens of thousands of lists made every full garbage collection walk them.
+        self.fails: OrderedDict[str, tuple[int, float, str | None, str | None]] = OrderedDict()
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
         self._cache: dict[int, _Rolling] = {}
@@ -150,6 +170,10 @@ class InsightsStore:
         cap = self.config.max_subjects
         buckets = self.buckets
         last_index, bucket, sums_of, durations_of = None, None, {}, {}  # most events of a batch share a bucket
+        if self.first_seen is None and batch.events:
+            first = batch.events[0].timestamp
+            assert isinstance(first, float)
+            self.first_seen = max(first, oldest)
         with self._lock:
             for ev in batch.events:
                 ts = ev.timestamp
@@ -212,7 +236,7 @@ class InsightsStore:
             kind, attr = _ENDS[ev.type]
             ident = getattr(ev, attr)
             if ident is not None:
-                self.open.pop((kind, ident), None)
+                self._closed((kind, ident))
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
         """Count failures per invocation as they come, so a query reads only the storms."""
@@ -221,16 +245,32 @@ class InsightsStore:
             if len(self.fails) >= self.config.max_active:
                 self.fails.popitem(last=False)
                 self.dropped += 1
-            entry = self.fails[ident] = [0, ts, agent, model]
-        entry[0] += 1
-        if entry[0] == self.config.retry_failures:
+            entry = (0, ts, agent, model)
+        count = entry[0] + 1
+        self.fails[ident] = (count, entry[1], entry[2], entry[3])  # an existing key keeps its place (oldest first)
+        if count == self.config.retry_failures:
             self.storms.append((ts, ident))
 
     def _opened(self, key: tuple[str, str], ts: float, name: str | None) -> None:
-        if key not in self.open and len(self.open) >= self.config.max_active:
-            self.open.popitem(last=False)
+        if key in self.open:
+            self._closed(key)  # an id started again: a new run (it goes to the end of the order)
+        elif len(self.open) >= self.config.max_active:
+            self._closed(next(iter(self.open)))
             self.dropped += 1
-        self.open[key] = (ts, key[0], name)
+        self.open[key] = (ts, name)
+        group = self.open_groups.get((key[0], name))
+        if group is None:
+            group = self.open_groups[(key[0], name)] = {}
+        group[key[1]] = ts
+
+    def _closed(self, key: tuple[str, str]) -> tuple[float, str | None] | None:
+        entry = self.open.pop(key, None)
+        if entry is not None:
+            group = self.open_groups[(key[0], entry[1])]
+            del group[key[1]]
+            if not group:
+                del self.open_groups[(key[0], entry[1])]
+        return entry
 
     def maintain(self, now: float) -> None:
         """Drop buckets past retention, freeze past ones into arrays, forget stale open items."""
@@ -243,9 +283,24 @@ class InsightsStore:
                 if index < current - 1 and not bucket.frozen:
                     bucket.freeze()
             cutoff = now - self.config.retention
-            stale = [key for key, (ts, _, _) in self.open.items() if ts < cutoff]
+            # A run open for abandon_after is abandoned (as agent_workflow_runs_total counts it), at
+            # the event time it reached that; anything else is forgotten once past retention.
+            give_up = now - self.abandon_after
+            horizon = max(give_up, cutoff)
+            stale = []
+            for key, (ts, _) in self.open.items():  # oldest first: stop at the first one too young for either rule
+                if ts >= horizon:
+                    break
+                if ts < (give_up if key[0] == "run" else cutoff):
+                    stale.append(key)
             for key in stale:
-                del self.open[key]
+                entry = self._closed(key)
+                assert entry is not None  # listed just above
+                ts, name = entry
+                if key[0] == "run" and ts < give_up:
+                    self.abandoned.append((ts + self.abandon_after, name))
+            while self.abandoned and self.abandoned[0][0] < cutoff:
+                self.abandoned.popleft()
             while self.fails:  # oldest first failure first
                 ident = next(iter(self.fails))
                 if self.fails[ident][1] >= cutoff:
@@ -258,15 +313,18 @@ class InsightsStore:
         """The buckets in [start, end): frozen ones as they are, the few still filling copied."""
         return [(i, b if b.frozen else b.thaw()) for i, b in self.buckets.items() if start <= i < end]
 
-    def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
-        """The period's sums: the frozen buckets' part kept per role (baseline, window) and rolled
-        forward as buckets enter, leave or thaw, plus the buckets still filling."""
+    def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray], Counter[tuple[Subject, str]]]:
+        """The period's sums and error kinds: the frozen buckets' part kept per role (baseline,
+        window) and rolled forward as buckets enter, leave or thaw, plus the buckets still filling."""
         with self._rolling_lock:  # two queries at once must not roll the same state
             rolling = self._cache.setdefault(role, _Rolling())
             sums, durations = rolling.update([b for b in buckets if b.frozen])
+            errors = rolling.errors.copy()
         live = [b for b in buckets if not b.frozen]
+        for bucket in live:
+            errors.update(bucket.errors)
         if not live:
-            return sums, durations
+            return sums, durations, errors
         more_sums, more_durations = _sum_buckets(live)
         sums = {s: v[:] for s, v in sums.items()}  # the kept lists stay as they were
         for subject, v in more_sums.items():
@@ -276,7 +334,7 @@ class InsightsStore:
         for subject, values in more_durations.items():
             have_values = durations.get(subject)
             durations[subject] = values if have_values is None else np.concatenate((have_values, values))
-        return sums, durations
+        return sums, durations, errors
 
     def series(self, window: float) -> tuple[float, list[tuple[float, _Bucket]]]:
         """(now, [(bucket start time, copy of the bucket)]) for the last `window` seconds, oldest first."""
@@ -297,18 +355,23 @@ class InsightsStore:
         window_start = split * width
         with self._lock:
             chosen = self._copies(start, end)
-            opened = list(self.open.values())  # a C-level copy; OpenItems are built outside the lock
+            starts = {key: np.fromiter(group.values(), np.float64, len(group)) for key, group in self.open_groups.items()}
             storms = [_storm(self.fails[i]) for ts, i in self.storms if ts >= window_start and i in self.fails]
+            abandoned = list(self.abandoned)
             exact = self.dropped == 0
-        open_items = [OpenItem(kind, name, now - ts) for ts, kind, name in opened]
+        open_items = {key: now - ts for key, ts in starts.items()}
         periods = (Period(baseline - window), Period(window))
+        for at, workflow in abandoned:
+            if at >= start * width:
+                periods[int(at >= window_start)].abandoned[workflow] += 1
         for at, period in enumerate(periods):
             mine = [b for i, b in chosen if int(i >= split) == at]
-            period.sums, period.durations = self._sums(at, mine)
+            period.sums, period.durations, errors = self._sums(at, mine)
             if at:  # error kinds are judged in the window only
-                for bucket in mine:
-                    period.errors.update(bucket.errors)
-        return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact)
+                period.errors = errors
+        complete = self.first_seen is not None and self.first_seen + self.abandon_after <= start * width
+        return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact,
+                        abandon_after=self.abandon_after, abandon_complete=complete, kept=self.kept)
 
 
 class _Rolling:
@@ -323,6 +386,8 @@ class _Rolling:
         self.buckets: dict[int, _Bucket] = {}
         self.total: dict[Subject, np.ndarray] = {}
         self.chunks: dict[Subject, dict[int, np.ndarray]] = {}
+        # error kinds, rolled as the sums (a Counter.update per bucket per query cost ~10 ms at 1M samples)
+        self.errors: Counter[tuple[Subject, str]] = Counter()
         self.result: tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]] | None = None
 
     def update(self, frozen: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray]]:
@@ -344,6 +409,11 @@ class _Rolling:
         return self.result
 
     def _apply(self, bucket: _Bucket, sign: int) -> None:
+        if sign > 0:
+            self.errors.update(bucket.errors)
+        else:
+            self.errors.subtract(bucket.errors)
+            self.errors = +self.errors  # kinds that fell to zero leave
         keys, table = bucket.rows()
         for j, subject in enumerate(keys):
             row = self.total.get(subject)
@@ -362,7 +432,7 @@ class _Rolling:
                     del self.chunks[subject]
 
 
-def _storm(entry: list[Any]) -> Storm:
+def _storm(entry: tuple[int, float, str | None, str | None]) -> Storm:
     count, _, agent, model = entry
     return Storm(agent, model, count)
 

@@ -1,7 +1,9 @@
 // agent-sidecar live page. Plain ES module, no dependencies, no build step.
 //
-//   WS /v1/tail   -> the event list (batches {"events": [...], "dropped": n})
-//   GET /v1/stats -> the charts and the per-agent table, once a second
+//   WS /v1/tail    -> the event list (batches {"events": [...], "dropped": n})
+//   GET /v1/stats  -> the figures and the per-agent table, once a second
+//   GET /v1/series -> the charts: the window's history when the page opens (or the window or a
+//                     filter changes), then its last two steps once a second
 //
 // The list keeps at most web.max_rows events (or fewer with ?rows=), so memory stays
 // flat however long the tab stays open. It is virtualised: only the rows on screen
@@ -17,7 +19,7 @@ const TAIL_INTERVAL_MS = 50;
 const ROW_HEIGHT = 20; // px, as in app.css
 const STATS_EVERY_MS = 1000;
 const OPTIONS_EVERY_MS = 5000;
-const HISTORY = 120; // chart points (two minutes at one a second)
+const HISTORY = 120; // chart points when /v1/series cannot answer (two minutes of /v1/stats, one a second)
 const TOKEN_KEY = "agent-sidecar.token";
 
 const $ = (sel) => document.querySelector(sel);
@@ -46,8 +48,9 @@ const state = {
   ws: null,
   attempts: 0,
   reconnectTimer: 0,
-  history: [],
+  chart: { key: "", mode: "stats", step: 0, span: 60, asOf: 0, points: [] }, // see loadSeries
   statsBusy: false,
+  seriesBusy: false,
   asking: false,
 };
 
@@ -139,6 +142,7 @@ $("#token-form").addEventListener("submit", () => {
   state.token = token;
   sessionStorage.setItem(TOKEN_KEY, token); // this tab only; gone when it closes
   reconnectNow();
+  loadSeries();
   refreshStats();
   refreshOptions();
 });
@@ -483,8 +487,8 @@ form.addEventListener("change", (e) => {
   } else {
     return;
   }
-  state.history = [];
   syncURL();
+  loadSeries();
   refreshStats();
 });
 
@@ -544,12 +548,19 @@ function showStats(s) {
   setOutput("errors", s.errors, fmt(s.errors));
   setOutput("error_rate", s.error_rate, s.error_rate === null || s.error_rate === undefined ? "–" : `${(s.error_rate * 100).toFixed(2)}%`);
   setOutput("cost_usd", s.cost_usd, money(s.cost_usd));
-  state.history.push({
-    events: r.events_per_second ?? null, p50: d.p50 ?? null, p95: d.p95 ?? null, p99: d.p99 ?? null,
-    tokens: r.tokens_per_second ?? null, cost: r.cost_per_hour_usd ?? null,
-  });
-  if (state.history.length > HISTORY) state.history.shift();
-  drawCharts();
+  if (state.chart.mode === "stats") { // no history from /v1/series: chart the window's figures as they come
+    const chart = state.chart;
+    const t = Date.parse(s.as_of) / 1000;
+    if (!Number.isFinite(t)) return;
+    chart.asOf = t;
+    chart.points.push({
+      t, end: t, events: r.events_per_second ?? null, p50: d.p50 ?? null, p95: d.p95 ?? null, p99: d.p99 ?? null,
+      tokens: r.tokens_per_second ?? null, cost: r.cost_per_hour_usd ?? null,
+    });
+    if (chart.points.length > HISTORY) chart.points.shift();
+    chart.span = Math.max(1, t - chart.points[0].t);
+    drawCharts();
+  }
 }
 
 function showAgents(groups) {
@@ -569,6 +580,73 @@ function showAgents(groups) {
   $("#agents tbody").replaceChildren(...rows);
 }
 
+// ---------------------------------------------------------------- chart history (/v1/series)
+
+const UNIT_SECONDS = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
+
+function seconds(name) { // "15m" -> 900, as the sidecar writes window names
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(String(name ?? ""));
+  return m ? Number(m[1]) * UNIT_SECONDS[m[2] ?? "s"] : NaN;
+}
+
+function chartKey() {
+  return statsQuery({ window: state.window }).toString();
+}
+
+// One chart point per step: rates over the part of the step that has passed (the last step
+// holds now), the step's exact percentiles. `end` places it on the time axis.
+function stepPoint(p, step, asOf) {
+  const end = Math.min(p.t + step, asOf);
+  const elapsed = Math.max(1, end - p.t);
+  const d = p.duration_ms || {};
+  return {
+    t: p.t, end, events: p.events / elapsed, p50: d.p50 ?? null, p95: d.p95 ?? null, p99: d.p99 ?? null,
+    tokens: p.tokens / elapsed, cost: (p.cost_usd / elapsed) * 3600,
+  };
+}
+
+function mergeSeries(doc) {
+  const chart = state.chart;
+  const asOf = Date.parse(doc.as_of) / 1000;
+  if (!Number.isFinite(asOf)) return;
+  chart.asOf = Math.max(chart.asOf, asOf);
+  const byStart = new Map(chart.points.map((p) => [p.t, p]));
+  for (const p of doc.points || []) byStart.set(p.t, stepPoint(p, chart.step, asOf));
+  const from = chart.asOf - chart.span;
+  chart.points = [...byStart.values()].filter((p) => p.end > from).sort((a, b) => a.t - b.t);
+}
+
+// The charts open with the window's history (and open again when the window or a filter
+// changes); without it (a window longer than insights.retention, an older sidecar) they chart
+// /v1/stats as it comes, as before.
+async function loadSeries() {
+  const key = chartKey();
+  state.chart = { key, mode: "stats", step: 0, span: seconds(state.window) || 60, asOf: 0, points: [] };
+  drawCharts();
+  try {
+    const doc = await getJSON(`v1/series?${key}`);
+    if (state.chart.key !== key) return; // the view changed while it loaded
+    Object.assign(state.chart, { mode: "series", step: seconds(doc.step), span: seconds(doc.window) || state.chart.span });
+    mergeSeries(doc);
+    drawCharts();
+  } catch { /* charted from /v1/stats */ }
+}
+
+// Once a second: the last two steps (the one that just ended may have had late events).
+async function refreshSeries() {
+  const chart = state.chart;
+  if (chart.mode !== "series" || state.seriesBusy) return;
+  state.seriesBusy = true;
+  try {
+    const doc = await getJSON(`v1/series?${statsQuery({ window: String(2 * chart.step), step: String(chart.step) })}`);
+    if (state.chart !== chart) return;
+    mergeSeries(doc);
+    drawCharts();
+  } catch { /* the next tick tries again */ } finally {
+    state.seriesBusy = false;
+  }
+}
+
 const SERIES = {
   events: [["events", "--accent"]],
   duration: [["p50", "--ok"], ["p95", "--warning"], ["p99", "--error"]],
@@ -578,9 +656,16 @@ const SERIES = {
 
 function drawCharts() {
   const css = getComputedStyle(document.documentElement);
-  const points = state.history;
+  const { points, span, asOf } = state.chart;
+  const from = asOf - span;
   for (const canvas of document.querySelectorAll("canvas[data-chart]")) {
     const series = SERIES[canvas.dataset.chart];
+    let max = 0;
+    for (const p of points) for (const [key] of series) if (p[key] > max) max = p[key];
+    // what the chart holds, for people's tools and the tests: the points and the top of the scale
+    canvas.dataset.points = String(points.length);
+    canvas.dataset.from = points.length ? String(points[0].t) : "";
+    canvas.dataset.max = String(max);
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth;
     const h = canvas.clientHeight;
@@ -590,8 +675,6 @@ function drawCharts() {
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    let max = 0;
-    for (const p of points) for (const [key] of series) if (p[key] > max) max = p[key];
     ctx.strokeStyle = css.getPropertyValue("--line");
     ctx.lineWidth = 1;
     ctx.beginPath();
@@ -599,21 +682,19 @@ function drawCharts() {
     ctx.lineTo(w, h - 0.5);
     ctx.stroke();
     if (!max) continue;
-    const step = w / (HISTORY - 1);
-    const x0 = w - (points.length - 1) * step;
     for (const [key, color] of series) {
       ctx.strokeStyle = css.getPropertyValue(color);
       ctx.lineWidth = 1.5;
       ctx.beginPath();
       let drawing = false;
-      points.forEach((p, i) => {
+      for (const p of points) {
         const v = p[key];
-        if (v === null) { drawing = false; return; }
-        const x = x0 + i * step;
+        if (v === null) { drawing = false; continue; }
+        const x = ((p.end - from) / span) * w; // time runs left to right over the window
         const y = h - 2 - (v / max) * (h - 6);
         if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
         drawing = true;
-      });
+      }
       ctx.stroke();
     }
     ctx.fillStyle = css.getPropertyValue("--dim");
@@ -632,9 +713,11 @@ async function start() {
   connect();
   await loadWindows();
   syncURL();
+  loadSeries();
   refreshStats();
   refreshOptions();
   setInterval(refreshStats, STATS_EVERY_MS);
+  setInterval(refreshSeries, STATS_EVERY_MS);
   setInterval(refreshOptions, OPTIONS_EVERY_MS);
   window.addEventListener("resize", drawCharts);
 }

@@ -280,6 +280,37 @@ def test_charts_show_the_numbers_of_v1_stats_for_the_chosen_window(open_page):
         assert {"llm.call", "agent.failed"} <= set(options)
 
 
+def test_charts_open_with_the_window_history_before_any_new_event_arrives(open_page):
+    clock = FakeClock()
+    now = clock.now
+    # four minutes of history, a busier minute each time, none of it arriving while the page is open
+    events = [
+        event("llm.call", agent="coder", duration_ms=100.0 * (k + 1), input_tokens=10, timestamp=now - 235 + 60 * k + 0.1 * i)
+        for k in range(4) for i in range(5 * (k + 1))
+    ]
+    with running_sidecar(clock=clock) as sc:
+        sc.send_unix(ndjson(*events))
+        sc.wait_processed(len(events))
+        series = httpx.get(sc.url + "/v1/series", params={"window": "5m"}).json()
+        page = open_page(sc.url + "/?window=5m")
+        chart = page.locator('canvas[data-chart="events"]')
+        # every step of the window, from its first, not only the points charted since the page opened
+        expect(chart).to_have_attribute("data-points", str(len(series["points"])))
+        assert len(series["points"]) == 30
+        assert float(chart.get_attribute("data-from")) == series["points"][0]["t"]
+        busiest = max(p["events"] for p in series["points"])
+        assert busiest == 20
+        assert float(chart.get_attribute("data-max")) == busiest / 10  # events/s over a 10 s step
+        durations = page.locator('canvas[data-chart="duration"]')
+        assert float(durations.get_attribute("data-max")) == max(p["duration_ms"]["p99"] or 0 for p in series["points"]) == 400.0
+        assert page.get_attribute("#received", "data-count") == "0"
+        # a filter opens the charts again with its own history
+        page.select_option('select[name="agent"]', "coder")
+        expect(chart).to_have_attribute("data-points", "30")
+        sc.send_unix(ndjson(event("llm.call", agent="coder", duration_ms=1000.0, timestamp=now - 1)))
+        expect(durations).to_have_attribute("data-max", "1000")  # live data joins the history
+
+
 def test_durations_read_in_their_unit_and_events_without_an_agent_have_a_named_row(open_page):
     with running_sidecar(clock=FakeClock()) as sc:
         events = [event("llm.call", agent="coder", duration_ms=67_900.0), event("llm.call", agent="coder", duration_ms=118_300.0),
