@@ -50,6 +50,8 @@ CHECKSUMS = "checksums"  # an entry of its own, written last: CRC-32 of every ot
 VERSION = 1
 
 Arrays = dict[str, npt.NDArray[Any]]
+Parts = list[npt.NDArray[Any]]  # one entry of the file as consecutive pieces (rows copied in slices)
+Strings = dict[str, list[str | None]]  # string tables before they are packed into arrays
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,6 @@ def capture(store: WindowStore, now: float, final: bool) -> Arrays:
     for name, values in strings.items():
         _put_strings(out, name, values)
     return out
-
-
-Strings = dict[str, list[str | None]]
 
 
 def _state(store: WindowStore, now: float, final: bool) -> tuple[Arrays, Strings]:
@@ -262,7 +261,6 @@ class Captured:
         return out
 
 
-Parts = list[npt.NDArray[Any]]  # one entry of the file as consecutive pieces (rows copied in slices)
 WRITE_CHUNK = 1 << 20  # bytes per write: zlib.crc32 and the write itself release the GIL, the loop runs meanwhile
 
 
