@@ -38,6 +38,7 @@ import re
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -106,7 +107,7 @@ def load(unix: str, url: str, rate: float, churn: float, stop, sent_unix, sent_h
     started = time.monotonic()
     generation, chunks = 0, chunks_for(0)
     sock = UnixSender(unix, timeout=None)
-    conn = HttpSender(url, timeout=30)
+    conn = HttpSender(url, timeout=120)
     done_unix = done_http = 0
     every_http = max(1, round(1 / http_share)) if http_share else 0
     n = 0
@@ -382,6 +383,8 @@ def run(
         reloader = ReloadDriver(proc, os.path.join(tmp, "config.yaml"), snapshot_path, snapshot_every, reload_every)
         samples: list[dict] = []
         snapshots: list[dict] = []
+        scrape_errors: list[dict] = []
+        report["scrape_errors"] = scrape_errors
         try:
             _, v0, _ = scrape(proc.url)
             report["start"] = {"fds": fds(proc.pid), "tasks": v0.get("sidecar_asyncio_tasks"), "rss_mib": rss_mib(proc.pid)}
@@ -411,7 +414,11 @@ def run(
             reloader.start()
             saves = 0.0
             while (elapsed := time.monotonic() - started) < duration:
-                took, v, series = scrape(proc.url)
+                try:
+                    took, v, series = scrape(proc.url)
+                except OSError as exc:  # a stalled or dead sidecar: say what it was doing, go on
+                    scrape_errors.append({"t": round(elapsed, 1), "error": f"{type(exc).__name__}: {exc}"[:200], "stack": py_spy_dump(proc.pid)})
+                    continue
                 samples.append(
                     {
                         "t": round(elapsed, 1),
@@ -463,12 +470,21 @@ def run(
             proc.send_signal(signal.SIGTERM)
             report["exit_code"] = proc.wait(30)  # returns once every line it logged is in proc.lines
         report["final_line"] = next((line.strip() for line in proc.lines if "stopped:" in line), "")
+        report["sidecar_log"] = [line.rstrip() for line in proc.lines if " WARNING " in line or " ERROR " in line or "Traceback" in line][:50]
         report["samples"] = samples
         report["snapshots"] = snapshots
         report["loadavg_end"] = os.getloadavg()
         if snapshot_path:
             report["restart"] = restart_on_snapshot(tmp, snapshot_path, stopped_at, soak_config(0, snapshot_path, snapshot_every))
     return summarise(report, warmup)
+
+
+def py_spy_dump(pid: int) -> str:
+    """Every thread's stack in `pid` now (py-spy, when installed), for a report on a stall."""
+    try:
+        return subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60).stdout[-4000:]
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"no py-spy dump: {exc}"
 
 
 def snapshot_record(elapsed: float, v: dict[str, float], saves: int) -> dict:
@@ -538,6 +554,8 @@ def summarise(report: dict, warmup: float) -> dict:
     failed_readers = [c["error"] for c in report["readers"]["tail_readers"] if c["error"]]
     if failed_readers:
         violations.append(f"tail clients failed: {failed_readers}")
+    if report["scrape_errors"]:
+        violations.append(f"{len(report['scrape_errors'])} scrapes failed: {[e['error'] for e in report['scrape_errors'][:3]]}")
     if report["readers"]["stats_errors"]:
         violations.append(f"/v1/stats failures: {report['readers']['stats_errors']}")
     if report["exit_code"] != 0 or "stopped:" not in report["final_line"]:
