@@ -57,7 +57,8 @@ TYPES = ["llm.call", "tool.call", "agent.invoked", "agent.completed", "agent.fai
 CHUNK = 100  # events per Unix write / HTTP body
 SERIES_CAP = 700  # metrics.max_series_per_metric: with 16 lines per histogram series, ~14k lines
 SERIES_TTL = "3m"  # metrics.series_ttl for the soak
-WINDOWS = ("1m", "3m")  # windows.durations for the soak (the default's 1h would need an hour to fill)
+WINDOWS = ("1m", "3m")
+SCRAPE_TIMEOUT = 120  # seconds: under load on 2 shared cores a scrape at ~15k series has taken 19 s (p99)  # windows.durations for the soak (the default's 1h would need an hour to fill)
 
 
 def chunks_for(generation: int, n: int = 10) -> list[bytes]:
@@ -73,6 +74,9 @@ def soak_config(generation: int, snapshot_path: str, snapshot_every: float) -> s
         f"metrics:\n  max_series_per_metric: {SERIES_CAP}\n  series_ttl: {ttl:g}s\n"
         f"windows:\n  durations: [{', '.join(WINDOWS)}]\n{snapshot}"
         f"tail:\n  client_queue: {10_000 - 1_000 * (generation % 2)}\nlog:\n  level: info\n"
+        # The insights store keeps every duration for insights.retention (1h by default): short, so
+        # memory reaches its steady state within the warm-up, as the windows do.
+        "insights:\n  window: 1m\n  baseline: 5m\n  retention: 5m\n"
     )
 
 
@@ -338,7 +342,7 @@ DROPPED = re.compile(r'"dropped":(\d+)\}$')
 def scrape(url: str) -> tuple[float, dict[str, float], int]:
     """(seconds to fetch /metrics, {name: summed value} for the sidecar_/process_ families, series count)."""
     t0 = time.perf_counter()
-    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+    text = urllib.request.urlopen(url + "/metrics", timeout=SCRAPE_TIMEOUT).read().decode()
     took = time.perf_counter() - t0
     values: dict[str, float] = {}
     series = 0
@@ -444,7 +448,11 @@ def run(
             sent_total = blasted + sent_unix.value + sent_http.value
 
             def settled() -> dict[str, float]:
-                v = scrape(proc.url)[1]
+                try:
+                    v = scrape(proc.url)[1]
+                except OSError as exc:
+                    scrape_errors.append({"t": round(time.monotonic() - started, 1), "error": f"{type(exc).__name__}: {exc}"[:200], "stack": py_spy_dump(proc.pid)})
+                    return {}
                 done = v.get("sidecar_events_received_total", 0) >= sent_total
                 return v if done and v.get("sidecar_events_processed_total") == v.get("sidecar_events_accepted_total") else {}
 
