@@ -3,8 +3,8 @@ never stopped answers (the oracle), and every kind of bad file is refused with i
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import zipfile
 from dataclasses import replace
 
@@ -18,7 +18,7 @@ from sidecar.config import WindowsConfig
 from sidecar.protocol import is_failure_type
 from sidecar.sinks.window import WindowSink
 from sidecar.sinks.window.autosave import WindowAutosave
-from sidecar.sinks.window.persist import SnapshotError, capture, fork_writer, read_file, reap_writer, restore, write_file
+from sidecar.sinks.window.persist import SlicedCopy, SnapshotError, capture, read_file, restore, write_file
 from sidecar.testing import FakeClock
 from sidecar.types import Batch, Event
 
@@ -135,25 +135,85 @@ def test_after_a_crash_windows_covering_the_gap_are_inexact_until_it_has_left_th
     assert all(w["exact"] for w in fresh.stats()["windows"].values())
 
 
-def test_a_forked_writer_writes_the_store_as_it_was_at_the_fork(tmp_path):
-    config = WindowsConfig(durations=DURATIONS)
+# What happens between two slices of a save: a batch (timestamps relative to now: late ones
+# rewrite rows in place), the clock moving on (rows leave), a maintenance tick.
+between = st.lists(
+    st.one_of(
+        st.lists(st.tuples(st.floats(-1000, 5), st.sampled_from([None, "planner", "coder"])), min_size=1, max_size=9).map(lambda b: ("batch", b)),
+        st.floats(0, 200).map(lambda s: ("advance", s)),
+        st.just(("maintain", None)),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    before=st.lists(st.floats(-1000, 0), min_size=0, max_size=40),
+    turns=st.lists(between, min_size=1, max_size=12),
+    slice_rows=st.integers(1, 8),
+)
+def test_a_save_copied_in_slices_while_events_arrive_is_the_store_as_it_was_at_its_last_turn(small_structures, before, turns, slice_rows):
+    config = WindowsConfig(durations=DURATIONS, index_by=("agent",))
     clock = FakeClock()
     sink = WindowSink(config, None, clock)
-    feed(sink, clock, [event(clock.now - i, i, run=f"r{i % 4}") for i in range(50)])
-    before = answers(sink)
-    path = str(tmp_path / "w.npz")
-    child = fork_writer(sink.store, clock(), path)
-    feed(sink, clock, [event(clock.now, 99, agent="after-the-fork")])  # the parent moves on at once
-    assert reap_writer(*child) == os.path.getsize(path)
+    feed(sink, clock, [event(clock.now + off, i, run=f"r{i % 5}") for i, off in enumerate(before)])
+    sink.maintain(clock())
+    copy = SlicedCopy(sink.store, slice_rows=slice_rows)
+    n = len(before)
+    for things in turns:
+        copy.step()  # one slice (or nothing left: the events below still change the store)
+        for what, arg in things:
+            if what == "batch":
+                feed(sink, clock, [event(clock.now + off, n + i, agent=agent, run=f"r{(n + i) % 7}") for i, (off, agent) in enumerate(arg)])
+                n += len(arg)
+            elif what == "advance":
+                clock.advance(arg)
+            else:
+                sink.maintain(clock())
+    while copy.step():
+        pass
+    taken = {k: np.concatenate(v) if isinstance(v, list) else v for k, v in copy.finish(clock(), final=False).entries().items()}
+    expected = capture(sink.store, clock(), final=False)  # the same instant, copied at once
+    assert taken.keys() == expected.keys()
+    for name in expected:
+        assert np.array_equal(taken[name], expected[name]), name
+
+
+async def test_a_periodic_save_goes_on_while_events_arrive_and_restores_as_of_its_last_turn(tmp_path):
+    config = WindowsConfig(durations=DURATIONS, snapshot_path=str(tmp_path / "w.npz"))
+    registry = CollectorRegistry()
+    clock = FakeClock()
+    sink = WindowSink(config, registry, clock)
+    feed(sink, clock, [event(clock.now - i, i, run=f"r{i % 4}") for i in range(200)])
+    autosave = WindowAutosave(sink, config, registry, clock)
+    saving = asyncio.ensure_future(autosave.save(final=False))
+    for i in range(30):  # the loop runs the save's slices between these batches, some of them late
+        await asyncio.sleep(0)
+        feed(sink, clock, [event(clock.now - (i % 3) * 50, 1000 + i, agent="during-the-save")])
+    await saving
+    assert registry.get_sample_value("sidecar_window_snapshot_writes_total", {"result": "ok"}) == 1
+    assert registry.get_sample_value("sidecar_window_snapshot_last_pause_seconds") > 0
+    assert registry.get_sample_value("sidecar_window_snapshot_last_duration_seconds") >= registry.get_sample_value(
+        "sidecar_window_snapshot_last_pause_seconds"
+    )
     fresh = WindowSink(config, None, clock)
-    assert not restore(fresh.store, read_file(path), clock()).complete  # a periodic save
-    assert [strip_exact(d) for d in answers(fresh)] == [strip_exact(d) for d in before]
+    assert not restore(fresh.store, read_file(config.snapshot_path), clock()).complete  # a periodic save
+    saved_events = fresh.stats()["cumulative"]["events"]
+    assert 200 <= saved_events <= 230
+    assert fresh.store.tail - fresh.store.head == saved_events  # rows and counters agree (restore checks each window)
 
 
-def test_a_forked_writer_that_cannot_write_says_why(tmp_path):
-    sink = WindowSink(WindowsConfig(durations=DURATIONS), None, FakeClock())
-    with pytest.raises(OSError, match="No such file or directory"):
-        reap_writer(*fork_writer(sink.store, 0.0, str(tmp_path / "missing-dir" / "w.npz")))
+async def test_a_periodic_save_that_cannot_write_says_why_and_keeps_serving(tmp_path, caplog):
+    config = WindowsConfig(durations=DURATIONS, snapshot_path=str(tmp_path / "missing-dir" / "w.npz"))
+    registry = CollectorRegistry()
+    clock = FakeClock()
+    sink = WindowSink(config, registry, clock)
+    feed(sink, clock, [event(clock.now, 1)])
+    await WindowAutosave(sink, config, registry, clock).save(final=False)
+    assert registry.get_sample_value("sidecar_window_snapshot_writes_total", {"result": "error"}) == 1
+    assert "No such file or directory" in caplog.text
+    assert sink.stats("1m")["events"] == 1
 
 
 def strip_exact(doc: dict) -> dict:

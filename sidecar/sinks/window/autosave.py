@@ -1,9 +1,11 @@
 """When the window store is saved and restored (windows.snapshot_path, windows.snapshot_every).
 
 At start, before any listener takes events, the file is read (in a worker thread) and put into
-the store. Every `snapshot_every` a forked child writes the store (sinks/window/persist.py:
-the event loop pauses for a flush and the fork only). At shutdown, after the pipeline has
-drained and nothing writes the store any more, the store is copied and written from a worker
+the store. Every `snapshot_every` the store is copied in slices, one per event-loop turn with
+ingest going on between them (persist.SlicedCopy: consistent as of its last turn), and the copy
+is written from a worker thread; the loop's longest pause is one slice or the last turn (a flush
+and the O(keys) state), well under a /v1/stats call. At shutdown, after the pipeline has drained
+and nothing writes the store any more, the store is copied at once and written from a worker
 thread; that save waits for a periodic one still running, so it is always the last renamed.
 
 Nothing here stops the sidecar: a file that cannot be read is a warning and an empty start
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecar.config import WindowsConfig
-from sidecar.sinks.window.persist import SnapshotError, capture, fork_writer, read_file, reap_writer, restore, write_file
+from sidecar.sinks.window.persist import Captured, SlicedCopy, SnapshotError, capture, read_file, restore, write_file
 from sidecar.sinks.window.sink import WindowSink
 from sidecar.sinks.window.store import WindowStore
 
@@ -53,6 +55,16 @@ class WindowAutosave:
             "sidecar_window_snapshot_last_success_timestamp_seconds", "Unix time of the last window snapshot written.", registry=registry
         )
         self.size = Gauge("sidecar_window_snapshot_bytes", "Size of the last window snapshot written, in bytes.", registry=registry)
+        self.duration = Gauge(
+            "sidecar_window_snapshot_last_duration_seconds",
+            "Time the last window snapshot written took, from its first copy to the rename.",
+            registry=registry,
+        )
+        self.pause = Gauge(
+            "sidecar_window_snapshot_last_pause_seconds",
+            "The longest the last window snapshot written held the event loop at once (ingest waited that long).",
+            registry=registry,
+        )
         for result in LOAD_RESULTS:
             self.loads.labels(result)
         for result in ("ok", "error"):
@@ -100,19 +112,18 @@ class WindowAutosave:
         await self.save(final=True)
 
     async def save(self, final: bool) -> None:
-        """One save: forked while serving; copied and written from a thread at shutdown."""
+        """One save: copied in slices while serving, at once at shutdown; written from a thread."""
         async with self._lock:
             started = time.perf_counter()
-            now = self.clock()
             try:
                 if final:
+                    now = self.clock()
                     arrays = capture(self.sink.store, now, final=True)
                     paused = time.perf_counter() - started
                     size = await asyncio.to_thread(write_file, self.path, arrays)
                 else:
-                    child = fork_writer(self.sink.store, now, self.path)
-                    paused = time.perf_counter() - started
-                    size = await asyncio.to_thread(reap_writer, *child)
+                    now, paused, captured = await self._copy()
+                    size = await asyncio.to_thread(lambda: write_file(self.path, captured.entries()))
             except OSError as exc:
                 self.writes.labels("error").inc()
                 log.error("window snapshot %s not written, the previous one stays: %s", self.path, exc.strerror or exc)
@@ -120,8 +131,24 @@ class WindowAutosave:
             self.writes.labels("ok").inc()
             self.last_write.set(now)
             self.size.set(size)
+            self.duration.set(time.perf_counter() - started)
+            self.pause.set(paused)
             log.log(
                 logging.INFO if final else logging.DEBUG,
                 "window snapshot %s written: %d bytes in %.0f ms (the event loop paused %.1f ms)",
                 self.path, size, (time.perf_counter() - started) * 1000, paused * 1000,
             )
+
+    async def _copy(self) -> tuple[float, float, Captured]:
+        """The store copied in slices, one per loop turn: (as of when, the longest turn, the copy)."""
+        store = self.sink.store
+        turn = time.perf_counter()
+        copy = SlicedCopy(store)
+        longest = 0.0
+        while copy.step():
+            longest = max(longest, time.perf_counter() - turn)
+            await asyncio.sleep(0)  # whatever is ready (a batch, a request) runs before the next slice
+            turn = time.perf_counter()
+        now = self.clock()
+        captured = copy.finish(now, final=False)
+        return now, max(longest, time.perf_counter() - turn), captured

@@ -297,6 +297,12 @@ class WindowStore:
         self.cols: Columns = {c: np.empty(INITIAL_CAPACITY, dtype=t) for c, t in COLUMNS.items()}
         self.head = 0
         self.tail = 0
+        # For a copy made in slices across loop turns (persist.SlicedCopy): row i of the arrays is
+        # row number i + shifted for as long as it is stored (moves to the front add to shifted),
+        # and rewritten_from is the lowest row number an out-of-order insert rewrote since the
+        # copier last set it to inf.
+        self.shifted = 0
+        self.rewritten_from: float = math.inf
         self._pending: list[Columns] = []  # column chunks of consumed, unfiled events
         self._pending_n = 0
         self.total = Counters()
@@ -499,6 +505,7 @@ class WindowStore:
         else:
             # Out of order: re-merge only the suffix of the store newer than the oldest new row.
             k = h + int(np.searchsorted(cols["ts"][h:t], rows["ts"][0], "right"))
+            self.rewritten_from = min(self.rewritten_from, k + self.shifted)
             merged_ts = np.concatenate((cols["ts"][k:t], rows["ts"]))
             order = np.argsort(merged_ts, kind="stable")
             for c, a in rows.items():
@@ -520,6 +527,7 @@ class WindowStore:
                 grown = np.empty(size, dtype=a.dtype)
                 grown[:live] = a[self.head : self.tail]
                 self.cols[c] = grown
+        self.shifted += self.head
         self.head, self.tail = 0, live
 
     def _release_runs(self) -> None:
