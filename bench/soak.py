@@ -573,7 +573,9 @@ def summarise(report: dict, warmup: float) -> dict:
     reloads = report["reloads"]
     if reloads["failed"]:
         violations.append(f"{reloads['failed']} failed reloads: {[r['error'] for r in reloads['list'] if not r['ok']][:3]}")
-    if reloads["every_s"] and len(reloads["list"]) < int(report["duration_s"] // reloads["every_s"]) - 1:
+    # Each reload waits until the gauges moved, i.e. for a scrape, which a loaded machine can make take
+    # seconds: a driver that fell behind by half its schedule is the violation, not one late reload.
+    if reloads["every_s"] and len(reloads["list"]) < int(report["duration_s"] // reloads["every_s"]) // 2:
         violations.append(f"only {len(reloads['list'])} reloads in {report['duration_s']:g} s")
     violations += snapshot_violations(report)
     report["violations"] = violations

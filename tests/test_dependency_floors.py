@@ -8,7 +8,8 @@ and < 0.52.1 mangles Starlette's WebSocket denial responses (401/403 at the hand
 floor is the oldest release the smoke run passes on, and is what the code's APIs need
 (websockets 13 brought `websockets.asyncio.client`, Starlette 0.37 `send_denial_response`);
 googleapis-common-protos before 1.56.4 was generated for protobuf <= 3.20, which opentelemetry-proto
-1.27 does not allow."""
+1.27 does not allow; msgspec before 0.18.6 refuses a generic Struct with gc=False (the OTLP span tree's
+held spans), found by this test on 2026-12-01."""
 
 from __future__ import annotations
 
