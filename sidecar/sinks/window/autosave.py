@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -98,12 +99,18 @@ class WindowAutosave:
 
     async def run(self) -> None:
         """Save every `snapshot_every` seconds until `stop`."""
+        # On a fixed grid, so that a save's own duration does not stretch the interval (a crash
+        # loses at most `snapshot_every`); a save longer than the interval skips the ticks it overran.
+        loop = asyncio.get_running_loop()
+        every = self.config.snapshot_every
+        due = loop.time() + every
         while True:
             try:
-                await asyncio.wait_for(self._stop.wait(), self.config.snapshot_every)
+                await asyncio.wait_for(self._stop.wait(), max(0.0, due - loop.time()))
                 return
             except TimeoutError:
                 await self.save(final=False)
+                due += every * (1 + max(0, math.floor((loop.time() - due) / every)))
 
     async def stop(self, task: asyncio.Task[None]) -> None:
         """After the pipeline has drained: end `run` (after a save in progress), then save a last time."""
