@@ -109,3 +109,22 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def callgrind_switch(on: bool) -> None:
+    """Switch valgrind's callgrind instrumentation of this process on or off (around what is counted)."""
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], stdout=subprocess.DEVNULL, check=True)
+
+
+def callgrind_count(script: str, *args: str) -> int:
+    """Instructions callgrind counted in `python script --child *args` while the child had switched
+    them on (callgrind_switch). Needs valgrind on the PATH."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", sys.executable, script, "--child", *args],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, check=False,  # its stderr says why
+    )
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if out.returncode or not found:
+        raise SystemExit(f"{' '.join(args)}: valgrind failed:\n{out.stderr[-2000:]}")
+    return int(found[1])
+

@@ -14,12 +14,13 @@ the in-process split of bench/otlp_ingest.py. Needs valgrind (callgrind_control)
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import time
 
 # SIDECAR_REPO: another checkout to measure (its bench/otlp_ingest.py bodies and its sidecar), e.g. main for "before".
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import callgrind_count, callgrind_switch  # noqa: E402
+
 REPO = os.environ.get("SIDECAR_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("read_span", "map_request without decoder", "map_request", "handle_request")
 
@@ -57,7 +58,7 @@ def child(stage: str, n: int) -> None:
     otlp, now = config.otlp, time.time()
     gc.collect()
     gc.freeze()
-    subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], stdout=subprocess.DEVNULL, check=True)
+    callgrind_switch(True)
     for req in requests[2:]:
         if stage == "read_span":
             resource = read_resource(req.resource_spans[0].resource.attributes, otlp)
@@ -67,19 +68,11 @@ def child(stage: str, n: int) -> None:
             receiver.handle_request(req, {}, now)
         else:
             receiver.map_request(req, {}, now)
-    subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], stdout=subprocess.DEVNULL, check=True)
+    callgrind_switch(False)
 
 
 def count(stage: str, n: int) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
-         sys.executable, os.path.abspath(__file__), "--child", stage, str(n)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, check=False,  # its stderr says why
-    )
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if out.returncode or not found:
-        raise SystemExit(f"{stage}: valgrind failed:\n{out.stderr[-2000:]}")
-    return int(found[1])
+    return callgrind_count(os.path.abspath(__file__), stage, str(n))
 
 
 def main() -> None:

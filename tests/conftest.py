@@ -1,3 +1,4 @@
+import gc
 import os
 from collections.abc import Iterator
 
@@ -49,3 +50,14 @@ def spawn(tmp_path):
         if p.proc.poll() is None:
             p.proc.kill()
         p.stop()
+
+
+@pytest.fixture(autouse=True)
+def collector_as_it_was() -> Iterator[None]:
+    """`agent-sidecar run` tunes and freezes the garbage collector for its process; a test that runs
+    it in-process must not hand that to the tests after it (it changed what a collection untracks)."""
+    threshold = gc.get_threshold()
+    yield
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
+

@@ -141,6 +141,20 @@ def test_w3c_ids():
     assert not any(contract.w3c_span_id(v) for v in ["0" * 16, "b7ad6b716920333", "b7ad6b7169203331\x00", "b7ad6b7169203331" * 2])
 
 
+_HEX = "0123456789abcdef"
+_ID_PARTS = st.one_of(
+    st.text(_HEX, min_size=16, max_size=16), st.text(_HEX, min_size=32, max_size=32),  # W3C-shaped
+    st.sampled_from(["0" * 16, "0" * 32, "0AF7651916CD43DD", "0af7651916cd43d\n", "\n" * 16, "\n" * 32, "g" * 32]),
+    st.text(_HEX + "\n\x00G", min_size=15, max_size=33), st.text(max_size=40),
+)
+
+
+@given(st.lists(_ID_PARTS, max_size=12), st.sampled_from([16, 32]))
+def test_the_batch_check_of_ids_says_what_the_check_of_each_says(values, length):
+    one = contract.w3c_trace_id if length == 32 else contract.w3c_span_id
+    assert contract.all_w3c_ids(values, length) == all(one(v) for v in values)
+
+
 def test_unknown_fields_and_nulls_pass():
     assert contract.problem("tool.called", {"payload": {"x": [1]}, "agent": None}) is None
 

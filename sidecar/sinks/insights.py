@@ -42,7 +42,8 @@ _ENDS = {
     "workflow.completed": ("run", "run_id"), "workflow.failed": ("run", "run_id"),
     "agent.completed": ("invocation", "invocation_id"), "agent.failed": ("invocation", "invocation_id"),
 }
-_LIFECYCLE = frozenset(_OPENS) | frozenset(_ENDS)
+# type -> (opens?, kind, id field): one lookup per event on the hot path
+_LIFECYCLE_OF = {t: (True, kind, attr) for t, (kind, attr) in _OPENS.items()} | {t: (False, kind, attr) for t, (kind, attr) in _ENDS.items()}
 
 
 _SERIALS = itertools.count()
@@ -170,6 +171,7 @@ class InsightsStore:
         cap = self.config.max_subjects
         buckets = self.buckets
         last_index, bucket, sums_of, durations_of = None, None, {}, {}  # most events of a batch share a bucket
+        lifecycle_of = _LIFECYCLE_OF
         if self.first_seen is None and batch.events:
             first = batch.events[0].timestamp
             assert isinstance(first, float)
@@ -219,24 +221,21 @@ class InsightsStore:
                         durations_of[subject] = [*values.tolist(), took]
                 if ev.success is False:
                     sums[ERRORS] += 1
-                    bucket.errors[(subject, ev.error or "unknown")] += 1
+                    errors = bucket.errors
+                    kind_of = (subject, ev.error or "unknown")
+                    errors[kind_of] = errors.get(kind_of, 0) + 1  # not `+= 1`: Counter.__missing__ is a Python call
                     ident = ev.invocation_id or ev.run_id
                     if ident is not None:
                         self._failed(ident, ts, ev.agent, ev.model)
-                if etype in _LIFECYCLE:
-                    self._lifecycle(ev, ts)
-
-    def _lifecycle(self, ev: Event, ts: float) -> None:
-        if ev.type in _OPENS:
-            kind, attr = _OPENS[ev.type]
-            ident = getattr(ev, attr)
-            if ident is not None:
-                self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
-        else:
-            kind, attr = _ENDS[ev.type]
-            ident = getattr(ev, attr)
-            if ident is not None:
-                self._closed((kind, ident))
+                life = lifecycle_of.get(etype)
+                if life is not None:
+                    opens, kind, attr = life
+                    ident = getattr(ev, attr)
+                    if ident is not None:
+                        if opens:
+                            self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
+                        else:
+                            self._closed((kind, ident))
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
         """Count failures per invocation as they come, so a query reads only the storms."""

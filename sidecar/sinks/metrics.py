@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
-from sidecar.contract import w3c_span_id, w3c_trace_id
+from sidecar.contract import all_w3c_ids, w3c_span_id, w3c_trace_id
 from sidecar.sinks.exposition import HistogramNames, exposed_separately, histogram_family, label_block, scalar_family, scalar_header
 from sidecar.sinks.series import MAX_LABEL_LENGTH, Cell, ExemplarSample, HistogramCell, SeriesTable
 from sidecar.types import Batch, Event
@@ -217,8 +217,14 @@ class MetricsSink:
         slots = self._slots
         exemplars = self.config.exemplars
         now = batch.received_at
+        events = batch.events
+        # Every id of the batch checked at once (the common case: all are W3C ids): the loop then
+        # keeps exemplars without a check per event, which cost a third of this sink's time.
+        ids_ok = exemplars and all_w3c_ids([ev.trace_id for ev in events if ev.trace_id is not None], 32) and all_w3c_ids(
+            [ev.span_id for ev in events if ev.span_id is not None], 16
+        )
         with self._lock:
-            for ev in batch.events:
+            for ev in events:
                 t = ev.type
                 slot = slots.get((t, ev.agent, ev.workflow, ev.severity, ev.model))
                 if slot is None:
@@ -231,8 +237,15 @@ class MetricsSink:
                         h = slot.hist = self.durations.cell((t, ev.agent or "", ev.workflow or ""))
                     s = d / 1000.0
                     i = bisect_left(bounds, s)
-                    if exemplars and ev.trace_id is not None:
-                        self._exemplar(h, i, ev, s)  # before the count: see HistogramCell.lines
+                    trace_id = ev.trace_id
+                    if trace_id is not None and exemplars:  # before the count: see HistogramCell.lines
+                        if ids_ok:
+                            kept = h.exemplars
+                            if kept is None:
+                                kept = h.exemplars = {}
+                            kept[i] = (trace_id, ev.span_id, s, ev.timestamp)  # type: ignore[assignment]  # a float once decoded
+                        else:
+                            self._exemplar(h, i, ev, s)
                     h.counts[i] += 1
                     h.sum += s
                 # Unrolled per field on purpose: a helper call per field costs ~10% of this loop.
@@ -318,20 +331,29 @@ class MetricsSink:
     def _track(self, ev: Event, now: float) -> None:
         t = ev.type
         if t == "workflow.started":
-            if ev.run_id:
-                w = (ev.workflow or "")[:MAX_LABEL_LENGTH]
-                self._runs.start(bounded_id(ev.run_id), self.workflows_active.cell((w,)), now, w)
+            ident = ev.run_id
+            if ident:
+                ident = ident if len(ident) <= _MAX_ID else bounded_id(ident)
+                if ident not in self._runs.open:  # a repeated start changes nothing: no gauge lookup
+                    w = (ev.workflow or "")[:MAX_LABEL_LENGTH]
+                    self._runs.start(ident, self.workflows_active.cell((w,)), now, w)
         elif t == "agent.invoked":
-            if ev.invocation_id:
-                a = (ev.agent or "")[:MAX_LABEL_LENGTH]
-                self._invocations.start(bounded_id(ev.invocation_id), self.invocations_active.cell((a,)), now, a)
-        elif t.startswith("workflow."):  # workflow.completed / workflow.failed
+            ident = ev.invocation_id
+            if ident:
+                ident = ident if len(ident) <= _MAX_ID else bounded_id(ident)
+                if ident not in self._invocations.open:
+                    a = (ev.agent or "")[:MAX_LABEL_LENGTH]
+                    self._invocations.start(ident, self.invocations_active.cell((a,)), now, a)
+        elif t[0] == "w":  # workflow.completed / workflow.failed (_LIFECYCLE_TYPES)
             # One outcome per run: the first of completed, failed or abandoned.
-            if not ev.run_id or self._runs.end(bounded_id(ev.run_id)):
+            ident = ev.run_id
+            if not ident or self._runs.end(ident if len(ident) <= _MAX_ID else bounded_id(ident)):
                 outcome = "completed" if t == "workflow.completed" else "failed"
                 self.workflow_runs.add((ev.workflow or "", outcome), 1)
-        elif ev.invocation_id:  # agent.completed / agent.failed
-            self._invocations.end(bounded_id(ev.invocation_id))
+        else:  # agent.completed / agent.failed
+            ident = ev.invocation_id
+            if ident:
+                self._invocations.end(ident if len(ident) <= _MAX_ID else bounded_id(ident))
 
     # -- housekeeping ---------------------------------------------------------
 

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -96,6 +98,28 @@ def test_an_id_that_is_not_w3c_stays_out_of_the_exemplar_and_the_event_still_cou
     assert exemplars_in(reg) == []
     assert reg.get_sample_value("agent_event_duration_seconds_count", {"type": "llm.call", "agent": "a", "workflow": ""}) == 1
     assert reg.get_sample_value("sidecar_exemplar_ids_ignored_total", {"reason": "invalid_trace"}) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from([TRACE, "1" * 32, "abc", None, *HOSTILE_IDS]),
+    st.sampled_from([SPAN, "2" * 16, "x" * 200, None, "0" * 16]),
+    st.sampled_from([5, 120, 120, 4000]),
+), min_size=1, max_size=8))
+def test_a_batch_keeps_the_exemplars_and_counts_that_its_events_one_by_one_would(items):
+    """The sink checks a batch's ids at once and falls back to one by one: either way the same."""
+    events = [{"type": "llm.call", "agent": "a", "duration_ms": d, **({"trace_id": t} if t else {}), **({"span_id": sp} if sp else {})}
+              for t, sp, d in items]
+    together, reg_together = make()
+    feed(together, *events)
+    apart, reg_apart = make()
+    for e in events:
+        feed(apart, e)
+    assert exemplars_in(reg_together) == exemplars_in(reg_apart)
+    for reason in ("invalid_trace", "invalid_span"):
+        labels = {"reason": reason}
+        assert reg_together.get_sample_value("sidecar_exemplar_ids_ignored_total", labels) == reg_apart.get_sample_value(
+            "sidecar_exemplar_ids_ignored_total", labels)
 
 
 def test_a_bad_span_id_is_left_out_and_the_trace_id_kept():

@@ -1,0 +1,85 @@
+"""Per-event cost of decoding and of each sink's `consume`, in instructions (valgrind's callgrind),
+which other processes' load does not move: the A/B figure for hot-path changes on a shared machine.
+
+    python bench/sink_instructions.py            # this checkout
+    SIDECAR_REPO=/path/to/other/checkout python bench/sink_instructions.py
+
+bench/ingest.py's realistic events (20 agents x 5 workflows x 3 models x 8 types, a new trace id
+per event), decoded into batches of 1,000; every stage is first warmed on 20 batches (series,
+slots and subjects exist, as in a running sidecar), then counted over 2 and over 6 more batches,
+and the difference divided by 4,000 events, so start-up and the switching cancel out. The
+collector is set as `agent-sidecar run` sets it (frozen after set-up, young threshold 50,000).
+`maintain`, which the pipeline runs about once a second, is not counted. Needs valgrind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import callgrind_count, callgrind_switch  # noqa: E402
+
+REPO = os.environ.get("SIDECAR_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ("decode", "metrics", "window", "insights", "tail")
+BATCH, WARM = 1000, 20
+
+
+def child(stage: str, n: int) -> None:
+    import gc
+
+    sys.path[:0] = [REPO, os.path.join(REPO, "bench")]
+    from common import realistic_lines
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.app import build_sinks
+    from sidecar.config import Config
+    from sidecar.protocol import EventDecoder
+    from sidecar.types import Batch
+
+    lines = realistic_lines((WARM + n) * BATCH)
+    decoder = EventDecoder()
+    now = time.time()
+    chunks = [lines[i : i + BATCH] for i in range(0, len(lines), BATCH)]
+    batches = []
+    for chunk in chunks:
+        events, raws, _ = decoder.decode(chunk, now)
+        batches.append(Batch(events, raws, now, "bench"))
+    sink = None if stage == "decode" else getattr(build_sinks(Config(), CollectorRegistry(), lambda: now), stage)
+    for batch in batches[:WARM]:
+        if sink is not None:
+            sink.consume(batch)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000)
+    callgrind_switch(True)
+    if sink is None:
+        for chunk in chunks[WARM:]:
+            decoder.decode(chunk, now)
+    else:
+        for batch in batches[WARM:]:
+            sink.consume(batch)
+    callgrind_switch(False)
+
+
+def count(stage: str, n: int) -> int:
+    return callgrind_count(os.path.abspath(__file__), stage, str(n))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], int(sys.argv[3]))
+        return
+    stages = sys.argv[1:] or STAGES
+    print(f"Python {sys.version.split()[0]}, instructions per event (callgrind, batches of {BATCH:,}: 6 minus 2)")
+    total = 0
+    for stage in stages:
+        per_event = (count(stage, 6) - count(stage, 2)) // (4 * BATCH)
+        total += per_event
+        print(f"{stage}: {per_event:,}")
+    print(f"total: {total:,}")
+
+
+if __name__ == "__main__":
+    main()
