@@ -128,3 +128,9 @@ def callgrind_count(script: str, *args: str) -> int:
         raise SystemExit(f"{' '.join(args)}: valgrind failed:\n{out.stderr[-2000:]}")
     return int(found[1])
 
+
+def callgrind_per_unit(script: str, stage: str, per_step: int) -> int:
+    """Instructions per unit of `stage`: the child run for 6 steps minus for 2 (start-up and the
+    switching cancel out), over the 4 steps' `per_step` units each."""
+    return (callgrind_count(script, stage, "6") - callgrind_count(script, stage, "2")) // (4 * per_step)
+

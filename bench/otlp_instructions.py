@@ -19,7 +19,7 @@ import time
 
 # SIDECAR_REPO: another checkout to measure (its bench/otlp_ingest.py bodies and its sidecar), e.g. main for "before".
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import callgrind_count, callgrind_switch  # noqa: E402
+from common import callgrind_per_unit, callgrind_switch  # noqa: E402
 
 REPO = os.environ.get("SIDECAR_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("read_span", "map_request without decoder", "map_request", "handle_request")
@@ -71,17 +71,13 @@ def child(stage: str, n: int) -> None:
     callgrind_switch(False)
 
 
-def count(stage: str, n: int) -> int:
-    return callgrind_count(os.path.abspath(__file__), stage, str(n))
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child(sys.argv[2], int(sys.argv[3]))
         return
     print(f"Python {sys.version.split()[0]}, instructions per span (callgrind, 512-span requests: 6 minus 2)")
     for stage in STAGES:
-        print(f"{stage}: {(count(stage, 6) - count(stage, 2)) // (4 * 512):,}")
+        print(f"{stage}: {callgrind_per_unit(os.path.abspath(__file__), stage, 512):,}")
 
 
 if __name__ == "__main__":

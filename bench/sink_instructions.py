@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import callgrind_count, callgrind_switch  # noqa: E402
+from common import callgrind_per_unit, callgrind_switch  # noqa: E402
 
 REPO = os.environ.get("SIDECAR_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("decode", "metrics", "window", "insights", "tail")
@@ -63,10 +63,6 @@ def child(stage: str, n: int) -> None:
     callgrind_switch(False)
 
 
-def count(stage: str, n: int) -> int:
-    return callgrind_count(os.path.abspath(__file__), stage, str(n))
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child(sys.argv[2], int(sys.argv[3]))
@@ -75,7 +71,7 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}, instructions per event (callgrind, batches of {BATCH:,}: 6 minus 2)")
     total = 0
     for stage in stages:
-        per_event = (count(stage, 6) - count(stage, 2)) // (4 * BATCH)
+        per_event = callgrind_per_unit(os.path.abspath(__file__), stage, BATCH)
         total += per_event
         print(f"{stage}: {per_event:,}")
     print(f"total: {total:,}")
