@@ -49,6 +49,11 @@ from sidecar.types import Batch, Event, Rejection
 TRANSPORT = "otlp"
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 MAX_ERRORS = 10  # span problems quoted in partial_success.error_message (all are counted)
+# Bodies up to this size (decompressed) are decoded and mapped on the event loop: a batch
+# processor's 512 spans with their message content are ~400 KB, ~15-20 ms of Python. Larger ones
+# go to a worker thread, so that no body holds the loop for longer. Not all do: with the thread,
+# the loop and the worker hand the GIL back and forth and a span cost ~13% more CPU (BENCHMARKS.md, issue 15).
+INLINE_BODY_BYTES = 512 * 1024
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _decode_json = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -300,9 +305,12 @@ class OtlpReceiver:
             return refusal
         assert body is not None and content_type is not None
         now = self.clock()
-        # Decoding and mapping touch no shared state: a worker thread does them, so a large body
-        # (10 MiB is ~17,000 spans, ~1.5 s of Python) does not stall the event loop meanwhile.
-        prepared = await asyncio.to_thread(self.prepare, body, content_type, now)
+        # Decoding and mapping touch no shared state: for a large body (10 MiB is ~17,000 spans,
+        # ~1.5 s of Python) a worker thread does them, so the event loop is not stalled meanwhile.
+        if len(body) <= INLINE_BODY_BYTES:
+            prepared = self.prepare(body, content_type, now)
+        else:
+            prepared = await asyncio.to_thread(self.prepare, body, content_type, now)
         outcome, answer = prepared if isinstance(prepared, tuple) else self.commit(prepared, now)
         self._schedule()
         return self._respond("traces", outcome, content_type, answer)

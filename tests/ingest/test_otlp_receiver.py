@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
+import time
 import zlib
 
 import httpx
@@ -18,6 +20,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberData
 from otlp_spans import TRACE, nested, otlp_json, request, span
 from websockets.sync.client import connect
 
+from sidecar.ingest.otlp import INLINE_BODY_BYTES
 from sidecar.testing import running_sidecar, wait_until
 
 PB, JS = "application/x-protobuf", "application/json"
@@ -374,3 +377,34 @@ def test_ancestry_is_added_to_the_event_json_once_also_when_a_full_queue_makes_i
     assert (sent["agent"], sent["workflow"], sent["invocation_id"]) == ("planner", "review", invocation)
     assert (event.agent, event.workflow, event.invocation_id) == ("planner", "review", invocation)
     assert sent["span_id"] == (3).to_bytes(8, "big").hex() and sent["payload"]["span.name"] == "chat"
+
+
+def test_a_large_body_is_mapped_beside_the_event_loop_not_on_it():
+    """Past INLINE_BODY_BYTES the spans are decoded and mapped in a worker thread: the loop keeps
+    turning meanwhile (a heartbeat on it never waits for the whole request)."""
+    content = "x" * 400
+    spans = [span("chat", i + 1, attrs={"gen_ai.request.model": "m", "gen_ai.agent.name": "a", "filler": content}) for i in range(12_000)]
+    body = request(*spans).SerializeToString()
+    assert len(body) > 4 * INLINE_BODY_BYTES
+    with running_sidecar(**{"ingest.max_body_bytes": 16 * 2**20}) as s:
+        gaps: list[float] = []
+        stop = threading.Event()
+
+        async def heartbeat():
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        beating = asyncio.run_coroutine_threadsafe(heartbeat(), s.loop)
+        started = time.perf_counter()
+        assert answer(post(s, body))
+        took = time.perf_counter() - started
+        stop.set()
+        beating.result(5)
+        s.wait_processed(12_000)
+    assert took > 0.2  # long enough for the loop to have been held, had the mapping run on it
+    assert max(gaps) < took / 2, (max(gaps), took)
+
