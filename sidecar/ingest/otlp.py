@@ -51,8 +51,9 @@ PROTOBUF, JSON = "application/x-protobuf", "application/json"
 MAX_ERRORS = 10  # span problems quoted in partial_success.error_message (all are counted)
 # Bodies up to this size (decompressed) are decoded and mapped on the event loop: a batch
 # processor's 512 spans with their message content are ~400 KB, ~15-20 ms of Python. Larger ones
-# go to a worker thread, so that no body holds the loop for longer. Not all do: with the thread,
-# the loop and the worker hand the GIL back and forth and a span cost ~13% more CPU (BENCHMARKS.md, issue 15).
+# go to a worker thread, so that no body holds the loop for longer. Smaller ones stay on the loop
+# because with a worker the two threads hand the GIL back and forth, and a span cost ~13% more
+# CPU (BENCHMARKS.md, issue 15).
 INLINE_BODY_BYTES = 512 * 1024
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _decode_json = msgspec.json.decode
