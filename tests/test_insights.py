@@ -222,14 +222,39 @@ def test_events_past_retention_are_ignored_and_late_events_reach_their_bucket():
     send(now - 3601, 5)  # older than insights.retention: not even stored
     assert store.buckets == {}
     send(now - 100, 3)
-    store.maintain(now)  # freezes past buckets into arrays
+    store.maintain(now)
+    store.maintain(now)  # a maintain period without writes: past buckets are frozen into arrays
+    assert store.buckets[int((now - 100) // 10)].frozen
     assert store.snapshot(300.0, 1200.0).window.sums[("tool.call", "a", None, None)][0] == 3  # and remembers their sums
     send(now - 100, 2)  # late, into a frozen bucket: a thawed copy replaces it, the remembered sums are stale
+    store.maintain(now)
     store.maintain(now)  # frozen again, as a new bucket
+    assert store.buckets[int((now - 100) // 10)].frozen
     snap = store.snapshot(300.0, 1200.0)
     assert snap.window.sums[("tool.call", "a", None, None)][0] == 5
     assert len(snap.window.durations[("tool.call", "a", None, None)]) == 5
     assert snap.baseline.sums == {}
+
+
+def test_a_bucket_a_late_sender_keeps_writing_is_not_frozen_and_thawed_each_second():
+    # A sender 30 s behind writes a past bucket with every batch: frozen at every maintain, it was
+    # thawed again by the next batch, copying all of its durations each time.
+    clock = FakeClock(1_000_000.0)
+    store = InsightsStore(Config().replace(**SHORT).insights, clock=clock)
+    decoder = EventDecoder(max_clock_skew=math.inf)
+    index = int((clock() - 30) // 10)
+    for second in range(5):
+        clock.advance(1)
+        lines = [json.dumps({"type": "llm.call", "agent": "a", "duration_ms": 7.0, "timestamp": 10 * index + 5}).encode()] * 100
+        events, _, _ = decoder.decode(lines, clock())
+        store.consume(Batch(events, lines, clock(), "test"))
+        if second == 0:
+            first = store.buckets[index]
+        store.maintain(clock())
+        assert store.buckets[index] is first and not first.frozen  # the same list-backed bucket, never copied
+    clock.advance(1)
+    store.maintain(clock())  # one quiet maintain period: now it is frozen
+    assert first.frozen and len(first.durations[("llm.call", "a", None, None)]) == 500
 
 
 def test_durations_read_as_a_person_reads_them():

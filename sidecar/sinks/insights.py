@@ -54,7 +54,7 @@ class _Bucket:
     goes into a thawed copy that replaces it (`thaw`), so a query may read a frozen bucket
     outside the lock while the pipeline goes on."""
 
-    __slots__ = ("sums", "durations", "errors", "frozen", "keys", "table", "serial")
+    __slots__ = ("sums", "durations", "errors", "frozen", "keys", "table", "serial", "written")
 
     def __init__(self) -> None:
         self.sums: dict[Subject, list[float]] = {}
@@ -62,6 +62,7 @@ class _Bucket:
         self.durations: dict[Subject, list[float] | np.ndarray] = {}
         self.errors: Counter[tuple[Subject, str]] = Counter()
         self.frozen = False
+        self.written = False  # since the last maintain: a bucket still being written is not frozen yet
         self.serial = next(_SERIALS)  # a thawed copy gets a new one: cached sums of frozen buckets key on it
         self.keys: list[Subject] = []  # when frozen: the subjects, and their sums as rows of `table`
         self.table = np.empty((0, len(FIELDS)))
@@ -190,6 +191,7 @@ class InsightsStore:
                     elif bucket.frozen:  # a late event: a query may be reading the frozen one
                         bucket = buckets[index] = bucket.thaw()
                     last_index, sums_of, durations_of = index, bucket.sums, bucket.durations
+                    bucket.written = True
                 etype = ev.type
                 subject = (etype, ev.agent, ev.workflow, ev.model)
                 sums = sums_of.get(subject)
@@ -279,8 +281,14 @@ class InsightsStore:
             for index in [i for i in self.buckets if i < oldest]:
                 del self.buckets[index]
             for index, bucket in self.buckets.items():
+                # A past bucket is frozen once a maintain period went by without writes to it: a
+                # sender whose clock is behind keeps writing one, and freezing it each second only
+                # to thaw it at the next batch copied all of its durations each time.
                 if index < current - 1 and not bucket.frozen:
-                    bucket.freeze()
+                    if bucket.written:
+                        bucket.written = False
+                    else:
+                        bucket.freeze()
             cutoff = now - self.config.retention
             # A run open for abandon_after is abandoned (as agent_workflow_runs_total counts it), at
             # the event time it reached that; anything else is forgotten once past retention.
