@@ -118,13 +118,15 @@ class _Lifecycle:
         self.max_active = max_active
         self.untracked = 0
 
-    def start(self, ident: str, gauge: Cell, now: float, label: str) -> None:
+    def start(self, ident: str, gauges: SeriesTable[Cell], now: float, label: str) -> None:
+        """Open `ident`, counted on the gauge of `label`, looked up only for an id not open yet."""
         if ident in self.open:
             return
         if len(self.open) >= self.max_active:
             self.untracked += 1
             return
         self.ended.pop(ident, None)  # an id reused for a new run
+        gauge = gauges.cell((label,))
         self.open[ident] = (gauge, now, label)
         gauge.value += 1
 
@@ -331,29 +333,18 @@ class MetricsSink:
     def _track(self, ev: Event, now: float) -> None:
         t = ev.type
         if t == "workflow.started":
-            ident = ev.run_id
-            if ident:
-                ident = ident if len(ident) <= _MAX_ID else bounded_id(ident)
-                if ident not in self._runs.open:  # a repeated start changes nothing: no gauge lookup
-                    w = (ev.workflow or "")[:MAX_LABEL_LENGTH]
-                    self._runs.start(ident, self.workflows_active.cell((w,)), now, w)
+            if ev.run_id:
+                self._runs.start(bounded_id(ev.run_id), self.workflows_active, now, (ev.workflow or "")[:MAX_LABEL_LENGTH])
         elif t == "agent.invoked":
-            ident = ev.invocation_id
-            if ident:
-                ident = ident if len(ident) <= _MAX_ID else bounded_id(ident)
-                if ident not in self._invocations.open:
-                    a = (ev.agent or "")[:MAX_LABEL_LENGTH]
-                    self._invocations.start(ident, self.invocations_active.cell((a,)), now, a)
-        elif t[0] == "w":  # workflow.completed / workflow.failed (_LIFECYCLE_TYPES)
+            if ev.invocation_id:
+                self._invocations.start(bounded_id(ev.invocation_id), self.invocations_active, now, (ev.agent or "")[:MAX_LABEL_LENGTH])
+        elif t.startswith("workflow."):  # workflow.completed / workflow.failed
             # One outcome per run: the first of completed, failed or abandoned.
-            ident = ev.run_id
-            if not ident or self._runs.end(ident if len(ident) <= _MAX_ID else bounded_id(ident)):
+            if not ev.run_id or self._runs.end(bounded_id(ev.run_id)):
                 outcome = "completed" if t == "workflow.completed" else "failed"
                 self.workflow_runs.add((ev.workflow or "", outcome), 1)
-        else:  # agent.completed / agent.failed
-            ident = ev.invocation_id
-            if ident:
-                self._invocations.end(ident if len(ident) <= _MAX_ID else bounded_id(ident))
+        elif ev.invocation_id:  # agent.completed / agent.failed
+            self._invocations.end(bounded_id(ev.invocation_id))
 
     # -- housekeeping ---------------------------------------------------------
 
