@@ -257,6 +257,80 @@ def test_a_bucket_a_late_sender_keeps_writing_is_not_frozen_and_thawed_each_seco
     assert first.frozen and len(first.durations[("llm.call", "a", None, None)]) == 500
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_filed_in_columns_equal_the_events_filed_one_by_one(seed):
+    # The store files a batch with a few numpy calls per bucket; the oracle here files each event
+    # as the contract says: its bucket of event time, nothing past retention, a subject past
+    # max_subjects counted in `dropped` and otherwise ignored, failures and open runs in batch order.
+    rng = random.Random(seed)
+    clock = FakeClock(1_000_000.0)
+    config = Config().replace(**SHORT, **{"insights.max_subjects": 6}).insights
+    store = InsightsStore(config, clock=clock)
+    decoder = EventDecoder(max_clock_skew=math.inf)
+    sums: dict[int, dict] = {}
+    durations: dict[int, dict] = {}
+    errors: dict[int, dict] = {}
+    fails: dict[str, int] = {}
+    opened: dict[tuple[str, str], None] = {}
+    dropped = 0
+    for _ in range(40):
+        clock.advance(rng.choice([0, 1, 7]))
+        lines = []
+        for _ in range(rng.randint(0, 60)):
+            t = rng.choice(["llm.call", "tool.call", "agent.invoked", "agent.failed", "workflow.started", "workflow.completed"])
+            ev = {"type": t, "agent": rng.choice(["a", "b", "c", None]), "model": rng.choice(["m", None]),
+                  "timestamp": clock() - rng.choice([0, 0, 0, 15, 40, 3700]), "invocation_id": f"i{rng.randint(0, 9)}",
+                  "run_id": f"r{rng.randint(0, 9)}", "success": rng.random() > 0.3}
+            for field, value in (("duration_ms", rng.random() * 1000), ("cost_usd", rng.random()), ("input_tokens", rng.randint(0, 99)),
+                                 ("output_tokens", rng.randint(0, 99)), ("tokens", rng.randint(0, 99)), ("error", rng.choice(["x", "y"]))):
+                if rng.random() < 0.7:
+                    ev[field] = value
+            lines.append(json.dumps({k: v for k, v in ev.items() if v is not None}).encode())
+        events, _, rejected = decoder.decode(lines, clock())
+        assert not rejected
+        store.consume(Batch(events, lines, clock(), "test"))
+        for ev in events:  # the oracle
+            if ev.timestamp < clock() - config.retention:
+                continue
+            index = int(ev.timestamp // config.bucket)
+            subject = (ev.type, ev.agent, ev.workflow, ev.model)
+            bucket = sums.setdefault(index, {})
+            if subject not in bucket and len(bucket) >= config.max_subjects:
+                dropped += 1
+                continue
+            row = bucket.setdefault(subject, [0.0] * 6)
+            tokens = [ev.input_tokens, ev.output_tokens, ev.tokens]
+            for field, amount in enumerate([1, not ev.success, ev.cost_usd or 0, ev.input_tokens or 0, ev.input_tokens is not None,
+                                            sum(n or 0 for n in tokens)]):
+                row[field] += amount
+            if ev.duration_ms is not None:
+                durations.setdefault(index, {}).setdefault(subject, []).append(ev.duration_ms)
+            if not ev.success:
+                kinds = errors.setdefault(index, {})
+                kinds[(subject, ev.error or "unknown")] = kinds.get((subject, ev.error or "unknown"), 0) + 1
+                fails[ev.invocation_id] = fails.get(ev.invocation_id, 0) + 1
+            kind, attr = ("run", "run_id") if ev.type.startswith("workflow.") else ("invocation", "invocation_id")
+            if ev.type in ("agent.invoked", "workflow.started"):
+                opened.pop((kind, getattr(ev, attr)), None)
+                opened[(kind, getattr(ev, attr))] = None
+            elif ev.type in ("agent.failed", "workflow.completed"):
+                opened.pop((kind, getattr(ev, attr)), None)
+        if rng.random() < 0.3:
+            store.maintain(clock())  # past buckets freeze; late events then thaw them
+    assert store.dropped == dropped > 0
+    assert {key: entry[0] for key, entry in store.fails.items()} == fails
+    assert list(store.open) == list(opened)
+    assert set(store.buckets) == set(sums)
+    for index, bucket in store.buckets.items():
+        sealed = bucket if bucket.sealed else bucket.sealed_copy()
+        keys, table = sealed.rows()
+        assert dict(zip(keys, table.tolist())) == {s: pytest.approx(v) for s, v in sums[index].items()}
+        assert sealed.durations.keys() == durations.get(index, {}).keys()
+        for subject, values in sealed.durations.items():
+            assert values.tolist() == durations[index][subject]  # all of them, in arrival order
+        assert dict(sealed.errors) == errors.get(index, {})
+
+
 def test_durations_read_as_a_person_reads_them():
     assert [human_ms(v) for v in (850, 8100, 67_900, 118_300, 5_400_000)] == ["850 ms", "8.1 s", "1.1 min", "2.0 min", "1.5 h"]
 

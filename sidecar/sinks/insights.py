@@ -50,44 +50,83 @@ _SERIALS = itertools.count()
 
 
 class _Bucket:
-    """One bucket of event time. Once past (`freeze`), it is never written again: a late event
-    goes into a thawed copy that replaces it (`thaw`), so a query may read a frozen bucket
-    outside the lock while the pipeline goes on."""
+    """One bucket of event time, in columns: a row of sums per subject, durations as (row, value)
+    chunks, one per batch, so that a batch is filed with a few numpy calls instead of list
+    updates per event.
 
-    __slots__ = ("sums", "durations", "errors", "frozen", "keys", "table", "serial", "written")
+    Once past (`freeze`), it is sealed: `keys` and `table` hold the subjects and their sums, and
+    `durations` each subject's array. A sealed bucket is never written again: a late event goes
+    into a writable copy that replaces it (`thaw`), so a query may read a frozen bucket outside
+    the lock while the pipeline goes on. A query reads a bucket still filling through a sealed
+    copy of it (`sealed_copy`)."""
+
+    __slots__ = ("index", "chunks", "durations", "errors", "frozen", "sealed", "keys", "table", "serial", "written")
 
     def __init__(self) -> None:
-        self.sums: dict[Subject, list[float]] = {}
-        # lists while the bucket fills, arrays once frozen
-        self.durations: dict[Subject, list[float] | np.ndarray] = {}
+        self.index: dict[Subject, int] = {}  # while filling: subject -> its row of `table`
+        self.chunks: list[tuple[np.ndarray, np.ndarray]] = []  # while filling: (rows, durations) per batch
+        self.durations: dict[Subject, np.ndarray] = {}  # once sealed
         self.errors: Counter[tuple[Subject, str]] = Counter()
-        self.frozen = False
+        self.frozen = False  # sealed in the store: the rolled sums of `_Rolling` may keep it
+        self.sealed = False
         self.written = False  # since the last maintain: a bucket still being written is not frozen yet
         self.serial = next(_SERIALS)  # a thawed copy gets a new one: cached sums of frozen buckets key on it
-        self.keys: list[Subject] = []  # when frozen: the subjects, and their sums as rows of `table`
-        self.table = np.empty((0, len(FIELDS)))
+        self.keys: list[Subject] = []  # once sealed: the subjects, and their sums as rows of `table`
+        self.table = np.zeros((0, len(FIELDS)))  # while filling, rows beyond len(index) are spare
+
+    def reserve(self, rows: int) -> None:
+        if rows > len(self.table):
+            grown = np.zeros((max(rows, 2 * len(self.table), 64), len(FIELDS)))
+            grown[: len(self.table)] = self.table
+            self.table = grown
+
+    def _seal(self) -> tuple[list[Subject], np.ndarray, dict[Subject, np.ndarray]]:
+        keys = list(self.index)
+        n = len(keys)
+        durations: dict[Subject, np.ndarray] = {}
+        if self.chunks:
+            rows = np.concatenate([c[0] for c in self.chunks])
+            order = np.argsort(rows, kind="stable")  # each subject's durations in arrival order
+            values = np.concatenate([c[1] for c in self.chunks])[order]
+            counts = np.bincount(rows, minlength=n).tolist()
+            start = 0
+            for j, count in enumerate(counts):
+                if count:
+                    durations[keys[j]] = values[start : start + count]
+                    start += count
+        return keys, self.table[:n].copy(), durations
 
     def freeze(self) -> None:
-        self.durations = {s: np.array(v, dtype=np.float64) if isinstance(v, list) else v for s, v in self.durations.items()}
-        self.keys = list(self.sums)
-        self.table = np.array(list(self.sums.values()), dtype=np.float64).reshape(len(self.keys), len(FIELDS))
-        # The lists go: an hour of buckets held ~20k of them, and a full garbage collection
-        # (which a query's allocations set off) walked every one (BENCHMARKS.md, issue 18).
-        self.sums = {}
-        self.frozen = True
+        self.keys, self.table, self.durations = self._seal()
+        # The columns go: a frozen bucket keeps only arrays, which a full garbage collection
+        # (set off by a query's allocations) does not walk (BENCHMARKS.md, issue 18).
+        self.index, self.chunks = {}, []
+        self.frozen = self.sealed = True
+
+    def sealed_copy(self) -> _Bucket:
+        """What a query reads of a bucket still filling (not frozen: the rolled sums skip it)."""
+        out = _Bucket()
+        out.keys, out.table, out.durations = self._seal()
+        out.errors = self.errors.copy()
+        out.sealed = True
+        return out
 
     def thaw(self) -> _Bucket:
-        """A writable copy (arrays shared: they are replaced, never written in place)."""
+        """A writable copy of a sealed bucket."""
         out = _Bucket()
-        out.sums = dict(zip(self.keys, self.table.tolist())) if self.frozen else {s: v[:] for s, v in self.sums.items()}
-        out.durations = dict(self.durations)
+        out.index = {subject: j for j, subject in enumerate(self.keys)}
+        out.reserve(len(self.keys))
+        out.table[: len(self.keys)] = self.table
+        if self.durations:
+            rows = np.concatenate([np.full(len(v), out.index[s], dtype=np.intp) for s, v in self.durations.items()])
+            out.chunks = [(rows, np.concatenate(list(self.durations.values())))]
         out.errors = self.errors.copy()
         return out
 
     def rows(self) -> tuple[list[Subject], np.ndarray]:
-        if self.frozen:
-            return self.keys, self.table
-        return list(self.sums), np.array(list(self.sums.values()), dtype=np.float64).reshape(len(self.sums), len(FIELDS))
+        """The subjects and their sums (of a sealed bucket: the store's own are read through copies)."""
+        assert self.sealed
+        return self.keys, self.table
 
 
 @dataclass
@@ -166,70 +205,39 @@ class InsightsStore:
         pass
 
     def consume(self, batch: Batch) -> None:
+        events = batch.events
+        if not events:
+            return
         width = self.width
-        now = self.clock()
-        oldest = now - self.config.retention
-        cap = self.config.max_subjects
-        buckets = self.buckets
-        last_index, bucket, sums_of, durations_of = None, None, {}, {}  # most events of a batch share a bucket
-        lifecycle_of = _LIFECYCLE_OF
-        if self.first_seen is None and batch.events:
-            first = batch.events[0].timestamp
-            assert isinstance(first, float)
-            self.first_seen = max(first, oldest)
+        oldest = self.clock() - self.config.retention
+        stamps: list[float] = [ev.timestamp for ev in events]  # type: ignore[misc]  # the decoder normalises timestamps to epoch seconds
+        if self.first_seen is None:
+            self.first_seen = max(stamps[0], oldest)
+        keys = [(ev.type, ev.agent, ev.workflow, ev.model) for ev in events]
         with self._lock:
-            for ev in batch.events:
-                ts = ev.timestamp
-                assert isinstance(ts, float)  # the decoder normalises timestamps to epoch seconds
-                if ts < oldest:
-                    continue
-                index = int(ts // width)
-                if index != last_index or bucket is None:
-                    bucket = buckets.get(index)
-                    if bucket is None:
-                        bucket = buckets[index] = _Bucket()
-                    elif bucket.frozen:  # a late event: a query may be reading the frozen one
-                        bucket = buckets[index] = bucket.thaw()
-                    last_index, sums_of, durations_of = index, bucket.sums, bucket.durations
-                    bucket.written = True
-                etype = ev.type
-                subject = (etype, ev.agent, ev.workflow, ev.model)
-                sums = sums_of.get(subject)
-                if sums is None:
-                    if len(sums_of) >= cap:
-                        self.dropped += 1
-                        continue
-                    sums = sums_of[subject] = [0.0] * len(FIELDS)
-                sums[EVENTS] += 1
-                if ev.cost_usd:
-                    sums[COST] += ev.cost_usd
-                tin = ev.input_tokens
-                if tin is not None:
-                    sums[INPUT] += tin
-                    sums[TOKEN_CALLS] += 1
-                    sums[TOKENS] += tin + (ev.output_tokens or 0) + (ev.tokens or 0)
-                elif ev.output_tokens is not None or ev.tokens is not None:
-                    sums[TOKENS] += (ev.output_tokens or 0) + (ev.tokens or 0)
-                took = ev.duration_ms
-                if took is not None:
-                    values = durations_of.get(subject)
-                    if values is None:
-                        durations_of[subject] = [took]
-                    elif isinstance(values, list):
-                        values.append(took)
-                    else:  # the bucket was thawed: its arrays are shared with the frozen one.
-                        # A list again (freeze makes it an array): np.append per event copied
-                        # the whole array each time, O(n) per late event.
-                        durations_of[subject] = [*values.tolist(), took]
+            lo, hi = min(stamps), max(stamps)
+            if lo >= oldest and lo // width == hi // width:  # the common case: one bucket
+                rows = self._fill(int(lo // width), events, keys)
+            else:
+                groups: dict[int, list[int]] = {}
+                for i, ts in enumerate(stamps):
+                    if ts >= oldest:
+                        groups.setdefault(int(ts // width), []).append(i)
+                rows = [-1] * len(events)  # events past retention are not stored
+                for index, chosen in groups.items():
+                    got = self._fill(index, [events[i] for i in chosen], [keys[i] for i in chosen])
+                    for i, row in zip(chosen, got):
+                        rows[i] = row
+            # Failures per invocation and the open runs, event by event in batch order.
+            lifecycle_of = _LIFECYCLE_OF
+            for ev, ts, row in zip(events, stamps, rows):
+                if row < 0:
+                    continue  # not stored: past retention, or its subject past the cap
                 if ev.success is False:
-                    sums[ERRORS] += 1
-                    errors = bucket.errors
-                    kind_of = (subject, ev.error or "unknown")
-                    errors[kind_of] = errors.get(kind_of, 0) + 1  # not `+= 1`: Counter.__missing__ is a Python call
                     ident = ev.invocation_id or ev.run_id
                     if ident is not None:
                         self._failed(ident, ts, ev.agent, ev.model)
-                life = lifecycle_of.get(etype)
+                life = lifecycle_of.get(ev.type)
                 if life is not None:
                     opens, kind, attr = life
                     ident = getattr(ev, attr)
@@ -238,6 +246,62 @@ class InsightsStore:
                             self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
                         else:
                             self._closed((kind, ident))
+
+    def _fill(self, index: int, events: list[Event], keys: list[Subject]) -> list[int]:
+        """File events of one bucket as columns; return each one's row, -1 for a subject past the cap."""
+        bucket = self.buckets.get(index)
+        if bucket is None:
+            bucket = self.buckets[index] = _Bucket()
+        elif bucket.sealed:  # a late event: a query may be reading the frozen one
+            bucket = self.buckets[index] = bucket.thaw()
+        bucket.written = True
+        subjects = bucket.index
+        get = subjects.get
+        rows = [get(k, -1) for k in keys]
+        if -1 in rows:
+            cap = self.config.max_subjects
+            for i, row in enumerate(rows):
+                if row < 0:
+                    row = get(keys[i], -1)  # new earlier in this batch
+                    if row < 0:
+                        if len(subjects) >= cap:
+                            self.dropped += 1
+                            continue
+                        row = subjects[keys[i]] = len(subjects)
+                    rows[i] = row
+            bucket.reserve(len(subjects))
+        if -1 in rows:
+            kept = [i for i, row in enumerate(rows) if row >= 0]
+            events, keys, stored = [events[i] for i in kept], [keys[i] for i in kept], [rows[i] for i in kept]
+        else:
+            stored = rows
+        if not stored:
+            return rows
+        at = np.array(stored, dtype=np.intp)
+        n = len(subjects)
+        failed = [ev.success is False for ev in events]
+        tin = [ev.input_tokens for ev in events]
+        columns = (
+            (EVENTS, None),
+            (ERRORS, failed),
+            (COST, [ev.cost_usd or 0.0 for ev in events]),
+            (INPUT, [t or 0 for t in tin]),
+            (TOKEN_CALLS, [t is not None for t in tin]),
+            (TOKENS, [(t or 0) + (ev.output_tokens or 0) + (ev.tokens or 0) for t, ev in zip(tin, events)]),
+        )
+        table = bucket.table
+        for field, weights in columns:
+            table[:n, field] += np.bincount(at, weights, minlength=n)
+        took = [ev.duration_ms for ev in events]
+        if None in took:
+            timed = [i for i, d in enumerate(took) if d is not None]
+            if timed:
+                bucket.chunks.append((at[timed], np.array([took[i] for i in timed], dtype=np.float64)))
+        else:
+            bucket.chunks.append((at, np.array(took, dtype=np.float64)))
+        if True in failed:
+            bucket.errors.update([(keys[i], events[i].error or "unknown") for i, f in enumerate(failed) if f])
+        return rows
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
         """Count failures per invocation as they come, so a query reads only the storms."""
@@ -284,7 +348,7 @@ class InsightsStore:
                 # A past bucket is frozen once a maintain period went by without writes to it: a
                 # sender whose clock is behind keeps writing one, and freezing it each second only
                 # to thaw it at the next batch copied all of its durations each time.
-                if index < current - 1 and not bucket.frozen:
+                if index < current - 1 and not bucket.sealed:
                     if bucket.written:
                         bucket.written = False
                     else:
@@ -317,8 +381,8 @@ class InsightsStore:
                 self.storms.popleft()
 
     def _copies(self, start: int, end: int) -> list[tuple[int, _Bucket]]:
-        """The buckets in [start, end): frozen ones as they are, the few still filling copied."""
-        return [(i, b if b.frozen else b.thaw()) for i, b in self.buckets.items() if start <= i < end]
+        """The buckets in [start, end): frozen ones as they are, the few still filling as sealed copies."""
+        return [(i, b if b.frozen else b.sealed_copy()) for i, b in self.buckets.items() if start <= i < end]
 
     def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray], Counter[tuple[Subject, str]]]:
         """The period's sums and error kinds: the frozen buckets' part kept per role (baseline,
