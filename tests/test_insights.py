@@ -322,7 +322,10 @@ def test_batches_filed_in_columns_equal_the_events_filed_one_by_one(seed):
     assert list(store.open) == list(opened)
     assert set(store.buckets) == set(sums)
     for index, bucket in store.buckets.items():
-        sealed = bucket if bucket.sealed else bucket.sealed_copy()
+        sealed = bucket
+        if not bucket.sealed:
+            sealed = bucket.capture()
+            sealed.seal()
         keys, table = sealed.rows()
         assert dict(zip(keys, table.tolist())) == {s: pytest.approx(v) for s, v in sums[index].items()}
         assert sealed.durations.keys() == durations.get(index, {}).keys()

@@ -57,8 +57,8 @@ class _Bucket:
     Once past (`freeze`), it is sealed: `keys` and `table` hold the subjects and their sums, and
     `durations` each subject's array. A sealed bucket is never written again: a late event goes
     into a writable copy that replaces it (`thaw`), so a query may read a frozen bucket outside
-    the lock while the pipeline goes on. A query reads a bucket still filling through a sealed
-    copy of it (`sealed_copy`)."""
+    the lock while the pipeline goes on. A query reads a bucket still filling through a copy of
+    it (`capture`), sealed outside the lock."""
 
     __slots__ = ("index", "chunks", "durations", "errors", "frozen", "sealed", "keys", "table", "serial", "written")
 
@@ -80,7 +80,8 @@ class _Bucket:
             grown[: len(self.table)] = self.table
             self.table = grown
 
-    def _seal(self) -> tuple[list[Subject], np.ndarray, dict[Subject, np.ndarray]]:
+    def seal(self) -> None:
+        """Turn the columns into `keys`, `table` and per-subject `durations`: no more writes."""
         keys = list(self.index)
         n = len(keys)
         durations: dict[Subject, np.ndarray] = {}
@@ -94,21 +95,24 @@ class _Bucket:
                 if count:
                     durations[keys[j]] = values[start : start + count]
                     start += count
-        return keys, self.table[:n].copy(), durations
+        # The columns go: a sealed bucket keeps only arrays, which a full garbage collection
+        # (set off by a query's allocations) does not walk (BENCHMARKS.md, issue 18).
+        self.keys, self.table, self.durations = keys, self.table[:n].copy(), durations
+        self.index, self.chunks = {}, []
+        self.sealed = True
 
     def freeze(self) -> None:
-        self.keys, self.table, self.durations = self._seal()
-        # The columns go: a frozen bucket keeps only arrays, which a full garbage collection
-        # (set off by a query's allocations) does not walk (BENCHMARKS.md, issue 18).
-        self.index, self.chunks = {}, []
-        self.frozen = self.sealed = True
+        self.seal()
+        self.frozen = True
 
-    def sealed_copy(self) -> _Bucket:
-        """What a query reads of a bucket still filling (not frozen: the rolled sums skip it)."""
+    def capture(self) -> _Bucket:
+        """A copy of a bucket still filling, for a query: O(subjects) under the store's lock
+        (chunks are never written in place); the caller seals it after the lock."""
         out = _Bucket()
-        out.keys, out.table, out.durations = self._seal()
+        out.index = dict(self.index)
+        out.table = self.table[: len(self.index)].copy()
+        out.chunks = list(self.chunks)
         out.errors = self.errors.copy()
-        out.sealed = True
         return out
 
     def thaw(self) -> _Bucket:
@@ -381,8 +385,16 @@ class InsightsStore:
                 self.storms.popleft()
 
     def _copies(self, start: int, end: int) -> list[tuple[int, _Bucket]]:
-        """The buckets in [start, end): frozen ones as they are, the few still filling as sealed copies."""
-        return [(i, b if b.frozen else b.sealed_copy()) for i, b in self.buckets.items() if start <= i < end]
+        """The buckets in [start, end): frozen ones as they are, the few still filling captured.
+        Called under the lock; `_sealed` then seals the captures after it."""
+        return [(i, b if b.frozen else b.capture()) for i, b in self.buckets.items() if start <= i < end]
+
+    @staticmethod
+    def _sealed(chosen: list[tuple[int, _Bucket]]) -> list[tuple[int, _Bucket]]:
+        for _, bucket in chosen:
+            if not bucket.sealed:
+                bucket.seal()  # grouping its durations: O(n log n), outside the lock
+        return chosen
 
     def _sums(self, role: int, buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], dict[Subject, np.ndarray], Counter[tuple[Subject, str]]]:
         """The period's sums and error kinds: the frozen buckets' part kept per role (baseline,
@@ -413,6 +425,7 @@ class InsightsStore:
         end = math.floor(now / self.width) + 1
         with self._lock:
             chosen = self._copies(end - round(window / self.width), end)
+        chosen = self._sealed(chosen)
         return now, [(i * self.width, b) for i, b in sorted(chosen, key=lambda pair: pair[0])]
 
     def snapshot(self, window: float, baseline: float) -> Snapshot:
@@ -430,6 +443,7 @@ class InsightsStore:
             storms = [_storm(self.fails[i]) for ts, i in self.storms if ts >= window_start and i in self.fails]
             abandoned = list(self.abandoned)
             exact = self.dropped == 0
+        chosen = self._sealed(chosen)
         open_items = {key: now - ts for key, ts in starts.items()}
         periods = (Period(baseline - window), Period(window))
         for at, workflow in abandoned:
