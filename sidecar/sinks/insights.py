@@ -47,6 +47,9 @@ _LIFECYCLE_OF = {t: (True, kind, attr) for t, (kind, attr) in _OPENS.items()} | 
 
 
 _SERIALS = itertools.count()
+# A batch of fewer events than 1/SCATTER_BELOW of its bucket's subjects adds its sums row by row
+# (np.add.at, O(batch)); a larger one by bincount over every subject (O(subjects), faster per event).
+SCATTER_BELOW = 8
 
 
 class _Bucket:
@@ -285,17 +288,20 @@ class InsightsStore:
         n = len(subjects)
         failed = [ev.success is False for ev in events]
         tin = [ev.input_tokens for ev in events]
-        columns = (
-            (EVENTS, None),
-            (ERRORS, failed),
-            (COST, [ev.cost_usd or 0.0 for ev in events]),
-            (INPUT, [t or 0 for t in tin]),
-            (TOKEN_CALLS, [t is not None for t in tin]),
-            (TOKENS, [(t or 0) + (ev.output_tokens or 0) + (ev.tokens or 0) for t, ev in zip(tin, events)]),
-        )
+        columns: list[list[float] | list[int] | list[bool]] = [  # in FIELDS order
+            [1] * len(events),
+            failed,
+            [ev.cost_usd or 0.0 for ev in events],
+            [t or 0 for t in tin],
+            [t is not None for t in tin],
+            [(t or 0) + (ev.output_tokens or 0) + (ev.tokens or 0) for t, ev in zip(tin, events)],
+        ]
         table = bucket.table
-        for field, weights in columns:
-            table[:n, field] += np.bincount(at, weights, minlength=n)
+        if len(stored) * SCATTER_BELOW >= n:
+            for field, weights in enumerate(columns):
+                table[:n, field] += np.bincount(at, weights, minlength=n)  # O(subjects) per column
+        else:  # a small batch into a bucket of many subjects: O(batch), not O(subjects)
+            np.add.at(table, at, np.array(columns, dtype=np.float64).T)
         took = [ev.duration_ms for ev in events]
         if None in took:
             timed = [i for i, d in enumerate(took) if d is not None]
