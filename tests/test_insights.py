@@ -248,9 +248,9 @@ def test_a_bucket_a_late_sender_keeps_writing_is_not_frozen_and_thawed_each_seco
         lines = [json.dumps({"type": "llm.call", "agent": "a", "duration_ms": 7.0, "timestamp": 10 * index + 5}).encode()] * 100
         events, _, _ = decoder.decode(lines, clock())
         store.consume(Batch(events, lines, clock(), "test"))
+        store.maintain(clock())  # files the batch (smaller than FILE_AT, it waited), then freezes what is due
         if second == 0:
             first = store.buckets[index]
-        store.maintain(clock())
         assert store.buckets[index] is first and not first.frozen  # the same list-backed bucket, never copied
     clock.advance(1)
     store.maintain(clock())  # one quiet maintain period: now it is frozen
@@ -318,6 +318,7 @@ def test_batches_filed_in_columns_equal_the_events_filed_one_by_one(seed, max_su
                 opened.pop((kind, getattr(ev, attr)), None)
         if rng.random() < 0.3:
             store.maintain(clock())  # past buckets freeze; late events then thaw them
+    store.flush()  # small batches wait to be filed together
     assert store.dropped == dropped
     assert dropped > 0 or max_subjects > 6
     assert {key: entry[0] for key, entry in store.fails.items()} == fails
@@ -334,6 +335,32 @@ def test_batches_filed_in_columns_equal_the_events_filed_one_by_one(seed, max_su
         for subject, values in sealed.durations.items():
             assert values.tolist() == durations[index][subject]  # all of them, in arrival order
         assert dict(sealed.errors) == errors.get(index, {})
+
+
+def test_small_batches_wait_to_be_filed_together_and_every_query_sees_them():
+    from sidecar.sinks.insights import FILE_AT
+
+    now = 1_000_000.0
+    store = InsightsStore(Config().replace(**SHORT).insights, clock=lambda: now)
+    decoder = EventDecoder()
+    subject = ("llm.call", "a", None, None)
+
+    def send(n: int) -> None:
+        lines = [json.dumps({"type": "llm.call", "agent": "a", "duration_ms": 5.0, "timestamp": now - 1}).encode()] * n
+        events, _, _ = decoder.decode(lines, now)
+        store.consume(Batch(events, lines, now, "test"))
+
+    send(1)
+    send(2)
+    assert store.buckets == {}  # waiting: a one-event batch would pay the filing's set-up alone
+    assert store.snapshot(300.0, 1200.0).window.sums[subject][0] == 3  # a query files them first
+    send(1)
+    assert store.series(300.0)[1][-1][1].table.sum(axis=0)[0] == 4  # so does /v1/series
+    send(1)
+    store.maintain(now)  # and the maintain pass, about once a second
+    assert not store._waiting
+    send(FILE_AT)  # a large batch is filed at once
+    assert not store._waiting and len(store.buckets[int((now - 1) // 10)].chunks) == 4
 
 
 def test_a_query_groups_the_durations_of_a_bucket_still_filling_outside_the_stores_lock(monkeypatch):

@@ -50,6 +50,10 @@ _SERIALS = itertools.count()
 # A batch of fewer events than 1/SCATTER_BELOW of its bucket's subjects adds its sums row by row
 # (np.add.at, O(batch)); a larger one by bincount over every subject (O(subjects), faster per event).
 SCATTER_BELOW = 8
+# Batches smaller than this wait to be filed together (until the waiting events reach it, the next
+# maintain, about once a second, or a query): a batch costs ~40 us of numpy and comprehension
+# set-up, which a one-event batch from a quiet connection would pay alone.
+FILE_AT = 256
 
 
 class _Bucket:
@@ -201,6 +205,7 @@ class InsightsStore:
         self.fails: OrderedDict[str, tuple[int, float, str | None, str | None]] = OrderedDict()
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
+        self._waiting: list[Event] = []  # consumed, not filed yet (FILE_AT)
         self._cache: dict[int, _Rolling] = {}
         self._rolling_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -215,44 +220,61 @@ class InsightsStore:
         events = batch.events
         if not events:
             return
+        if self.first_seen is None:
+            first = events[0].timestamp
+            assert isinstance(first, float)  # the decoder normalises timestamps to epoch seconds
+            self.first_seen = max(first, self.clock() - self.config.retention)
+        with self._lock:
+            self._waiting += events
+            if len(self._waiting) >= FILE_AT:
+                self._file()
+
+    def flush(self) -> None:
+        """File the events still waiting (maintain and every query do it first)."""
+        with self._lock:
+            self._file()
+
+    def _file(self) -> None:
+        """File the waiting events (under the lock): each into its bucket of event time, in columns,
+        then failures and open runs event by event in arrival order."""
+        events, self._waiting = self._waiting, []
+        if not events:
+            return
         width = self.width
         oldest = self.clock() - self.config.retention
         stamps: list[float] = [ev.timestamp for ev in events]  # type: ignore[misc]  # the decoder normalises timestamps to epoch seconds
-        if self.first_seen is None:
-            self.first_seen = max(stamps[0], oldest)
         keys = [(ev.type, ev.agent, ev.workflow, ev.model) for ev in events]
-        with self._lock:
-            lo, hi = min(stamps), max(stamps)
-            if lo >= oldest and lo // width == hi // width:  # the common case: one bucket
-                rows = self._fill(int(lo // width), events, keys)
-            else:
-                groups: dict[int, list[int]] = {}
-                for i, ts in enumerate(stamps):
-                    if ts >= oldest:
-                        groups.setdefault(int(ts // width), []).append(i)
-                rows = [-1] * len(events)  # events past retention are not stored
-                for index, chosen in groups.items():
-                    got = self._fill(index, [events[i] for i in chosen], [keys[i] for i in chosen])
-                    for i, row in zip(chosen, got):
-                        rows[i] = row
-            # Failures per invocation and the open runs, event by event in batch order.
-            lifecycle_of = _LIFECYCLE_OF
-            for ev, ts, row in zip(events, stamps, rows):
-                if row < 0:
-                    continue  # not stored: past retention, or its subject past the cap
-                if ev.success is False:
-                    ident = ev.invocation_id or ev.run_id
-                    if ident is not None:
-                        self._failed(ident, ts, ev.agent, ev.model)
-                life = lifecycle_of.get(ev.type)
-                if life is not None:
-                    opens, kind, attr = life
-                    ident = getattr(ev, attr)
-                    if ident is not None:
-                        if opens:
-                            self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
-                        else:
-                            self._closed((kind, ident))
+        lo, hi = min(stamps), max(stamps)
+        if lo >= oldest and lo // width == hi // width:  # the common case: one bucket
+            rows = self._fill(int(lo // width), events, keys)
+        else:
+            groups: dict[int, list[int]] = {}
+            for i, ts in enumerate(stamps):
+                if ts >= oldest:
+                    groups.setdefault(int(ts // width), []).append(i)
+            rows = [-1] * len(events)  # events past retention are not stored
+            for index, chosen in groups.items():
+                got = self._fill(index, [events[i] for i in chosen], [keys[i] for i in chosen])
+                for i, row in zip(chosen, got):
+                    rows[i] = row
+        # Failures per invocation and the open runs, event by event in batch order.
+        lifecycle_of = _LIFECYCLE_OF
+        for ev, ts, row in zip(events, stamps, rows):
+            if row < 0:
+                continue  # not stored: past retention, or its subject past the cap
+            if ev.success is False:
+                ident = ev.invocation_id or ev.run_id
+                if ident is not None:
+                    self._failed(ident, ts, ev.agent, ev.model)
+            life = lifecycle_of.get(ev.type)
+            if life is not None:
+                opens, kind, attr = life
+                ident = getattr(ev, attr)
+                if ident is not None:
+                    if opens:
+                        self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
+                    else:
+                        self._closed((kind, ident))
 
     def _fill(self, index: int, events: list[Event], keys: list[Subject]) -> list[int]:
         """File events of one bucket as columns; return each one's row, -1 for a subject past the cap."""
@@ -352,6 +374,7 @@ class InsightsStore:
         oldest = math.floor((now - self.config.retention) / self.width)
         current = math.floor(now / self.width)
         with self._lock:
+            self._file()
             for index in [i for i in self.buckets if i < oldest]:
                 del self.buckets[index]
             for index, bucket in self.buckets.items():
@@ -430,6 +453,7 @@ class InsightsStore:
         now = self.clock()
         end = math.floor(now / self.width) + 1
         with self._lock:
+            self._file()
             chosen = self._copies(end - round(window / self.width), end)
         chosen = self._sealed(chosen)
         return now, [(i * self.width, b) for i, b in sorted(chosen, key=lambda pair: pair[0])]
@@ -444,6 +468,7 @@ class InsightsStore:
         start = end - round(baseline / width)
         window_start = split * width
         with self._lock:
+            self._file()
             chosen = self._copies(start, end)
             starts = {key: np.fromiter(group.values(), np.float64, len(group)) for key, group in self.open_groups.items()}
             storms = [_storm(self.fails[i]) for ts, i in self.storms if ts >= window_start and i in self.fails]

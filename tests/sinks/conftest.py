@@ -10,3 +10,4 @@ def small_structures(monkeypatch):
     monkeypatch.setattr(SortedValues, "FOLD_MIN", 4)
     monkeypatch.setattr(window_mod, "INITIAL_CAPACITY", 4)
     monkeypatch.setattr(window_mod, "FLUSH_EVENTS", 7)
+    monkeypatch.setattr(window_mod, "WAIT_BELOW", 3)
