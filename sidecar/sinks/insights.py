@@ -287,6 +287,7 @@ class InsightsStore:
         subjects = bucket.index
         get = subjects.get
         rows = [get(k, -1) for k in keys]
+        capped = 0
         if -1 in rows:
             cap = self.config.max_subjects
             for i, row in enumerate(rows):
@@ -294,12 +295,13 @@ class InsightsStore:
                     row = get(keys[i], -1)  # new earlier in this batch
                     if row < 0:
                         if len(subjects) >= cap:
-                            self.dropped += 1
+                            capped += 1
                             continue
                         row = subjects[keys[i]] = len(subjects)
                     rows[i] = row
             bucket.reserve(len(subjects))
-        if -1 in rows:
+            self.dropped += capped
+        if capped:
             kept = [i for i, row in enumerate(rows) if row >= 0]
             events, keys, stored = [events[i] for i in kept], [keys[i] for i in kept], [rows[i] for i in kept]
         else:

@@ -330,12 +330,17 @@ class WindowStore:
             self._waiting += events
             if len(self._waiting) < WAIT_BELOW:
                 return
-            events, self._waiting = self._waiting, []
-            late_cut = -math.inf  # counted as they arrived
-        self._pending.append(self._columns(events, late_cut))
-        self._pending_n += len(events)
+            self._columns_of_waiting()
+        else:
+            self._pending.append(self._columns(events, late_cut))
+            self._pending_n += len(events)
         if self._pending_n >= FLUSH_EVENTS:
             self.flush(now, fold=True)
+
+    def _columns_of_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        self._pending.append(self._columns(waiting, -math.inf))  # their late ones were counted in consume
+        self._pending_n += len(waiting)
 
     def _columns(self, evs: list[Event], late_cut: float) -> Columns:
         """A batch as typed columns; interns keys and run ids; counts late events."""
@@ -396,9 +401,7 @@ class WindowStore:
         fold=False: the O(n) fold of the sorted buffers is left to ingest (consume, maintain)
         unless they grew 4x."""
         if self._waiting:
-            waiting, self._waiting = self._waiting, []
-            self._pending.append(self._columns(waiting, -math.inf))  # late ones were counted in consume
-            self._pending_n += len(waiting)
+            self._columns_of_waiting()
         self._advance(now)
         if self._pending:
             self._merge()
