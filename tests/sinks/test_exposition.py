@@ -290,3 +290,34 @@ def test_a_scrape_after_updates_renders_what_changed_and_no_stale_series(batches
         assert fast(sink, openmetrics) == oracle(sink, openmetrics)
         assert fast(sink, not openmetrics) == oracle(sink, not openmetrics)
         assert fast(sink, openmetrics) == oracle(sink, openmetrics)  # from the kept lines
+
+
+def test_a_row_reused_after_expiry_is_rendered_with_its_new_labels():
+    """Series share rows once one expires; a scrape keeps each row's last text with the numbers
+    it showed, so a new series on an old row, with the same numbers, must be rendered again."""
+    import json
+
+    from sidecar.protocol import EventDecoder
+    from sidecar.types import Batch
+
+    sink = MetricsSink(Config().metrics, Config().lifecycle, CollectorRegistry())
+    old = {"type": "llm.call", "agent": "old", "duration_ms": 5, "input_tokens": 3}
+    new = {**old, "agent": "new"}
+
+    def feed(e):
+        events, raws, _ = EventDecoder().decode([json.dumps(e).encode()], 1_790_000_000.0)
+        sink.consume(Batch(events, raws, 1_790_000_000.0, "test"))
+        sink.flush()
+
+    feed(old)
+    for openmetrics in (False, True):
+        assert 'agent="old"' in fast(sink, openmetrics)
+    ttl = sink.config.series_ttl
+    for table in sink.tables:
+        table.sweep(0.0, ttl)
+        table.sweep(ttl + 1, ttl)
+    feed(new)
+    assert sink.events.rows[("llm.call", "new", "", "info")] == 0  # the old series' row
+    for openmetrics in (False, True):
+        page = fast(sink, openmetrics)
+        assert 'agent="old"' not in page and page == oracle(sink, openmetrics)

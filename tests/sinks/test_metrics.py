@@ -115,11 +115,106 @@ def test_a_batch_keeps_the_exemplars_and_counts_that_its_events_one_by_one_would
     apart, reg_apart = make()
     for e in events:
         feed(apart, e)
+        apart.flush()  # each event added on its own, not waiting for the others (FILE_AT)
     assert exemplars_in(reg_together) == exemplars_in(reg_apart)
     for reason in ("invalid_trace", "invalid_span"):
         labels = {"reason": reason}
         assert reg_together.get_sample_value("sidecar_exemplar_ids_ignored_total", labels) == reg_apart.get_sample_value(
             "sidecar_exemplar_ids_ignored_total", labels)
+
+
+def random_events(rnd, n):
+    """Events over a few label sets, with every field the sink counts, repeats of one series and
+    bucket within a batch, lifecycles and over-long labels."""
+    out = []
+    for i in range(n):
+        t = rnd.choice(["llm.call", "tool.call", "workflow.started", "workflow.completed", "workflow.failed", "agent.invoked",
+                        "agent.completed", "agent.failed"])
+        e = {"type": t, "agent": rnd.choice(["a", "b", "c" * 200]), "workflow": rnd.choice(["w", "v", None]), "timestamp": T0 + i,
+             "model": rnd.choice(["m", None]), "run_id": f"r{rnd.randrange(6)}", "invocation_id": f"i{rnd.randrange(6)}"}
+        if rnd.random() < 0.8:
+            e["duration_ms"] = rnd.choice([0, 5, 120, 120, 4000, 10**7])
+        if rnd.random() < 0.7:
+            e["trace_id"] = rnd.choice([TRACE, "1" * 32, "abc"])
+        if rnd.random() < 0.3:
+            e["span_id"] = rnd.choice([SPAN, "x" * 40])
+        for field in ("input_tokens", "output_tokens", "tokens"):
+            if rnd.random() < 0.5:
+                e[field] = rnd.randrange(0, 5000)
+        if rnd.random() < 0.5:
+            e["cost_usd"] = rnd.random() / 7
+        if rnd.random() < 0.3:
+            e["success"], e["error"] = False, rnd.choice(["timeout", "x" * 300])
+        if t == "tool.call" and rnd.random() < 0.7:
+            e["tool"] = rnd.choice(["grep", "bash"])
+        out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_events_added_in_batches_give_the_page_they_give_added_one_by_one(seed):
+    """The hot path adds a batch per column (repeats of one series and bucket in one numpy call,
+    the last event's exemplar per bucket): the page must hold the lines each event added alone
+    gives, and at the cardinality cap the same totals."""
+    import random
+
+    rnd = random.Random(seed)
+    events = random_events(rnd, 300)
+    cap = {"metrics.max_series_per_metric": rnd.choice([3, 10_000])}
+    together, _ = make(**cap)
+    apart, _ = make(**cap)
+    at = 0
+    while at < len(events):
+        size = rnd.choice([1, 7, 40, 300])
+        feed(together, *events[at : at + size])
+        together.flush()
+        at += size
+    for e in events:
+        feed(apart, e)
+        apart.flush()
+    if cap["metrics.max_series_per_metric"] > 3:
+        for openmetrics in (False, True):  # the same lines; series may be made in another order
+            assert sorted(together.expose(openmetrics).splitlines()) == sorted(apart.expose(openmetrics).splitlines())
+    else:
+        # At the cap, a batch makes a family's series column by column (all input tokens, then
+        # output), so other label sets may keep their own series (and be counted as folded):
+        # every other total is the same.
+        got, want = totals(together.expose(False)), totals(apart.expose(False))
+        del got[("sidecar_series_overflow_total", None)], want[("sidecar_series_overflow_total", None)]
+        assert got == want
+
+
+def totals(text):
+    """The sum of each sample name's values (per `le` for buckets), NaN-free."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, sample.labels.get("le"))
+            out[key] = out.get(key, 0) + sample.value
+    return {k: round(v, 6) for k, v in out.items()}
+
+
+def test_small_batches_wait_and_every_read_adds_them_first():
+    """A batch under FILE_AT events waits; a scrape, collect() and maintain each add it first."""
+    from sidecar.sinks.metrics import FILE_AT
+
+    reads = {
+        "expose": lambda sink, reg: sink.expose(False),
+        "collect": lambda sink, reg: reg.get_sample_value("agent_events_total", {}),
+        "maintain": lambda sink, reg: sink.maintain(T0),
+    }
+    for name, read in reads.items():
+        sink, reg = make()
+        feed(sink, {"type": "workflow.started", "agent": "a", "duration_ms": 5, "run_id": "r", "workflow": "w"})
+        assert not sink.events.rows and not sink._runs.open, "a small batch waits"
+        read(sink, reg)
+        assert list(sink.events.rows) == [("workflow.started", "a", "w", "info")] and list(sink._runs.open) == ["r"], name
+        assert sink.workflows_active.values[sink.workflows_active.rows[("w",)]] == 1, name
+    sink, reg = make()
+    feed(sink, *({"type": "llm.call"} for _ in range(FILE_AT)))
+    assert sink.events.values[sink.events.rows[("llm.call", "", "", "info")]] == FILE_AT  # added at once
 
 
 def test_a_bad_span_id_is_left_out_and_the_trace_id_kept():
@@ -255,6 +350,7 @@ def test_the_sink_keeps_no_long_strings_from_events():
                 "session_id": long, "span_id": long, "duration_ms": 5, "trace_id": TRACE, "input_tokens": 1, "cost_usd": 1,
                 "success": False,
             }, {"type": "agent.invoked", "agent": long, "invocation_id": long, "duration_ms": 5, "trace_id": TRACE})
+        sink.flush()  # small batches wait (FILE_AT): what is kept is what is left once they are added
         gc.collect()
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
