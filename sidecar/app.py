@@ -40,6 +40,7 @@ from sidecar.protocol import EventDecoder
 from sidecar.reload import Reloader
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.insights import InsightsStore
+from sidecar.sinks.labelsets import LabelSets
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.tail import TailHub
 from sidecar.sinks.window import WindowSink
@@ -94,9 +95,10 @@ class Sidecar:
 
 
 def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[], float]) -> Sinks:
+    label_sets = LabelSets()  # each batch's events numbered once for both (sinks/labelsets.py)
     return Sinks(
-        metrics=MetricsSink(config.metrics, config.lifecycle, registry),
-        window=WindowSink(config.windows, registry, clock),
+        metrics=MetricsSink(config.metrics, config.lifecycle, registry, label_sets),
+        window=WindowSink(config.windows, registry, clock, label_sets),
         tail=TailHub(config.tail, registry),
         insights=InsightsStore(config.insights, clock, config.lifecycle.abandon_after),
     )

@@ -84,6 +84,9 @@ class Batch:
     raws: list[bytes]
     received_at: float
     transport: str
+    # The events' label-set numbers, made by the first sink that asks (sidecar.sinks.labelsets):
+    # (the LabelSets that made them, one number per event).
+    label_sets: tuple[Any, Any] | None = None
 
 
 # Events of a batch a sink had to leave out: position in `Batch.events` -> reason (a label of

@@ -25,6 +25,7 @@ from prometheus_client.samples import Exemplar
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import all_w3c_ids, w3c_span_id, w3c_trace_id
 from sidecar.sinks.exposition import Exemplars, HistogramNames, exposed_separately, histogram_family, label_block, scalar_family, scalar_header
+from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH, HistogramTable, SeriesTable
 from sidecar.types import Batch, Event
 
@@ -186,7 +187,10 @@ class MetricsSink:
 
     name = "metrics"
 
-    def __init__(self, config: MetricsConfig, lifecycle: LifecycleConfig, registry: CollectorRegistry | None = None):
+    def __init__(
+        self, config: MetricsConfig, lifecycle: LifecycleConfig, registry: CollectorRegistry | None = None,
+        label_sets: LabelSets | None = None,
+    ):
         cap = config.max_series_per_metric
         self.config = config
         self.lifecycle = lifecycle
@@ -212,7 +216,10 @@ class MetricsSink:
             self.workflow_runs, self.tool_calls, self.tool_durations,
         )
         self._gauges = (self.workflows_active, self.invocations_active)
-        # Slots: label combination -> slot number; by slot, its key and its row in each table.
+        # Slots: label combination -> slot number; by slot, its key and its row in each table; and
+        # the slot of each label-set number (the batch's events are numbered once for every sink).
+        self.label_sets = label_sets if label_sets is not None else LabelSets()
+        self._slot_of = Mapped()
         self._slots: dict[SlotKey, int] = {}
         self._slot_keys: list[SlotKey | None] = []  # None: a slot of one batch only (see _slot)
         self._uncached: dict[int, SlotKey] = {}
@@ -260,14 +267,18 @@ class MetricsSink:
         batches, self._waiting, self._n_waiting = self._waiting, [], 0
         if not batches:
             return
-        events = batches[0].events if len(batches) == 1 else [ev for b in batches for ev in b.events]
+        of = self.label_sets.of
+        if len(batches) == 1:
+            events, numbers = batches[0].events, of(batches[0])
+        else:
+            events, numbers = [ev for b in batches for ev in b.events], np.concatenate([of(b) for b in batches])
         if len(self._slot_keys) > _MAX_SLOTS:
             self._clear_slots()
-        get = self._slots.get
-        found = [get((ev.type, ev.agent, ev.workflow, ev.severity, ev.model)) for ev in events]
-        if None in found:
-            found = [self._slot(events[i]) if slot is None else slot for i, slot in enumerate(found)]
-        slots = np.array(found, np.intp)
+        slots = self._slot_of.ids(numbers)
+        if slots.min() < 0:
+            for i in np.flatnonzero(slots < 0).tolist():
+                slots[i] = slot = self._slot(events[i])
+                self._slot_of.note(int(numbers[i]), slot)
         np.add.at(self.events.values, self._slot_rows[slots, _EVENTS], 1.0)
         where, durations = _present([ev.duration_ms for ev in events])
         if len(durations):
@@ -417,6 +428,7 @@ class MetricsSink:
 
     def _clear_slots(self) -> None:
         self._slots.clear()
+        self._slot_of.clear()
         self._slot_keys.clear()
         self._uncached.clear()
         self._slot_rows[:] = -1

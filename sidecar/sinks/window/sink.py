@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
 
 from sidecar.config import WindowsConfig, parse_duration
+from sidecar.sinks.labelsets import LabelSets
 from sidecar.sinks.window import collector
 from sidecar.sinks.window.query import DEFAULT_LIMIT, Query, stats_document
 from sidecar.sinks.window.store import Window, WindowStore
@@ -32,10 +33,14 @@ class WindowSink:
 
     name = "window"
 
-    def __init__(self, config: WindowsConfig, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, config: WindowsConfig, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time,
+        label_sets: LabelSets | None = None,
+    ):
         self.config = config
         self.clock = clock
-        self.store = WindowStore(config, clock())
+        self.label_sets = label_sets if label_sets is not None else LabelSets()
+        self.store = WindowStore(config, clock(), self.label_sets)
         self.index_by = tuple(config.index_by)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: int | None = None
@@ -57,7 +62,7 @@ class WindowSink:
         self._loop = None  # the pipeline has drained: nothing writes any more
 
     def consume(self, batch: Batch) -> None:
-        self.store.consume(batch.events, self.clock())
+        self.store.consume(batch.events, self.clock(), self.label_sets.of(batch))
 
     def maintain(self, now: float) -> None:
         self.store.flush(now, fold=True)

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.config import WindowsConfig, format_duration
+from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.sinks.window.sorted_values import Floats, SortedValues
 from sidecar.sinks.window.view import (
@@ -84,6 +85,7 @@ class Keys:
         self.severity: Int8s = np.zeros(64, dtype=np.int8)
         self.failed: Bools = np.zeros(64, dtype=bool)
         self.overflowed = 0
+        self.by_number = Mapped()  # a label-set number's key (sidecar.sinks.labelsets)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -280,8 +282,9 @@ def _amounts(values: list[float | None]) -> Floats:
 class WindowStore:
     """Rows, windows, counters and samples; every method runs on the one writer thread."""
 
-    def __init__(self, config: WindowsConfig, now: float):
+    def __init__(self, config: WindowsConfig, now: float, label_sets: LabelSets | None = None):
         self.config = config
+        self.label_sets = label_sets if label_sets is not None else LabelSets()
         self.windows = [Window(s, tuple(config.index_by)) for s in sorted(config.durations)]
         self.largest = self.windows[-1]
         self.keys = Keys()
@@ -308,6 +311,7 @@ class WindowStore:
         self.shifted = 0
         self.rewritten_from: float = math.inf
         self._waiting: list[Event] = []  # events of small batches, not in columns yet (WAIT_BELOW)
+        self._waiting_numbers: list[np.ndarray] = []  # their label-set numbers, batch by batch
         self._pending: list[Columns] = []  # column chunks of consumed, unfiled events
         self._pending_n = 0
         self.total = Counters()
@@ -320,42 +324,53 @@ class WindowStore:
 
     # -- the hot path -------------------------------------------------------
 
-    def consume(self, events: list[Event], now: float) -> None:
+    def consume(self, events: list[Event], now: float, numbers: np.ndarray | None = None) -> None:
         # Columns are extracted with one comprehension per field (several times cheaper than
         # appending field by field) soon, while the events are still in the CPU cache: done at
         # flush time, 16k cold events cost a cache miss per field. Filing is done in bulk.
         late_cut = now - self.largest.seconds
+        if numbers is None:
+            numbers = self.label_sets.number(events)
         if len(events) < WAIT_BELOW or self._waiting:
             self.late += sum(1 for ev in events if ev.timestamp < late_cut)  # type: ignore[operator,misc]  # epoch seconds once decoded
             self._waiting += events
+            self._waiting_numbers.append(numbers)
             if len(self._waiting) < WAIT_BELOW:
                 return
             self._columns_of_waiting()
         else:
-            self._pending.append(self._columns(events, late_cut))
+            self._pending.append(self._columns(events, late_cut, numbers))
             self._pending_n += len(events)
         if self._pending_n >= FLUSH_EVENTS:
             self.flush(now, fold=True)
 
     def _columns_of_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
-        self._pending.append(self._columns(waiting, -math.inf))  # their late ones were counted in consume
+        numbers = np.concatenate(self._waiting_numbers)
+        self._waiting_numbers = []
+        self._pending.append(self._columns(waiting, -math.inf, numbers))  # their late ones were counted in consume
         self._pending_n += len(waiting)
 
-    def _columns(self, evs: list[Event], late_cut: float) -> Columns:
+    def _columns(self, evs: list[Event], late_cut: float, numbers: np.ndarray) -> Columns:
         """A batch as typed columns; interns keys and run ids; counts late events."""
         ts = np.array([e.timestamp for e in evs], dtype=np.float64)
         self.late += int(np.count_nonzero(ts < late_cut))
-        combos = self.keys.ids
-        keys = [combos.get((e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success)) for e in evs]
-        if None in keys:
-            for i, k in enumerate(keys):
-                if k is None:
-                    e = evs[i]
+        keys = self.keys.by_number.ids(numbers)
+        if len(keys) and keys.min() < 0:
+            combos = self.keys.ids
+            for i in np.flatnonzero(keys < 0).tolist():
+                e = evs[i]
+                key = combos.get((e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success))
+                if key is None:
                     combo: Combo = (e.type[:MAX_LABEL_LENGTH], _cut(e.agent), _cut(e.workflow), _cut(e.model), _cut(e.tool), e.severity, e.success)
-                    keys[i] = combos.get(combo)
-                    if keys[i] is None:
-                        keys[i] = self.keys.intern(combo)
+                    key = combos.get(combo)
+                    if key is None:
+                        key = self.keys.intern(combo)
+                        if combos.get(combo) != key:  # folded into an overflow key: looked up (and counted) each time
+                            keys[i] = key
+                            continue
+                keys[i] = key
+                self.keys.by_number.note(int(numbers[i]), key)
         get_run = self.run_ids.get
         runs = [get_run(e.run_id, -2) for e in evs]
         if -2 in runs:
@@ -371,7 +386,7 @@ class WindowStore:
         return {
             "ts": ts,
             "dur": _amounts([e.duration_ms for e in evs]),
-            "key": np.array(keys, dtype=np.uint16),
+            "key": keys.astype(np.uint16),
             "run": np.array(runs, dtype=np.int32),
             "tin": _tokens([e.input_tokens or 0 for e in evs]),
             "tout": _tokens([e.output_tokens or 0 for e in evs]),

@@ -1,0 +1,87 @@
+"""Label-set numbers: made once per batch, shared by the metrics sink and the window store."""
+
+import json
+
+from prometheus_client import CollectorRegistry
+
+from sidecar.app import build_sinks
+from sidecar.config import Config
+from sidecar.protocol import EventDecoder
+from sidecar.sinks.labelsets import LabelSets
+from sidecar.sinks.metrics import MetricsSink
+from sidecar.types import Batch
+
+T0 = 1_790_000_000.0
+
+
+def batch_of(*events):
+    decoded, raws, rejected = EventDecoder().decode([json.dumps(e).encode() for e in events], T0)
+    assert not rejected
+    return Batch(decoded, raws, T0, "test")
+
+
+def test_equal_labels_get_one_number_and_long_or_surplus_ones_none():
+    sets = LabelSets(limit=3)
+    got = sets.number(batch_of(
+        {"type": "a", "agent": "x"}, {"type": "a", "agent": "x"}, {"type": "a", "agent": "y"},
+        {"type": "a", "agent": "x", "success": False}, {"type": "a", "agent": "z" * 129}, {"type": "b"},
+    ).events).tolist()
+    assert got == [0, 0, 1, 2, -1, -1]  # a failure is another label set; past the limit, none
+    assert len(sets) == 3
+
+
+def test_a_batch_keeps_the_numbers_of_the_label_sets_that_made_them():
+    one, other = LabelSets(), LabelSets()
+    other.number(batch_of({"type": "first"}).events)
+    b = batch_of({"type": "second"})
+    assert one.of(b).tolist() == [0] and one.of(b) is one.of(b)  # made once
+    assert other.of(b).tolist() == [1]  # not the numbers another LabelSets made
+
+
+def test_sinks_with_their_own_numbers_count_the_same_batch_right():
+    """Two metrics sinks, each with its own LabelSets, fed the same Batch objects: neither may read
+    the other's numbers off the batch."""
+    first, second = (MetricsSink(Config().metrics, Config().lifecycle, CollectorRegistry()) for _ in range(2))
+    first.consume(batch_of(*({"type": "t", "agent": f"a{i}"} for i in range(5))))
+    shared = batch_of({"type": "t", "agent": "b"}, {"type": "t", "agent": "a0"})
+    first.consume(shared)
+    second.consume(shared)
+    for sink in (first, second):
+        sink.flush()
+    assert second.events.cell(("t", "b", "", "info")).value == 1 and second.events.cell(("t", "a0", "", "info")).value == 1
+    assert first.events.cell(("t", "b", "", "info")).value == 1 and first.events.cell(("t", "a0", "", "info")).value == 2
+
+
+def test_the_built_sinks_share_one_numbering_and_agree_with_it():
+    """build_sinks hands one LabelSets to the metrics sink and the window store: a batch is numbered
+    once, and each maps the numbers to its own series and keys, events with long labels included."""
+    sinks = build_sinks(Config(), CollectorRegistry(), lambda: T0)
+    assert sinks.metrics.label_sets is sinks.window.label_sets
+    events = [{"type": t, "agent": a, "timestamp": T0, "duration_ms": 5} for t in ("x", "y") for a in ("p", "q", "r" * 200)]
+    for _ in range(2):
+        b = batch_of(*events, *events)
+        sinks.metrics.consume(b)
+        sinks.window.consume(b)
+        assert b.label_sets is not None and b.label_sets[0] is sinks.metrics.label_sets
+        sinks.metrics.flush()  # each batch added apart: the second through the numbers the first noted
+        sinks.window.flush()
+    assert len(sinks.metrics.label_sets) == 4  # the long agent's label sets are not numbered
+    for t in ("x", "y"):
+        for a in ("p", "q", "r" * 128):
+            assert sinks.metrics.events.cell((t, a, "", "info")).value == 4
+    doc = sinks.window.stats("1m", by="agent")
+    assert doc["events"] == 24 and {g["key"]: g["events"] for g in doc["groups"]} == {"p": 8, "q": 8, "r" * 128: 8}
+
+
+def test_a_sinks_map_reads_minus_one_for_unnumbered_events_whatever_its_size():
+    from sidecar.sinks.labelsets import Mapped
+
+    import numpy as np
+
+    for size in (1, 62, 63, 64, 65, 200):
+        mapped = Mapped()
+        numbers = np.arange(size)
+        mapped.ids(numbers)
+        for n in range(size):
+            mapped.note(n, 1000 + n)
+        assert mapped.ids(np.array([-1, size - 1, 0])).tolist() == [-1, 1000 + size - 1, 1000]
