@@ -35,22 +35,24 @@ class LabelSets:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def of(self, batch: Batch) -> np.ndarray:
+    def of(self, batch: Batch) -> list[int]:
         """The batch's numbers, made by the first sink that asks and kept on the batch."""
         found = batch.label_sets
         if found is None or found[0] is not self:
             found = batch.label_sets = (self, self.number(batch.events))
-        numbers: np.ndarray = found[1]
+        numbers: list[int] = found[1]
         return numbers
 
-    def number(self, events: list[Event]) -> np.ndarray:
+    def number(self, events: list[Event]) -> list[int]:
+        """A list, not an array: a quiet sender's one-event batches wait in the sinks, and making
+        an array per batch would cost more than the lookup it saves."""
         get = self.ids.get
         found = [get((e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success), -1) for e in events]
         if -1 in found:
             for i, n in enumerate(found):
                 if n < 0:
                     found[i] = self._add(events[i])
-        return np.array(found, np.intp)
+        return found
 
     def _add(self, e: Event) -> int:
         labels = (e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success)
@@ -69,10 +71,10 @@ class Mapped:
     def __init__(self) -> None:
         self.table = np.full(64, -1, np.intp)
 
-    def ids(self, numbers: np.ndarray) -> np.ndarray:
+    def ids(self, numbers: list[int]) -> np.ndarray:
         """Each number's id. The table always ends in a -1 no number reaches, so that the number
         -1 (not numbered) reads -1 too."""
-        top = int(numbers.max(initial=-1))
+        top = max(numbers, default=-1)
         if top >= len(self.table) - 1:
             grown = np.full(max(2 * len(self.table), top + 2), -1, np.intp)
             grown[: len(self.table)] = self.table

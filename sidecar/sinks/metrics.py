@@ -271,14 +271,14 @@ class MetricsSink:
         if len(batches) == 1:
             events, numbers = batches[0].events, of(batches[0])
         else:
-            events, numbers = [ev for b in batches for ev in b.events], np.concatenate([of(b) for b in batches])
+            events, numbers = [ev for b in batches for ev in b.events], [n for b in batches for n in of(b)]
         if len(self._slot_keys) > _MAX_SLOTS:
             self._clear_slots()
         slots = self._slot_of.ids(numbers)
         if slots.min() < 0:
             for i in np.flatnonzero(slots < 0).tolist():
                 slots[i] = slot = self._slot(events[i])
-                self._slot_of.note(int(numbers[i]), slot)
+                self._slot_of.note(numbers[i], slot)
         np.add.at(self.events.values, self._slot_rows[slots, _EVENTS], 1.0)
         where, durations = _present([ev.duration_ms for ev in events])
         if len(durations):

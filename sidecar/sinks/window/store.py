@@ -311,7 +311,7 @@ class WindowStore:
         self.shifted = 0
         self.rewritten_from: float = math.inf
         self._waiting: list[Event] = []  # events of small batches, not in columns yet (WAIT_BELOW)
-        self._waiting_numbers: list[np.ndarray] = []  # their label-set numbers, batch by batch
+        self._waiting_numbers: list[int] = []  # their label-set numbers
         self._pending: list[Columns] = []  # column chunks of consumed, unfiled events
         self._pending_n = 0
         self.total = Counters()
@@ -324,7 +324,7 @@ class WindowStore:
 
     # -- the hot path -------------------------------------------------------
 
-    def consume(self, events: list[Event], now: float, numbers: np.ndarray | None = None) -> None:
+    def consume(self, events: list[Event], now: float, numbers: list[int] | None = None) -> None:
         # Columns are extracted with one comprehension per field (several times cheaper than
         # appending field by field) soon, while the events are still in the CPU cache: done at
         # flush time, 16k cold events cost a cache miss per field. Filing is done in bulk.
@@ -334,7 +334,7 @@ class WindowStore:
         if len(events) < WAIT_BELOW or self._waiting:
             self.late += sum(1 for ev in events if ev.timestamp < late_cut)  # type: ignore[operator,misc]  # epoch seconds once decoded
             self._waiting += events
-            self._waiting_numbers.append(numbers)
+            self._waiting_numbers += numbers
             if len(self._waiting) < WAIT_BELOW:
                 return
             self._columns_of_waiting()
@@ -346,12 +346,11 @@ class WindowStore:
 
     def _columns_of_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
-        numbers = np.concatenate(self._waiting_numbers)
-        self._waiting_numbers = []
+        numbers, self._waiting_numbers = self._waiting_numbers, []
         self._pending.append(self._columns(waiting, -math.inf, numbers))  # their late ones were counted in consume
         self._pending_n += len(waiting)
 
-    def _columns(self, evs: list[Event], late_cut: float, numbers: np.ndarray) -> Columns:
+    def _columns(self, evs: list[Event], late_cut: float, numbers: list[int]) -> Columns:
         """A batch as typed columns; interns keys and run ids; counts late events."""
         ts = np.array([e.timestamp for e in evs], dtype=np.float64)
         self.late += int(np.count_nonzero(ts < late_cut))
@@ -370,7 +369,7 @@ class WindowStore:
                             keys[i] = key
                             continue
                 keys[i] = key
-                self.keys.by_number.note(int(numbers[i]), key)
+                self.keys.by_number.note(numbers[i], key)
         get_run = self.run_ids.get
         runs = [get_run(e.run_id, -2) for e in evs]
         if -2 in runs:
