@@ -95,12 +95,12 @@ class Sidecar:
 
 
 def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[], float]) -> Sinks:
-    label_sets = LabelSets()  # each batch's events numbered once for both (sinks/labelsets.py)
+    label_sets = LabelSets()  # each batch's events numbered once for all three (sinks/labelsets.py)
     return Sinks(
         metrics=MetricsSink(config.metrics, config.lifecycle, registry, label_sets),
         window=WindowSink(config.windows, registry, clock, label_sets),
         tail=TailHub(config.tail, registry),
-        insights=InsightsStore(config.insights, clock, config.lifecycle.abandon_after),
+        insights=InsightsStore(config.insights, clock, config.lifecycle.abandon_after, label_sets),
     )
 
 

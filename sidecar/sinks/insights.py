@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sidecar.config import InsightsConfig
+from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.types import Batch, Event
 
 Subject = tuple[str, str | None, str | None, str | None]  # type, agent, workflow, model
@@ -67,10 +68,11 @@ class _Bucket:
     the lock while the pipeline goes on. A query reads a bucket still filling through a copy of
     it (`capture`), sealed outside the lock."""
 
-    __slots__ = ("index", "chunks", "durations", "errors", "frozen", "sealed", "keys", "table", "serial", "written")
+    __slots__ = ("index", "by_number", "chunks", "durations", "errors", "frozen", "sealed", "keys", "table", "serial", "written")
 
     def __init__(self) -> None:
         self.index: dict[Subject, int] = {}  # while filling: subject -> its row of `table`
+        self.by_number = Mapped()  # while filling: a label-set number's row (sidecar.sinks.labelsets)
         self.chunks: list[tuple[np.ndarray, np.ndarray]] = []  # while filling: (rows, durations) per batch
         self.durations: dict[Subject, np.ndarray] = {}  # once sealed
         self.errors: Counter[tuple[Subject, str]] = Counter()
@@ -105,7 +107,7 @@ class _Bucket:
         # The columns go: a sealed bucket keeps only arrays, which a full garbage collection
         # (set off by a query's allocations) does not walk (BENCHMARKS.md, issue 18).
         self.keys, self.table, self.durations = keys, self.table[:n].copy(), durations
-        self.index, self.chunks = {}, []
+        self.index, self.chunks, self.by_number = {}, [], Mapped()
         self.sealed = True
 
     def freeze(self) -> None:
@@ -181,8 +183,12 @@ class InsightsStore:
 
     name = "insights"
 
-    def __init__(self, config: InsightsConfig, clock: Callable[[], float] = time.time, abandon_after: float = 3600.0):
+    def __init__(
+        self, config: InsightsConfig, clock: Callable[[], float] = time.time, abandon_after: float = 3600.0,
+        label_sets: LabelSets | None = None,
+    ):
         self.config = config
+        self.label_sets = label_sets if label_sets is not None else LabelSets()
         self.clock = clock
         self.abandon_after = abandon_after  # lifecycle.abandon_after, as the metrics sink applies it (a reload sets it)
         # Runs that reached abandon_after with no end: (when, in event time, workflow), oldest first.
@@ -206,6 +212,7 @@ class InsightsStore:
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
         self._waiting: list[Event] = []  # consumed, not filed yet (FILE_AT)
+        self._waiting_numbers: list[int] = []  # their label-set numbers
         self._cache: dict[int, _Rolling] = {}
         self._rolling_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -224,8 +231,10 @@ class InsightsStore:
             first = events[0].timestamp
             assert isinstance(first, float)  # the decoder normalises timestamps to epoch seconds
             self.first_seen = max(first, self.clock() - self.config.retention)
+        numbers = self.label_sets.of(batch)
         with self._lock:
             self._waiting += events
+            self._waiting_numbers += numbers
             if len(self._waiting) >= FILE_AT:
                 self._file()
 
@@ -238,15 +247,15 @@ class InsightsStore:
         """File the waiting events (under the lock): each into its bucket of event time, in columns,
         then failures and open runs event by event in arrival order."""
         events, self._waiting = self._waiting, []
+        numbers, self._waiting_numbers = self._waiting_numbers, []
         if not events:
             return
         width = self.width
         oldest = self.clock() - self.config.retention
         stamps: list[float] = [ev.timestamp for ev in events]  # type: ignore[misc]  # the decoder normalises timestamps to epoch seconds
-        keys = [(ev.type, ev.agent, ev.workflow, ev.model) for ev in events]
         lo, hi = min(stamps), max(stamps)
         if lo >= oldest and lo // width == hi // width:  # the common case: one bucket
-            rows = self._fill(int(lo // width), events, keys)
+            rows = self._fill(int(lo // width), events, numbers)
         else:
             groups: dict[int, list[int]] = {}
             for i, ts in enumerate(stamps):
@@ -254,7 +263,7 @@ class InsightsStore:
                     groups.setdefault(int(ts // width), []).append(i)
             rows = [-1] * len(events)  # events past retention are not stored
             for index, chosen in groups.items():
-                got = self._fill(index, [events[i] for i in chosen], [keys[i] for i in chosen])
+                got = self._fill(index, [events[i] for i in chosen], [numbers[i] for i in chosen])
                 for i, row in zip(chosen, got):
                     rows[i] = row
         # Failures per invocation and the open runs, event by event in batch order.
@@ -276,8 +285,9 @@ class InsightsStore:
                     else:
                         self._closed((kind, ident))
 
-    def _fill(self, index: int, events: list[Event], keys: list[Subject]) -> list[int]:
-        """File events of one bucket as columns; return each one's row, -1 for a subject past the cap."""
+    def _fill(self, index: int, events: list[Event], numbers: list[int]) -> list[int]:
+        """File events of one bucket as columns; return each one's row, -1 for a subject past the cap.
+        A row is found by the event's label-set number, or by its subject the first time."""
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = _Bucket()
@@ -285,25 +295,28 @@ class InsightsStore:
             bucket = self.buckets[index] = bucket.thaw()
         bucket.written = True
         subjects = bucket.index
-        get = subjects.get
-        rows = [get(k, -1) for k in keys]
+        found = bucket.by_number.ids(numbers)
         capped = 0
-        if -1 in rows:
+        if found.min() < 0:
+            get = subjects.get
             cap = self.config.max_subjects
-            for i, row in enumerate(rows):
+            for i in np.flatnonzero(found < 0).tolist():
+                ev = events[i]
+                key = (ev.type, ev.agent, ev.workflow, ev.model)
+                row = get(key, -1)
                 if row < 0:
-                    row = get(keys[i], -1)  # new earlier in this batch
-                    if row < 0:
-                        if len(subjects) >= cap:
-                            capped += 1
-                            continue
-                        row = subjects[keys[i]] = len(subjects)
-                    rows[i] = row
+                    if len(subjects) >= cap:
+                        capped += 1  # not noted: counted again each time
+                        continue
+                    row = subjects[key] = len(subjects)
+                found[i] = row
+                bucket.by_number.note(numbers[i], row)
             bucket.reserve(len(subjects))
             self.dropped += capped
+        rows: list[int] = found.tolist()
         if capped:
             kept = [i for i, row in enumerate(rows) if row >= 0]
-            events, keys, stored = [events[i] for i in kept], [keys[i] for i in kept], [rows[i] for i in kept]
+            events, stored = [events[i] for i in kept], [rows[i] for i in kept]
         else:
             stored = rows
         if not stored:
@@ -334,7 +347,7 @@ class InsightsStore:
         else:
             bucket.chunks.append((at, np.array(took, dtype=np.float64)))
         if True in failed:
-            bucket.errors.update([(keys[i], events[i].error or "unknown") for i, f in enumerate(failed) if f])
+            bucket.errors.update([((ev.type, ev.agent, ev.workflow, ev.model), ev.error or "unknown") for ev, f in zip(events, failed) if f])
         return rows
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
