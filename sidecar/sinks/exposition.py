@@ -3,7 +3,7 @@
 prometheus_client builds a Sample (a dict of labels) per line and escapes every label name and
 value on every scrape; at the cap that is ~190k objects and ~3 s. Here each series renders its
 label block once, when it is created (`label_block`, `split_block`), and a scrape only formats
-numbers into one list of strings, family by family; the cells keep their last lines
+numbers into one list of strings, family by family; each table keeps its series' last lines
 (`sidecar.sinks.series`), so only the series that changed since the previous scrape are
 formatted again. The output is byte for byte what
 prometheus_client renders for the same families (tests/sinks/test_exposition.py proves it on

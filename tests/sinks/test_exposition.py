@@ -274,7 +274,7 @@ def event_batches(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=event_batches(), formats=st.lists(st.booleans(), min_size=6, max_size=6))
 def test_a_scrape_after_updates_renders_what_changed_and_no_stale_series(batches, formats):
-    """Each series keeps its last rendered lines between scrapes (HistogramCell.lines): after
+    """Each table keeps its series' last rendered lines between scrapes (SeriesTable.render): after
     every batch (a bucket, the sum, an exemplar, a zero duration that moves only a count), in
     either format, the page must still be prometheus_client's for the sink's current state."""
     import json
