@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.types import Batch, Event
 
-MAX_LABEL_LENGTH = 128  # as the series tables cut label values (sidecar.sinks.series)
 # Numbered combinations are kept for the process's life (a number never changes meaning, so
 # events waiting in a sink keep theirs); past this many, new ones get no number (-1) and each
 # sink looks them up itself, as it did before. ~200 bytes each at most: ~20 MB.

@@ -283,19 +283,16 @@ class MetricsSink:
         where, durations = _present([ev.duration_ms for ev in events])
         if len(durations):
             self._observe(events, slots, where, durations / 1000.0)
-        for column, values in (
-            (_INPUT, [ev.input_tokens for ev in events]),
-            (_OUTPUT, [ev.output_tokens for ev in events]),
-            (_UNKNOWN, [ev.tokens for ev in events]),
+        for table, column, values in (
+            (self.tokens, _INPUT, [ev.input_tokens for ev in events]),
+            (self.tokens, _OUTPUT, [ev.output_tokens for ev in events]),
+            (self.tokens, _UNKNOWN, [ev.tokens for ev in events]),
+            (self.cost, _COST, [ev.cost_usd for ev in events]),
         ):
             where, amounts = _present(values)
             if len(amounts):
-                rows = self._rows(slots if where is None else slots[where], column)
-                np.add.at(self.tokens.values, rows, amounts)
-        where, amounts = _present([ev.cost_usd for ev in events])
-        if len(amounts):
-            rows = self._rows(slots if where is None else slots[where], _COST)
-            np.add.at(self.cost.values, rows, amounts)
+                rows = self._rows(slots if where is None else slots[where], column)  # may grow the table's arrays
+                np.add.at(table.values, rows, amounts)
         failed = [self.errors.row((ev.agent or "", ev.workflow or "", ev.error or "")) for ev in events if not ev.success]
         if failed:
             np.add.at(self.errors.values, failed, 1.0)

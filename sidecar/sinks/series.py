@@ -23,9 +23,6 @@ MAX_LABEL_LENGTH = 128
 OVERFLOW = "__overflow__"
 _FIRST_ROWS = 16
 
-# An exemplar as kept between scrapes: trace id, span id (W3C ids only), value and timestamp.
-# Small on purpose: keeping the whole event would pin its longest strings per bucket and series.
-ExemplarSample = tuple[str, str | None, float, float | None]
 Key = tuple[str, ...]
 
 
@@ -81,6 +78,23 @@ class _Shown:
             if self.counts is not None:
                 self.counts = _grown(self.counts, rows, 0)
             self.lines.extend([""] * (rows - len(self.lines)))
+
+    def stale(self, snap: ScalarSnapshot, counts: np.ndarray | None = None) -> np.ndarray:
+        """Which shown rows changed since they were rendered: a new series on the row, a new
+        value (bit for bit), or new bucket counts."""
+        rows = snap.rows
+        changed: np.ndarray = (self.generations[rows] != snap.generations) | (self.bits[rows] != snap.values.view(np.int64))
+        if counts is not None and self.counts is not None:
+            changed |= (self.counts[rows] != counts).any(axis=1)
+        return changed
+
+    def keep(self, snap: ScalarSnapshot, stale: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """Note the numbers the `stale` rows were just rendered from."""
+        changed = snap.rows[stale]
+        self.generations[changed] = snap.generations[stale]
+        self.bits[changed] = snap.values.view(np.int64)[stale]
+        if counts is not None and self.counts is not None:
+            self.counts[changed] = counts[stale]
 
 
 class Cell:
@@ -272,14 +286,12 @@ class SeriesTable:
         with self._render_lock:
             shown = self._shown.setdefault(False, _Shown())
             shown.cover(len(snap.blocks), None)
-            rows, bits = snap.rows, snap.values.view(np.int64)
-            stale = (shown.generations[rows] != snap.generations) | (shown.bits[rows] != bits)
-            lines, blocks, values = shown.lines, snap.blocks, snap.values.tolist()
+            stale = shown.stale(snap)
+            rows, lines, blocks, values = snap.rows, shown.lines, snap.blocks, snap.values.tolist()
             for i in np.flatnonzero(stale).tolist():
                 row = int(rows[i])
                 lines[row] = scalar_line(sample, blocks[row], values[i])
-            shown.generations[rows[stale]] = snap.generations[stale]
-            shown.bits[rows[stale]] = bits[stale]
+            shown.keep(snap, stale)
             return [lines[row] for row in rows.tolist()]
 
 
@@ -353,19 +365,13 @@ class HistogramTable(SeriesTable):
         with self._render_lock:
             shown = self._shown.setdefault(openmetrics, _Shown())
             shown.cover(len(snap.blocks), self.width)
-            assert shown.counts is not None
-            rows, bits = snap.rows, snap.values.view(np.int64)
-            stale = (shown.generations[rows] != snap.generations) | (shown.bits[rows] != bits)
-            stale |= (shown.counts[rows] != snap.counts).any(axis=1)
-            lines, sums, ex = shown.lines, snap.values.tolist(), snap.exemplars
+            stale = shown.stale(snap, snap.counts)
+            rows, lines, sums, ex = snap.rows, shown.lines, snap.values.tolist(), snap.exemplars
             for i in np.flatnonzero(stale).tolist():
                 row = int(rows[i])
                 lines[row] = histogram_series(
                     names, snap.blocks[row], snap.heads[row], snap.tails[row], snap.counts[i].tolist(), sums[i],
                     None if ex is None else _exemplars(ex[0][i], ex[1][i], ex[2][i], ex[3][i]), openmetrics,
                 )
-            changed = rows[stale]
-            shown.generations[changed] = snap.generations[stale]
-            shown.bits[changed] = bits[stale]
-            shown.counts[changed] = snap.counts[stale]
+            shown.keep(snap, stale, snap.counts)
             return [lines[row] for row in rows.tolist()]

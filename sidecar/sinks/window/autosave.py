@@ -81,7 +81,7 @@ class WindowAutosave:
             log.info("window snapshot %s: no file yet, the windows start empty", self.path)
             return
         except (SnapshotError, OSError) as exc:
-            self.sink.store = WindowStore(self.config, self.clock(), self.sink.label_sets)  # a failed restore may have half filled it
+            self.sink.store = WindowStore(self.config, self.clock())  # a failed restore may have half filled it
             reason = exc.reason if isinstance(exc, SnapshotError) else "unreadable"
             self.loads.labels(reason).inc()
             what = str(exc) if isinstance(exc, SnapshotError) else f"cannot read it: {exc.strerror or exc}"

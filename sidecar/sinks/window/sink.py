@@ -40,7 +40,7 @@ class WindowSink:
         self.config = config
         self.clock = clock
         self.label_sets = label_sets if label_sets is not None else LabelSets()
-        self.store = WindowStore(config, clock(), self.label_sets)
+        self.store = WindowStore(config, clock())
         self.index_by = tuple(config.index_by)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: int | None = None

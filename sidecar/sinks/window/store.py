@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.config import WindowsConfig, format_duration
-from sidecar.sinks.labelsets import LabelSets, Mapped
+from sidecar.sinks.labelsets import Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.sinks.window.sorted_values import Floats, SortedValues
 from sidecar.sinks.window.view import (
@@ -282,9 +282,8 @@ def _amounts(values: list[float | None]) -> Floats:
 class WindowStore:
     """Rows, windows, counters and samples; every method runs on the one writer thread."""
 
-    def __init__(self, config: WindowsConfig, now: float, label_sets: LabelSets | None = None):
+    def __init__(self, config: WindowsConfig, now: float):
         self.config = config
-        self.label_sets = label_sets if label_sets is not None else LabelSets()
         self.windows = [Window(s, tuple(config.index_by)) for s in sorted(config.durations)]
         self.largest = self.windows[-1]
         self.keys = Keys()
@@ -324,13 +323,12 @@ class WindowStore:
 
     # -- the hot path -------------------------------------------------------
 
-    def consume(self, events: list[Event], now: float, numbers: list[int] | None = None) -> None:
+    def consume(self, events: list[Event], now: float, numbers: list[int]) -> None:
+        """`numbers`: the events' label-set numbers (sidecar.sinks.labelsets)."""
         # Columns are extracted with one comprehension per field (several times cheaper than
         # appending field by field) soon, while the events are still in the CPU cache: done at
         # flush time, 16k cold events cost a cache miss per field. Filing is done in bulk.
         late_cut = now - self.largest.seconds
-        if numbers is None:
-            numbers = self.label_sets.number(events)
         if len(events) < WAIT_BELOW or self._waiting:
             self.late += sum(1 for ev in events if ev.timestamp < late_cut)  # type: ignore[operator,misc]  # epoch seconds once decoded
             self._waiting += events
