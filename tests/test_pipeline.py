@@ -2,7 +2,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.pipeline import Pipeline
+from sidecar.pipeline import SLICE_EVENTS, Pipeline
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.types import Batch, Event
 
@@ -100,3 +100,43 @@ async def test_try_submit_refuses_when_full_or_closing():
     await task
     assert not pipeline.try_submit(batch())  # closing: HTTP answers 503
     assert pipeline.processed == 1
+
+
+async def test_a_long_batch_reaches_the_sinks_in_slices_with_the_loop_turning_between_them():
+    """One OTLP request can hold tens of thousands of spans: the sinks take them a slice at a time,
+    so a listener, a scrape or the tail gets the loop between slices, not after the whole batch."""
+    timeline: list[object] = []
+
+    class Timed(Recorder):
+        def consume(self, batch):
+            super().consume(batch)
+            timeline.append(len(batch.events))
+
+    rec = Timed()
+    pipeline = Pipeline([rec], SelfMetrics(CollectorRegistry()), queue_size=4)
+    n = 2 * SLICE_EVENTS + 5
+    events = [Event(type="x", timestamp=float(i), severity="info", success=True) for i in range(n)]
+    await pipeline.submit(Batch(events, [b"%d" % i for i in range(n)], 1.0, "test"))
+    await pipeline.close()
+    running = asyncio.create_task(pipeline.run())
+    while not running.done():
+        timeline.append("turn")
+        await asyncio.sleep(0)
+    assert [t for t in timeline if t != "turn"] == [SLICE_EVENTS, SLICE_EVENTS, 5]
+    slices = [i for i, t in enumerate(timeline) if t != "turn"]
+    assert all("turn" in timeline[a:b] for a, b in zip(slices, slices[1:]))  # the loop ran between slices
+    assert [e for b in rec.batches for e in b.events] == events  # every event, in order, once
+    assert [r for b in rec.batches for r in b.raws] == [b"%d" % i for i in range(n)]
+    assert pipeline.processed == n
+
+
+async def test_drops_in_a_sliced_batch_are_counted_per_event():
+    registry = CollectorRegistry()
+    picky = Picky("picky", {0: "other"})  # the first event of every slice it is handed
+    pipeline = Pipeline([picky], SelfMetrics(registry), queue_size=4)
+    await pipeline.submit(batch(SLICE_EVENTS + 1))
+    await pipeline.close()
+    await pipeline.run()
+    assert len(picky.batches) == 2
+    assert pipeline.processed == SLICE_EVENTS - 1 and pipeline.sink_dropped == 2
+    assert registry.get_sample_value("sidecar_sink_events_dropped_total", {"sink": "picky", "reason": "other"}) == 2

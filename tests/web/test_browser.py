@@ -318,7 +318,9 @@ def test_durations_read_in_their_unit_and_events_without_an_agent_have_a_named_r
         sc.send_unix(ndjson(*events))
         sc.wait_processed(len(events))
         page = open_page(sc.url + "/")
-        page.wait_for_function("document.querySelector('output[data-metric=\"events\"]').dataset.value === '3'")
+        # A web-first assertion, not wait_for_function on a bare expression: Playwright polls one of
+        # those with eval(), which this page's CSP refuses whenever the first poll is not already true.
+        expect(page.locator('output[data-metric="events"]')).to_have_attribute("data-value", "3")
         assert page.text_content('output[data-metric="p99"]') == "2.0 min"  # not "118.3k ms"
         rows = page.locator("#agents tbody tr")
         expect(rows).to_have_count(2)
