@@ -104,42 +104,108 @@ def _label(subject: dict[str, str]) -> str:
     return " ".join(f"{k} {v}" for k, v in subject.items() if k != "type")
 
 
-def _group_sums(period: Period, dims: tuple[str, ...], types: tuple[str, ...] | None = None) -> dict[tuple[str | None, ...], list[float]]:
-    out: dict[tuple[str | None, ...], list[float]] = {}
-    idx = [_DIMS[d] for d in dims]
-    for subject, sums in period.sums.items():
-        if types is not None and subject[0] not in types:
-            continue
-        key = tuple(subject[i] for i in idx)
-        have = out.get(key)
-        if have is None:
-            out[key] = sums[:]
-        else:
-            for k, v in enumerate(sums):
-                have[k] += v
+class Grouping:
+    """A period's subjects as columns, made once per period: its sums as one table (a row per
+    subject, in the dict's order), each dimension's values as small integer codes, and its
+    durations' subjects by type. A rule's grouping is then a few numpy calls instead of a Python
+    pass over every subject: at the cap (10,000 subjects) a compute groups ~24 times, and the
+    passes were most of what the agent_insights gauge cost a scrape (BENCHMARKS.md, issue 17)."""
+
+    def __init__(self, period: Period):
+        self.subjects = list(period.sums)
+        self.table = np.array(list(period.sums.values()), dtype=np.float64).reshape(len(self.subjects), len(FIELDS))
+        self._codes: dict[int, tuple[np.ndarray, dict[str | None, int]]] = {}
+        self.sums: dict[tuple[tuple[str, ...], tuple[str, ...] | None], dict[Group, list[float]]] = {}
+        self.timed: dict[str, list[Subject]] = {}  # type -> the subjects with durations
+        self.period = period
+        self._errors: dict[tuple[tuple[str, ...], tuple[str, ...] | None], dict[Group, Counter[str]]] = {}
+        for subject in period.durations:
+            self.timed.setdefault(subject[0], []).append(subject)
+
+    @staticmethod
+    def of(period: Period) -> Grouping:
+        if period.grouping is None:
+            period.grouping = Grouping(period)
+        grouping: Grouping = period.grouping
+        return grouping
+
+    def errors(self, dims: tuple[str, ...], types: tuple[str, ...] | None) -> dict[Group, Counter[str]]:
+        """Error kinds by group, in one pass over the period's errors (kept per grouping)."""
+        got = self._errors.get((dims, types))
+        if got is None:
+            idx = [_DIMS[d] for d in dims]
+            got = self._errors[(dims, types)] = {}
+            for (subject, error), count in self.period.errors.items():
+                if types is None or subject[0] in types:
+                    group = tuple(subject[i] for i in idx)
+                    kinds = got.get(group)
+                    if kinds is None:
+                        kinds = got[group] = Counter()
+                    kinds[error] += count
+        return got
+
+    def codes(self, dim: int) -> tuple[np.ndarray, dict[str | None, int]]:
+        """Each subject's value of one dimension as a code, and the codes by value."""
+        got = self._codes.get(dim)
+        if got is None:
+            index: dict[str | None, int] = {}
+            codes = np.fromiter((index.setdefault(s[dim], len(index)) for s in self.subjects), np.intp, len(self.subjects))
+            got = self._codes[dim] = (codes, index)
+        return got
+
+
+def _group_sums(period: Period, dims: tuple[str, ...], types: tuple[str, ...] | None = None) -> dict[Group, list[float]]:
+    """The period's sums by the values of `dims` (of the subjects of `types`, or all), groups in the
+    order of their first subject. Each group's numbers are added in subject order starting from
+    zero, so they are the floats a pass adding subject by subject gives. Kept per period: the
+    rules ask for the same groupings again; they only read the result."""
+    grouping = Grouping.of(period)
+    kept = grouping.sums.get((dims, types))
+    if kept is not None:
+        return kept
+    rows: np.ndarray | None = None
+    if types is not None:
+        codes, index = grouping.codes(0)
+        rows = np.flatnonzero(np.isin(codes, [index[t] for t in types if t in index]))
+    key = np.zeros(len(grouping.subjects), np.intp)
+    for d in dims:  # re-coded after each dimension, so the key stays below the number of subjects
+        codes, index = grouping.codes(_DIMS[d])
+        key = np.unique(key * len(index) + codes, return_inverse=True)[1].reshape(-1)
+    table = grouping.table
+    if rows is not None:
+        key, table = key[rows], table[rows]
+    out: dict[Group, list[float]] = {}
+    if len(key):
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # groups in order of appearance
+        rank = np.empty(len(order), np.intp)
+        rank[order] = np.arange(len(order))
+        group = rank[inverse.reshape(-1)]
+        # bincount adds in input order: per group, the same additions as a subject-by-subject pass
+        sums = np.column_stack([np.bincount(group, table[:, f], minlength=len(order)) for f in range(len(FIELDS))])
+        firsts = first[order] if rows is None else rows[first[order]]
+        idx = [_DIMS[d] for d in dims]
+        subjects = grouping.subjects
+        out = {tuple(subjects[r][i] for i in idx): v for r, v in zip(firsts.tolist(), sums.tolist())}
+    grouping.sums[(dims, types)] = out
     return out
 
 
 def _group_durations(period: Period, dims: tuple[str, ...], types: tuple[str, ...]) -> dict[tuple[str | None, ...], np.ndarray]:
     chunks: dict[tuple[str | None, ...], list[np.ndarray]] = {}
     idx = [_DIMS[d] for d in dims]
-    for subject, values in period.durations.items():
-        if subject[0] in types:
-            chunks.setdefault(tuple(subject[i] for i in idx), []).append(values)
+    timed = Grouping.of(period).timed
+    durations = period.durations
+    for t in types:
+        for subject in timed.get(t, ()):
+            chunks.setdefault(tuple(subject[i] for i in idx), []).append(durations[subject])
     return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in chunks.items()}
 
 
-def _top_errors(period: Period, match: Callable[[Subject], bool], n: int = 3) -> dict[str, int]:
-    kinds: Counter[str] = Counter()
-    for (subject, error), count in period.errors.items():
-        if match(subject):
-            kinds[error] += count
-    return dict(kinds.most_common(n))
-
-
-def _matcher(dims: tuple[str, ...], key: tuple[str | None, ...], types: tuple[str, ...] | None = None) -> Callable[[Subject], bool]:
-    idx = [_DIMS[d] for d in dims]
-    return lambda s: (types is None or s[0] in types) and all(s[i] == v for i, v in zip(idx, key))
+def _top_errors(period: Period, dims: tuple[str, ...], key: Group, types: tuple[str, ...] | None, n: int = 3) -> dict[str, int]:
+    """The most frequent error kinds of one group (in the order a pass over the period's errors
+    meets them, on a tie)."""
+    return dict(Grouping.of(period).errors(dims, types).get(key, Counter()).most_common(n))
 
 
 # Groupings judged per span type: by agent (any span), by model (LLM calls only).
@@ -156,15 +222,16 @@ def _span_groups(span_type: str) -> tuple[tuple[str, ...], ...]:
 Group = tuple[str | None, ...]
 
 
-def _group_p95s(snap: Snapshot, role: str, dims: tuple[str, ...], span_type: str) -> dict[Group, tuple[np.ndarray, float]]:
-    """Each group's durations of `span_type` and their exact p95, kept in the store's `snap.kept`
-    (see Snapshot) while the period's durations dict is the same object."""
+def _group_p95s(snap: Snapshot, role: str, dims: tuple[str, ...], span_type: str, least: int) -> dict[Group, tuple[np.ndarray, float]]:
+    """Each group's durations of `span_type` and their exact p95 (NaN for a group of fewer than
+    `least` values: no rule judges it, and at the cap most groups are such), kept in the store's
+    `snap.kept` (see Snapshot) while the period's durations dict is the same object."""
     period = snap.window if role == "window" else snap.baseline
-    kept = snap.kept.get((role, dims, span_type))
+    kept = snap.kept.get((role, dims, span_type, least))
     if kept is not None and kept[0] is period.durations:
         return kept[1]
-    groups = {k: (v, p95(v)) for k, v in _group_durations(period, dims, (span_type,)).items()}
-    snap.kept[(role, dims, span_type)] = (period.durations, groups)
+    groups = {k: (v, p95(v) if len(v) >= least else math.nan) for k, v in _group_durations(period, dims, (span_type,)).items()}
+    snap.kept[(role, dims, span_type, least)] = (period.durations, groups)
     return groups
 
 
@@ -172,22 +239,26 @@ def _span_pairs(snap: Snapshot, c: InsightsConfig, against_peers: bool) -> Itera
     """(subject, window durations, their p95, reference p95, reference samples) for every span
     subject with its minimum sample on both sides; the reference is its peers in the window, or its
     own baseline."""
+    least = c.min_samples
     for span_type in SPAN_TYPES:
         for dims in _span_groups(span_type):
-            now = {k: v for k, v in _group_p95s(snap, "window", dims, span_type).items() if k[0] is not None}
-            before = {} if against_peers else _group_p95s(snap, "baseline", dims, span_type)
-            for key, (values, mine) in now.items():
-                if len(values) < c.min_samples:
+            now = {k: v for k, v in _group_p95s(snap, "window", dims, span_type, least).items() if k[0] is not None}
+            before = {} if against_peers else _group_p95s(snap, "baseline", dims, span_type, least)
+            if against_peers and now:  # every group's durations end to end, so a group's peers are two slices
+                everything = np.concatenate([v for v, _ in now.values()])
+                ends = np.cumsum([len(v) for v, _ in now.values()]).tolist()
+            for at, (key, (values, mine)) in enumerate(now.items()):
+                if len(values) < least:
                     continue
                 if against_peers:
-                    peers = [v for k, (v, _) in now.items() if k != key]
-                    reference = np.concatenate(peers) if peers else np.empty(0)
+                    start, end = ends[at] - len(values), ends[at]
+                    reference = np.concatenate((everything[:start], everything[end:]))
                     n = len(reference)
-                    theirs = p95(reference) if n >= c.min_samples else 0.0
+                    theirs = p95(reference) if n >= least else 0.0
                 else:
                     base, theirs = before.get(key, (np.empty(0), 0.0))
                     n = len(base)
-                if n >= c.min_samples:
+                if n >= least:
                     yield {"type": span_type, **_subject(dims, key)}, values, mine, theirs, n
 
 
@@ -254,7 +325,7 @@ def error_hotspot(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
             if rate < c.error_rate or errors < c.min_errors:
                 continue
             subject = _subject(dims, key)
-            top = _top_errors(snap.window, _matcher(dims, key, types))
+            top = _top_errors(snap.window, dims, key, types)
             what = "LLM calls" if types else "events"
             out.findings.append(Finding(
                 "error_hotspot", _severity(rate, c.error_rate), subject,
@@ -278,7 +349,7 @@ def error_regression(snap: Snapshot, c: InsightsConfig, out: Result) -> None:
             if sums[ERRORS] < c.min_errors or ratio < c.error_ratio or rate - then < c.error_rise:
                 continue
             subject = _subject(dims, key)
-            top = _top_errors(snap.window, _matcher(dims, key, types))
+            top = _top_errors(snap.window, dims, key, types)
             out.findings.append(Finding(
                 "error_regression", _severity(min(ratio, 1e9), c.error_ratio), subject,
                 f"The error rate for {_label(subject)} rose to {rate:.0%} from {then:.0%} in the baseline, mostly {next(iter(top), 'unknown')}.",

@@ -19,9 +19,9 @@ import pytest
 from sidecar import cli
 from sidecar.commands.demo import SCENARIOS
 from sidecar.config import Config
-from sidecar.insights import KINDS, find, human_ms, p95
+from sidecar.insights import KINDS, _group_sums, find, human_ms, p95
 from sidecar.protocol import EventDecoder
-from sidecar.sinks.insights import InsightsStore
+from sidecar.sinks.insights import FIELDS, InsightsStore, Period
 from sidecar.testing import FakeClock, running_sidecar, wait_until
 from sidecar.types import Batch
 
@@ -193,6 +193,50 @@ def test_small_counts_never_fire_and_the_minimum_sample_is_the_gate():
     assert {f["kind"] for f in enough} == {"error_hotspot"}
     assert enough[0]["subject"] in ({"agent": "a"}, {"model": "m1"})
     assert enough[0]["evidence"]["errors"] == 50 and enough[0]["evidence"]["top_errors"] == {"server_error": 50}
+
+
+def test_a_group_sums_every_subject_in_it_and_its_top_errors_count_across_them():
+    """An agent's events spread over subjects (type x workflow x model): error_hotspot sums them
+    all, counts each error kind over all of them, and leaves other types out of a model's group."""
+    now = time.time()
+    events = []
+    for workflow, model, errors in (("w1", "m1", {"timeout": 20, "server_error": 15}), ("w2", "m2", {"server_error": 10}),
+                                    ("w3", "m1", {"timeout": 2})):
+        for error, n in errors.items():
+            events += [{"type": "llm.call", "agent": "a", "workflow": workflow, "model": model, "success": False, "error": error}] * n
+        events += [{"type": "llm.call", "agent": "a", "workflow": workflow, "model": model}] * 10
+    events += [{"type": "tool.call", "agent": "a", "model": "m1", "success": False, "error": "tool_error"}] * 30
+    found = {(f["kind"], tuple(f["subject"].items())): f for f in judge(events, now)}
+    by_agent = found[("error_hotspot", (("agent", "a"),))]["evidence"]
+    assert (by_agent["errors"], by_agent["events"]) == (77, 107)
+    assert by_agent["top_errors"] == {"tool_error": 30, "server_error": 25, "timeout": 22}  # counted across subjects
+    by_model = found[("error_hotspot", (("model", "m1"),))]["evidence"]  # LLM calls only: not the tool calls
+    assert (by_model["errors"], by_model["events"]) == (37, 57)
+    assert by_model["top_errors"] == {"timeout": 22, "server_error": 15}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grouped_sums_are_the_floats_and_order_of_a_pass_adding_subject_by_subject(seed):
+    rnd = random.Random(seed)
+    names = [None, "x", "y", "z", "é"]
+    period = Period(300.0)
+    for _ in range(rnd.randrange(0, 400)):
+        subject = (rnd.choice(["llm.call", "tool.call", "workflow.completed"]), rnd.choice(names), rnd.choice(names), rnd.choice(names))
+        period.sums[subject] = [rnd.choice([0.0, 1.0, rnd.random() * 10 ** rnd.randrange(-3, 6)]) for _ in FIELDS]
+    for dims in (("agent",), ("model",), ("workflow",), ("agent", "model"), ("type", "agent", "workflow", "model")):
+        for types in (None, ("llm.call",), ("tool.call", "workflow.completed"), ("nothing",)):
+            idx = [("type", "agent", "workflow", "model").index(d) for d in dims]
+            oracle: dict = {}
+            for subject, sums in period.sums.items():
+                if types is None or subject[0] in types:
+                    key = tuple(subject[i] for i in idx)
+                    if key in oracle:
+                        oracle[key] = [a + b for a, b in zip(oracle[key], sums)]
+                    else:
+                        oracle[key] = sums[:]
+            got = _group_sums(period, dims, types)
+            assert list(got) == list(oracle)  # groups in order of their first subject
+            assert got == oracle  # the same floats, bit for bit
 
 
 def test_slow_needs_the_share_above_the_peers_not_just_a_p95():

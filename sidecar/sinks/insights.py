@@ -20,6 +20,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -152,11 +153,14 @@ class Period:
     durations: dict[Subject, np.ndarray] = field(default_factory=dict)
     errors: Counter[tuple[Subject, str]] = field(default_factory=Counter)
     abandoned: Counter[str | None] = field(default_factory=Counter)  # runs by workflow that reached abandon_after here
+    # The rules' columnar view of `sums` and `durations` (sidecar.insights.Grouping), made by the
+    # first rule that groups them; the period's dicts are not changed once a rule reads them.
+    grouping: Any = field(default=None, repr=False, compare=False)
 
 
 OpenKey = tuple[str, str | None]  # ("run", workflow) or ("invocation", agent)
-# (period role, grouping, span type) -> (the durations dict, per group: durations and their p95)
-Kept = dict[tuple[str, tuple[str, ...], str], tuple[dict[Subject, np.ndarray], dict[tuple[str | None, ...], tuple[np.ndarray, float]]]]
+# (period role, grouping, span type, least samples) -> (the durations dict, per group: durations and their p95)
+Kept = dict[tuple[str, tuple[str, ...], str, int], tuple[dict[Subject, np.ndarray], dict[tuple[str | None, ...], tuple[np.ndarray, float]]]]
 
 
 @dataclass
