@@ -339,8 +339,8 @@ class InsightsStore:
         ]
         table = bucket.table
         if len(stored) * SCATTER_BELOW >= n:
-            for field, weights in enumerate(columns):
-                table[:n, field] += np.bincount(at, weights, minlength=n)  # O(subjects) per column
+            for f, weights in enumerate(columns):
+                table[:n, f] += np.bincount(at, weights, minlength=n)  # O(subjects) per column
         else:  # a small batch into a bucket of many subjects: O(batch), not O(subjects)
             np.add.at(table, at, np.array(columns, dtype=np.float64).T)
         took = [ev.duration_ms for ev in events]
