@@ -457,7 +457,7 @@ class InsightsStore:
         if not live:
             return sums, durations, errors
         more_sums, more_durations = _sum_buckets(live)
-        sums = {s: v[:] for s, v in sums.items()}  # the kept lists stay as they were
+        sums = dict(sums)  # the kept dict stays as it was; its lists are replaced below, never changed
         for subject, v in more_sums.items():
             have = sums.get(subject)
             sums[subject] = v if have is None else [a + b for a, b in zip(have, v)]
