@@ -39,6 +39,8 @@ class Pipeline:
         self.processed = 0
         self.sink_dropped = 0
         self._closing = False
+        self._slicing = False  # a long batch is between its slices (run)
+        self._deferred: float | None = None  # a maintain that came meanwhile
 
     async def submit(self, batch: Batch) -> None:
         """Queue a batch, waiting for room (stream transports: backpressure)."""
@@ -63,9 +65,16 @@ class Pipeline:
             if len(batch.events) <= SLICE_EVENTS:
                 self.process(batch)
                 continue
-            for part in _slices(batch, SLICE_EVENTS):
-                self.process(part)
-                await asyncio.sleep(0)  # let the listeners, scrapes and the tail in between
+            self._slicing = True
+            try:
+                for part in _slices(batch, SLICE_EVENTS):
+                    self.process(part)
+                    await asyncio.sleep(0)  # let the listeners, scrapes and the tail in between
+            finally:
+                self._slicing = False
+            if self._deferred is not None:
+                now, self._deferred = self._deferred, None
+                self.maintain(now)
 
     def process(self, batch: Batch) -> None:
         n = len(batch.events)
@@ -95,6 +104,12 @@ class Pipeline:
             self.metrics.sink_dropped.labels(sink, reason).inc(count)
 
     def maintain(self, now: float) -> None:
+        if self._slicing:
+            # Between the slices of one batch, maintenance waits for the batch's end: the sweeps
+            # judge open runs against the clock, and a run started in one slice and ended in a later
+            # one of the same request must not be seen abandoned (nor was it before slicing).
+            self._deferred = now
+            return
         for sink in self.sinks:
             try:
                 sink.maintain(now)

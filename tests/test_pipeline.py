@@ -140,3 +140,32 @@ async def test_drops_in_a_sliced_batch_are_counted_per_event():
     assert len(picky.batches) == 2
     assert pipeline.processed == SLICE_EVENTS - 1 and pipeline.sink_dropped == 2
     assert registry.get_sample_value("sidecar_sink_events_dropped_total", {"sink": "picky", "reason": "other"}) == 2
+
+
+async def test_maintenance_waits_for_the_end_of_a_sliced_batch():
+    """A run's start and end in one long request: the abandon sweep must not run between them."""
+    timeline: list[object] = []
+
+    class Sweeper(Recorder):
+        def consume(self, batch):
+            timeline.append(len(batch.events))
+
+        def maintain(self, now):
+            timeline.append(("maintain", now))
+
+    pipeline = Pipeline([Sweeper()], SelfMetrics(CollectorRegistry()), queue_size=4)
+    await pipeline.submit(batch(2 * SLICE_EVENTS + 1))
+    await pipeline.close()
+    running = asyncio.create_task(pipeline.run())
+    ticks = 0.0
+    while not running.done():
+        ticks += 1.0
+        pipeline.maintain(ticks)  # as the once-a-second task would, at every loop turn
+        await asyncio.sleep(0)
+    slices = [i for i, t in enumerate(timeline) if isinstance(t, int)]
+    assert len(slices) == 3
+    assert not any(isinstance(t, tuple) for t in timeline[slices[0] : slices[-1]])  # none between the slices
+    after = timeline[slices[-1] + 1 :]
+    assert after and after[0][0] == "maintain"  # the one that waited ran at the batch's end
+    pipeline.maintain(99.0)
+    assert timeline[-1] == ("maintain", 99.0)  # and maintenance runs at once again
