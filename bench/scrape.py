@@ -166,6 +166,7 @@ def ingest_rate(url: str, unix: str, pid: int, n: int, scraper_pid: int | None =
     scraper0 = cpu_seconds(scraper_pid) if scraper_pid else 0.0
     t0 = time.perf_counter()
     ready.set()
+    client_cpu = 0.0
     while client.is_alive():
         client_cpu = cpu_seconds(client.pid) - client0  # read while /proc still has it
         time.sleep(0.05)

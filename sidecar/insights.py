@@ -117,7 +117,7 @@ class Grouping:
         self._codes: dict[int, tuple[np.ndarray, dict[str | None, int]]] = {}
         self.sums: dict[tuple[tuple[str, ...], tuple[str, ...] | None], dict[Group, list[float]]] = {}
         self.timed: dict[str, list[Subject]] = {}  # type -> the subjects with durations
-        self.period = period
+        self._period_errors = period.errors  # not the period: it holds this object, and a cycle would wait for the collector
         self._errors: dict[tuple[tuple[str, ...], tuple[str, ...] | None], dict[Group, Counter[str]]] = {}
         for subject in period.durations:
             self.timed.setdefault(subject[0], []).append(subject)
@@ -135,7 +135,7 @@ class Grouping:
         if got is None:
             idx = [_DIMS[d] for d in dims]
             got = self._errors[(dims, types)] = {}
-            for (subject, error), count in self.period.errors.items():
+            for (subject, error), count in self._period_errors.items():
                 if types is None or subject[0] in types:
                     group = tuple(subject[i] for i in idx)
                     kinds = got.get(group)
