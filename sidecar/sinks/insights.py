@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.config import InsightsConfig
+from sidecar.sinks.columns import floats, ints
 from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.types import Batch, Event
 
@@ -325,17 +326,17 @@ class InsightsStore:
             stored = rows
         if not stored:
             return rows
-        at = np.array(stored, dtype=np.intp)
+        at = ints(stored)
         n = len(subjects)
         failed = [ev.success is False for ev in events]
         tin = [ev.input_tokens for ev in events]
-        columns: list[list[float] | list[int] | list[bool]] = [  # in FIELDS order
-            [1] * len(events),
-            failed,
-            [ev.cost_usd or 0.0 for ev in events],
-            [t or 0 for t in tin],
-            [t is not None for t in tin],
-            [(t or 0) + (ev.output_tokens or 0) + (ev.tokens or 0) for t, ev in zip(tin, events)],
+        columns = [  # in FIELDS order
+            np.ones(len(events)),
+            ints(failed),
+            floats([ev.cost_usd or 0.0 for ev in events]),
+            ints([t or 0 for t in tin]),
+            ints([t is not None for t in tin]),
+            ints([(t or 0) + (ev.output_tokens or 0) + (ev.tokens or 0) for t, ev in zip(tin, events)]),
         ]
         table = bucket.table
         if len(stored) * SCATTER_BELOW >= n:
@@ -343,13 +344,12 @@ class InsightsStore:
                 table[:n, f] += np.bincount(at, weights, minlength=n)  # O(subjects) per column
         else:  # a small batch into a bucket of many subjects: O(batch), not O(subjects)
             np.add.at(table, at, np.array(columns, dtype=np.float64).T)
-        took = [ev.duration_ms for ev in events]
-        if None in took:
-            timed = [i for i, d in enumerate(took) if d is not None]
-            if timed:
-                bucket.chunks.append((at[timed], np.array([took[i] for i in timed], dtype=np.float64)))
-        else:
-            bucket.chunks.append((at, np.array(took, dtype=np.float64)))
+        took = floats([ev.duration_ms for ev in events])  # NaN: no duration
+        timed = ~np.isnan(took)
+        if timed.all():
+            bucket.chunks.append((at, took))
+        elif timed.any():
+            bucket.chunks.append((at[timed], took[timed]))
         if True in failed:
             bucket.errors.update([((ev.type, ev.agent, ev.workflow, ev.model), ev.error or "unknown") for ev, f in zip(events, failed) if f])
         return rows

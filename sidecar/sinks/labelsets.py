@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sidecar.sinks.columns import ints
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.types import Batch, Event
 
@@ -79,7 +80,7 @@ class Mapped:
             grown = np.full(max(2 * len(self.table), top + 2), -1, np.intp)
             grown[: len(self.table)] = self.table
             self.table = grown
-        ids: np.ndarray = self.table[numbers]
+        ids: np.ndarray = self.table[ints(numbers)]
         return ids
 
     def note(self, number: int, ident: int) -> None:

@@ -24,6 +24,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import all_w3c_ids, w3c_span_id, w3c_trace_id
+from sidecar.sinks.columns import counts, floats
 from sidecar.sinks.exposition import Exemplars, HistogramNames, exposed_separately, histogram_family, label_block, scalar_family, scalar_header
 from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH, HistogramTable, SeriesTable
@@ -172,9 +173,12 @@ class _Lifecycle:
             ended.popitem(last=False)
 
 
-def _present(values: list[Any]) -> tuple[np.ndarray | None, np.ndarray]:
-    """Positions of the values that are not None (None when all are) and those values as floats."""
-    column = np.array(values, dtype=float)  # None becomes NaN; a decoded amount is never NaN
+def _present(values: list[Any], convert: Callable[[list[Any]], np.ndarray] = floats) -> tuple[np.ndarray | None, np.ndarray]:
+    """Positions of the values that are not None (None when all are) and those values as floats,
+    made by `convert` (`floats`, or `counts` for ints), which turns None into NaN."""
+    if values[0] is None and values.count(None) == len(values):  # a field no event has: no NaN column
+        return np.zeros(0, np.intp), np.zeros(0)
+    column = convert(values)  # a decoded amount is never NaN
     missing = np.isnan(column)
     if not missing.any():
         return None, column
@@ -283,13 +287,13 @@ class MetricsSink:
         where, durations = _present([ev.duration_ms for ev in events])
         if len(durations):
             self._observe(events, slots, where, durations / 1000.0)
-        for table, column, values in (
-            (self.tokens, _INPUT, [ev.input_tokens for ev in events]),
-            (self.tokens, _OUTPUT, [ev.output_tokens for ev in events]),
-            (self.tokens, _UNKNOWN, [ev.tokens for ev in events]),
-            (self.cost, _COST, [ev.cost_usd for ev in events]),
+        for table, column, values, convert in (
+            (self.tokens, _INPUT, [ev.input_tokens for ev in events], counts),
+            (self.tokens, _OUTPUT, [ev.output_tokens for ev in events], counts),
+            (self.tokens, _UNKNOWN, [ev.tokens for ev in events], counts),
+            (self.cost, _COST, [ev.cost_usd for ev in events], floats),
         ):
-            where, amounts = _present(values)
+            where, amounts = _present(values, convert)
             if len(amounts):
                 rows = self._rows(slots if where is None else slots[where], column)  # may grow the table's arrays
                 np.add.at(table.values, rows, amounts)
@@ -324,37 +328,38 @@ class MetricsSink:
         with a bad one checks them one by one, counting those left out."""
         traces = [ev.trace_id for ev in events]
         spans = [ev.span_id for ev in events]
-        present = [t for t in traces if t is not None]
-        if not (all_w3c_ids(present, 32) and all_w3c_ids([s for s in spans if s is not None], 16)):
+        n = len(traces)
+        spanless = spans.count(None) == n
+        present: list[str] = [t for t in traces if t is not None] if None in traces else traces  # type: ignore[assignment]  # no None in it
+        if not (all_w3c_ids(present, 32) and (spanless or all_w3c_ids([s for s in spans if s is not None], 16))):
             for i, t in enumerate(traces):
                 if t is not None:
                     ids = self._exemplar_ids(t, spans[i])
                     traces[i], spans[i] = (None, None) if ids is None else ids
             present = [t for t in traces if t is not None]
+            spanless = spans.count(None) == n
         if not present:
             return
-        n = len(traces)
         if len(present) == n:  # the common case: every timed event has a trace id
             chosen, flat = None, rows * table.width + buckets
         else:
-            chosen = [i for i, t in enumerate(traces) if t is not None]
-            at = np.array(chosen, np.intp)
-            flat = rows[at] * table.width + buckets[at]
-            seconds = seconds[at]
+            chosen = np.flatnonzero([t is not None for t in traces])
+            flat = rows[chosen] * table.width + buckets[chosen]
+            seconds = seconds[chosen]
         # The last event per (series, bucket): the first of each in the reversed order.
         places, first = np.unique(flat[::-1], return_index=True)
-        latest = (len(flat) - 1 - first).tolist()
-        picked = latest if chosen is None else [chosen[i] for i in latest]  # positions in `events`
-        np.put(table.ex_trace, places, np.fromiter([present[i] for i in latest], object, len(latest)))
-        if spans.count(None) == n:
+        latest = len(flat) - 1 - first
+        picked = latest if chosen is None else chosen[latest]  # positions in `events`
+        np.put(table.ex_trace, places, np.array(present, object)[latest])
+        if spanless:
             table.ex_span.flat[places] = None
         else:
-            np.put(table.ex_span, places, np.fromiter([spans[i] for i in picked], object, len(picked)))
+            np.put(table.ex_span, places, np.array(spans, object)[picked])
         np.put(table.ex_value, places, seconds[latest])
         try:
-            times = np.array([events[i].timestamp for i in picked], dtype=float)
-        except TypeError:  # not decoded: a datetime is no exemplar timestamp
-            times = np.array([s if isinstance(s := events[i].timestamp, float) else None for i in picked], dtype=float)
+            times = floats([ev.timestamp for ev in events])[picked]  # type: ignore[misc]  # epoch seconds once decoded
+        except (TypeError, ValueError):  # not decoded: a datetime is no exemplar timestamp
+            times = np.array([s if isinstance(s := ev.timestamp, float) else None for ev in events], dtype=float)[picked]
         np.put(table.ex_time, places, times)
 
     def _exemplar_ids(self, trace_id: str, span_id: str | None) -> tuple[str, str | None] | None:

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.config import WindowsConfig, format_duration
+from sidecar.sinks.columns import floats, ints
 from sidecar.sinks.labelsets import Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.sinks.window.sorted_values import Floats, SortedValues
@@ -264,7 +265,7 @@ COLUMNS = {
 
 
 def _tokens(values: list[int]) -> npt.NDArray[np.uint32]:
-    column = np.array(values, dtype=np.float64)  # float first: ints past 2**64 convert too
+    column = ints(values)  # counts are at most contract.MAX_COUNT: an int64 holds them
     if len(column) and column.max() > MAX_TOKENS:
         column = np.minimum(column, MAX_TOKENS)
     return column.astype(np.uint32)
@@ -273,7 +274,7 @@ def _tokens(values: list[int]) -> npt.NDArray[np.uint32]:
 def _amounts(values: list[float | None]) -> Floats:
     """An amount column (None -> NaN: no value), clamped to MAX_AMOUNT. Amounts are >= 0 (the
     event contract), so one NaN-ignoring max decides whether a clamping pass is needed."""
-    column = np.array(values, dtype=np.float64)
+    column = floats(values)  # None -> NaN
     if len(column) and np.fmax.reduce(column) > MAX_AMOUNT:
         column = np.minimum(column, MAX_AMOUNT)  # NaN stays NaN
     return column
@@ -350,7 +351,7 @@ class WindowStore:
 
     def _columns(self, evs: list[Event], late_cut: float, numbers: list[int]) -> Columns:
         """A batch as typed columns; interns keys and run ids; counts late events."""
-        ts = np.array([e.timestamp for e in evs], dtype=np.float64)
+        ts = floats([e.timestamp for e in evs])  # type: ignore[misc]  # epoch seconds once decoded
         self.late += int(np.count_nonzero(ts < late_cut))
         keys = self.keys.by_number.ids(numbers)
         if len(keys) and keys.min() < 0:
@@ -384,7 +385,7 @@ class WindowStore:
             "ts": ts,
             "dur": _amounts([e.duration_ms for e in evs]),
             "key": keys.astype(np.uint16),
-            "run": np.array(runs, dtype=np.int32),
+            "run": ints(runs).astype(np.int32),
             "tin": _tokens([e.input_tokens or 0 for e in evs]),
             "tout": _tokens([e.output_tokens or 0 for e in evs]),
             "tother": _tokens([e.tokens or 0 for e in evs]),
