@@ -127,7 +127,54 @@ class EventDecoder:
         self, lines: Iterable[bytes], received_at: float, *, price: bool = True
     ) -> tuple[list[Event], list[bytes], list[Rejection]]:
         """Decode each line (or body item) into an event, or a rejection with its index.
-        `price=False` for a listener that priced its events already (OTLP, which knows the provider)."""
+        `price=False` for a listener that priced its events already (OTLP, which knows the provider).
+
+        The usual batch (every line an ASCII event of a known type, stamped within the clock
+        rules) is checked and filled in bulk; any other goes line by line, which names each
+        problem, reusing the parse when every line parsed."""
+        if not isinstance(lines, list):
+            lines = list(lines)
+        parsed = self._parse_all(lines)
+        rejected: list[Rejection]
+        if parsed is not None and self._usual(parsed, received_at):
+            events, raws, rejected = parsed, lines, []
+        else:
+            events, raws, rejected = self._decode_each(lines, received_at, parsed)
+        if price and self.pricer is not None:
+            self.pricer.fill_events(events)
+        return events, raws, rejected
+
+    def _parse_all(self, lines: list[bytes]) -> list[Event] | None:
+        """Every line parsed in one pass of C, or None when one is not ASCII or not an event."""
+        if not b"".join(lines).isascii():  # msgspec does not check UTF-8 inside fields it skips
+            return None
+        try:
+            return list(map(self._decode, lines))
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return None
+
+    def _usual(self, events: list[Event], received_at: float) -> bool:
+        """Fill in severity and success and say True when every event is of a known type and
+        stamped (as epoch seconds) within the clock rules; else change nothing and say False."""
+        failed = list(map(self._types.get, [ev.type for ev in events]))
+        if failed.count(True) + failed.count(False) != len(failed):  # a type not seen yet, or invalid
+            return False
+        stamps: list[float] = [ev.timestamp for ev in events]  # type: ignore[misc]  # anything else raises TypeError below
+        try:
+            if stamps and not (0 <= min(stamps) and max(stamps) <= received_at + self.max_clock_skew):
+                return False
+        except TypeError:  # None (stamped on receipt) or a datetime (converted): line by line
+            return False
+        for ev, fails in zip(events, failed):
+            if ev.severity is None:
+                ev.severity = "error" if fails else "info"
+            if ev.success is None:
+                ev.success = not fails
+        return True
+
+    def _decode_each(
+        self, lines: list[bytes], received_at: float, parsed: list[Event] | None
+    ) -> tuple[list[Event], list[bytes], list[Rejection]]:
         decode = self._decode
         types = self._types
         type_info = self._type_info
@@ -137,9 +184,12 @@ class EventDecoder:
         rejected: list[Rejection] = []
         for index, line in enumerate(lines):
             try:
-                if not line.isascii():
-                    line.decode()  # msgspec does not check UTF-8 inside fields it skips
-                ev = decode(line)
+                if parsed is not None:
+                    ev = parsed[index]
+                else:
+                    if not line.isascii():
+                        line.decode()  # msgspec does not check UTF-8 inside fields it skips
+                    ev = decode(line)
             except msgspec.ValidationError as exc:
                 rejected.append(classify(line, exc)._replace(index=index))
                 continue
@@ -178,6 +228,4 @@ class EventDecoder:
                 ev.success = not failed
             events.append(ev)
             raws.append(line)
-        if price and self.pricer is not None:
-            self.pricer.fill_events(events)
         return events, raws, rejected

@@ -217,3 +217,64 @@ def test_the_decoders_type_cache_keeps_no_long_names():
     assert kept < 300 * 20_000 / 10, f"{kept} bytes kept for 300 rejected names of 20 KB"
     decoder.decode([b'{"type": "t%d"}' % i for i in range(20_000)], NOW)
     assert len(decoder._types) == 10_000  # and a bounded number of short ones
+
+
+# The usual batch (ASCII, valid, known types, stamped within the clock rules) is decoded in bulk;
+# any other goes line by line. Both must give the same events, raws and rejections.
+USUAL = [
+    {"type": "llm.call", "timestamp": NOW - 5, "agent": "a", "duration_ms": 12.5},
+    {"type": "tool.failed", "timestamp": NOW, "tool": "grep", "error": "boom"},
+    {"type": "tool.failed", "timestamp": NOW, "severity": "warning", "success": True},
+    {"type": "agent.completed", "timestamp": NOW + 299, "severity": "debug", "success": False},
+    {"type": "llm.call", "timestamp": 0, "input_tokens": 3, "payload": {"x": [1, "\\u00e9"]}},
+]
+
+
+def both_ways(lines, now=NOW):
+    warm = EventDecoder(max_clock_skew=300)
+    warm.decode(lines, now)  # every type seen: a usual batch takes the bulk path from now on
+    bulk = warm.decode(lines, now)
+    each = EventDecoder(max_clock_skew=300)._decode_each(list(lines), now, None)
+    return bulk, each
+
+
+def test_the_bulk_path_gives_what_the_line_by_line_path_gives():
+    lines = [json.dumps(e).encode() for e in USUAL] * 20
+    decoder = EventDecoder(max_clock_skew=300)
+    decoder.decode(lines, NOW)
+    parsed = decoder._parse_all(lines)
+    assert parsed is not None and decoder._usual(parsed, NOW)  # the batch is a usual one
+    bulk, each = both_ways(lines)
+    assert bulk == each
+    severities = [(e.severity, e.success) for e in bulk[0][:5]]
+    assert severities == [("info", True), ("error", False), ("warning", True), ("debug", False), ("info", True)]
+
+
+@pytest.mark.parametrize(
+    "odd, reason",
+    [
+        ({"type": "llm.call", "timestamp": NOW + 301}, "future_timestamp"),
+        ({"type": "llm.call", "timestamp": -1}, "bad_timestamp"),
+        ({"type": "llm.call"}, None),  # stamped on receipt
+        ({"type": "llm.call", "timestamp": "2026-09-21T12:00:00Z"}, None),  # a datetime: converted
+        ({"type": "Bad.Type", "timestamp": NOW}, "invalid_type"),
+        ({"type": "llm.call", "timestamp": NOW, "duration_ms": -1}, "invalid_field"),
+        ({"type": "llm.call", "timestamp": NOW, "agent": "caf\u00e9"}, None),  # not ASCII
+    ],
+)
+def test_a_batch_with_one_unusual_line_goes_line_by_line_and_keeps_the_rest(odd, reason):
+    lines = [json.dumps(e, ensure_ascii=False).encode() for e in [*USUAL, odd, *USUAL]]
+    (events, raws, rejected), each = both_ways(lines)
+    assert (events, raws, rejected) == each
+    assert len(events) == 10 + (reason is None)
+    assert [(r.index, r.reason) for r in rejected] == ([] if reason is None else [(5, reason)])
+    if reason is None:
+        assert isinstance(events[5].timestamp, float) and events[5].timestamp > 0
+
+
+def test_invalid_utf8_in_a_skipped_field_is_refused_in_a_batch_of_known_types():
+    lines = [json.dumps(e).encode() for e in USUAL]
+    bad = b'{"type": "llm.call", "timestamp": %d, "payload": "\xc3"}' % NOW
+    (events, _, rejected), each = both_ways([*lines, bad])
+    assert [(r.index, r.reason) for r in rejected] == [(5, "invalid_utf8")]
+    assert len(events) == 5

@@ -350,8 +350,9 @@ class InsightsStore:
             bucket.chunks.append((at, took))
         elif timed.any():
             bucket.chunks.append((at[timed], took[timed]))
-        if True in failed:
-            bucket.errors.update([((ev.type, ev.agent, ev.workflow, ev.model), ev.error or "unknown") for ev, f in zip(events, failed) if f])
+        failures = np.flatnonzero(columns[ERRORS]).tolist()
+        if failures:
+            bucket.errors.update([((ev.type, ev.agent, ev.workflow, ev.model), ev.error or "unknown") for ev in map(events.__getitem__, failures)])
         return rows
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
