@@ -40,13 +40,13 @@ class Storm:
     failures: int  # so far
 # Per-subject sums, in this order (a list each, so the hot path bumps items in place).
 EVENTS, ERRORS, COST, INPUT, TOKEN_CALLS, TOKENS = FIELDS = range(6)  # TOKENS: input + output + other
-_OPENS = {"workflow.started": ("run", "run_id"), "agent.invoked": ("invocation", "invocation_id")}
-_ENDS = {
-    "workflow.completed": ("run", "run_id"), "workflow.failed": ("run", "run_id"),
-    "agent.completed": ("invocation", "invocation_id"), "agent.failed": ("invocation", "invocation_id"),
+# type -> (opens?, kind): one lookup per event on the hot path. A run is keyed by its run_id, an
+# invocation by its invocation_id.
+_LIFECYCLE_OF = {
+    "workflow.started": (True, "run"), "agent.invoked": (True, "invocation"),
+    "workflow.completed": (False, "run"), "workflow.failed": (False, "run"),
+    "agent.completed": (False, "invocation"), "agent.failed": (False, "invocation"),
 }
-# type -> (opens?, kind, id field): one lookup per event on the hot path
-_LIFECYCLE_OF = {t: (True, kind, attr) for t, (kind, attr) in _OPENS.items()} | {t: (False, kind, attr) for t, (kind, attr) in _ENDS.items()}
 
 
 _SERIALS = itertools.count()
@@ -272,7 +272,7 @@ class InsightsStore:
                 for i, row in zip(chosen, got):
                     rows[i] = row
         # Failures per invocation and the open runs, event by event in batch order.
-        lifecycle_of = _LIFECYCLE_OF
+        lifecycle_of, open_, opened, closed = _LIFECYCLE_OF, self.open, self._opened, self._closed
         for ev, ts, row in zip(events, stamps, rows):
             if row < 0:
                 continue  # not stored: past retention, or its subject past the cap
@@ -281,14 +281,18 @@ class InsightsStore:
                 if ident is not None:
                     self._failed(ident, ts, ev.agent, ev.model)
             life = lifecycle_of.get(ev.type)
-            if life is not None:
-                opens, kind, attr = life
-                ident = getattr(ev, attr)
-                if ident is not None:
-                    if opens:
-                        self._opened((kind, ident), ts, ev.workflow if kind == "run" else ev.agent)
-                    else:
-                        self._closed((kind, ident))
+            if life is None:
+                continue
+            opens, kind = life
+            run = kind == "run"
+            ident = ev.run_id if run else ev.invocation_id
+            if ident is None:
+                continue
+            key = (kind, ident)
+            if opens:
+                opened(key, ts, ev.workflow if run else ev.agent)
+            elif key in open_:
+                closed(key)
 
     def _fill(self, index: int, events: list[Event], numbers: list[int]) -> list[int]:
         """File events of one bucket as columns; return each one's row, -1 for a subject past the cap.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -49,9 +49,12 @@ _MAX_ID = 128
 # `collect`, `maintain`, about once a second) adds what is waiting first.
 FILE_AT = 256
 
-_LIFECYCLE_TYPES = frozenset(
-    {"workflow.started", "workflow.completed", "workflow.failed", "agent.invoked", "agent.completed", "agent.failed"}
-)
+# What each lifecycle type does: (workflow or agent, opens, the outcome an end counts).
+_RUN_START, _RUN_END, _INVOKED, _INVOCATION_END = range(4)
+_LIFECYCLE = {
+    "workflow.started": (_RUN_START, ""), "workflow.completed": (_RUN_END, "completed"), "workflow.failed": (_RUN_END, "failed"),
+    "agent.invoked": (_INVOKED, ""), "agent.completed": (_INVOCATION_END, ""), "agent.failed": (_INVOCATION_END, ""),
+}
 _HELP = {
     "agent_events": "Agent events received, by type, agent, workflow and severity.",
     "agent_event_duration_seconds": "Duration of agent events that carry duration_ms, in seconds.",
@@ -300,13 +303,14 @@ class MetricsSink:
         failed = [self.errors.row((ev.agent or "", ev.workflow or "", ev.error or "")) for ev in events if not ev.success]
         if failed:
             np.add.at(self.errors.values, failed, 1.0)
+        outcomes: Counter[tuple[str, str]] = Counter()
         for batch in batches:  # in arrival order: a run's end after its start
-            now = batch.received_at
-            for ev in batch.events:
-                if ev.type in _LIFECYCLE_TYPES:
-                    self._track(ev, now)
-                if ev.tool is not None:
-                    self._tool(ev, ev.tool)
+            self._track(batch.events, batch.received_at, outcomes)
+        for key, count in outcomes.items():
+            self.workflow_runs.add(key, count)
+        for ev in events:
+            if ev.tool is not None:
+                self._tool(ev, ev.tool)
         self._runs.settle()
         self._invocations.settle()
         self._uncached.clear()
@@ -435,27 +439,34 @@ class MetricsSink:
         self._uncached.clear()
         self._slot_rows[:] = -1
 
-    def _track(self, ev: Event, now: float) -> None:
-        t = ev.type
-        if t[0] == "w":  # workflow.*
-            ident = ev.run_id
-            if ident and len(ident) > _MAX_ID:
-                ident = bounded_id(ident)
-            if t == "workflow.started":
-                if ident:
-                    self._runs.start(ident, now, (ev.workflow or "")[:MAX_LABEL_LENGTH])
-            # One outcome per run: the first of completed, failed or abandoned.
-            elif not ident or self._runs.end(ident):
-                self.workflow_runs.add((ev.workflow or "", "completed" if t == "workflow.completed" else "failed"), 1)
-        else:  # agent.*
-            ident = ev.invocation_id
-            if ident:
-                if len(ident) > _MAX_ID:
+    def _track(self, events: list[Event], now: float, outcomes: Counter[tuple[str, str]]) -> None:
+        """Open and close runs and invocations, event by event; count each run's one outcome (the
+        first of completed, failed or abandoned) in `outcomes`, by (workflow, outcome)."""
+        lifecycle = _LIFECYCLE
+        runs, invocations = self._runs, self._invocations
+        for ev in events:
+            found = lifecycle.get(ev.type)
+            if found is None:
+                continue
+            what, outcome = found
+            if what <= _RUN_END:
+                ident = ev.run_id
+                if ident and len(ident) > _MAX_ID:
                     ident = bounded_id(ident)
-                if t == "agent.invoked":
-                    self._invocations.start(ident, now, (ev.agent or "")[:MAX_LABEL_LENGTH])
-                else:
-                    self._invocations.end(ident)
+                if what == _RUN_START:
+                    if ident:
+                        runs.start(ident, now, (ev.workflow or "")[:MAX_LABEL_LENGTH])
+                elif not ident or runs.end(ident):
+                    outcomes[(ev.workflow or "", outcome)] += 1
+            else:
+                ident = ev.invocation_id
+                if ident:
+                    if len(ident) > _MAX_ID:
+                        ident = bounded_id(ident)
+                    if what == _INVOKED:
+                        invocations.start(ident, now, (ev.agent or "")[:MAX_LABEL_LENGTH])
+                    else:
+                        invocations.end(ident)
 
     # -- housekeeping ---------------------------------------------------------
 
