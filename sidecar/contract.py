@@ -98,11 +98,14 @@ def all_w3c_ids(values: list[str], length: int) -> bool:
     if not values:
         return True
     joined = "\n".join(values)
+    n = len(values)
     return (
-        joined.isascii()
+        # Every id `length` long: a newline after each `length` characters, and no other newline.
+        len(joined) == (length + 1) * n - 1
+        and joined[length :: length + 1] == "\n" * (n - 1)
+        and joined.count("\n") == n - 1
+        and joined.isascii()
         and not joined.encode().translate(None, _HEX_AND_NEWLINE)
-        and set(map(len, values)) == {length}
-        and joined.count("\n") == len(values) - 1  # no id holds the separator
         and "0" * length not in joined  # ids are `length` apart: all zeros can only be a whole id
     )
 

@@ -334,7 +334,9 @@ class MetricsSink:
         spans = [ev.span_id for ev in events]
         n = len(traces)
         spanless = spans.count(None) == n
-        present: list[str] = [t for t in traces if t is not None] if None in traces else traces  # type: ignore[assignment]  # no None in it
+        # Every event has a trace id (the usual case) when no item is falsy: filter(None) tests
+        # truth in C, where `None in traces` calls str.__eq__(None) per id. "" goes the long way.
+        present: list[str] = traces if len(list(filter(None, traces))) == n else [t for t in traces if t is not None]  # type: ignore[assignment]  # no None in it
         if not (all_w3c_ids(present, 32) and (spanless or all_w3c_ids([s for s in spans if s is not None], 16))):
             for i, t in enumerate(traces):
                 if t is not None:
@@ -354,11 +356,11 @@ class MetricsSink:
         places, first = np.unique(flat[::-1], return_index=True)
         latest = len(flat) - 1 - first
         picked = latest if chosen is None else chosen[latest]  # positions in `events`
-        np.put(table.ex_trace, places, np.array(present, object)[latest])
+        np.put(table.ex_trace, places, np.fromiter(present, object, len(present))[latest])
         if spanless:
             table.ex_span.flat[places] = None
         else:
-            np.put(table.ex_span, places, np.array(spans, object)[picked])
+            np.put(table.ex_span, places, np.fromiter(spans, object, n)[picked])
         np.put(table.ex_value, places, seconds[latest])
         try:
             times = floats([ev.timestamp for ev in events])[picked]  # type: ignore[misc]  # epoch seconds once decoded
