@@ -124,6 +124,10 @@ def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[li
         except (msgspec.DecodeError, RecursionError):
             pass  # several lines: NDJSON without the content type (each line is judged alone)
     lines = body.split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # what follows the last newline
+    if b"" not in lines and not any(map(bytes.isspace, lines)):  # no blank line: each is an item
+        return _within_limit(lines, range(len(lines)), max_event_bytes, "line")
     numbers = [n for n, line in enumerate(lines) if line and not line.isspace()]
     return _within_limit([lines[n] for n in numbers], numbers, max_event_bytes, "line")
 
@@ -133,6 +137,8 @@ def _within_limit(
 ) -> tuple[list[bytes], list[int], list[Rejection]]:
     """`ingest.max_event_bytes` bounds every event whatever its framing (a line, an array
     item, a whole body): the oversized ones are rejected, their neighbours kept."""
+    if max(map(len, items), default=0) <= max_event_bytes:
+        return items, list(positions), []
     kept, kept_at, rejected = [], [], []
     for item, at in zip(items, positions):
         if len(item) > max_event_bytes:

@@ -44,6 +44,14 @@ def test_ndjson_reports_errors_by_line_number(sidecar):
     assert [(e["index"], e["error"].split(":")[0]) for e in r.json()["errors"]] == [(2, "invalid_json"), (4, "too_large")]
 
 
+def test_ndjson_line_numbers_hold_without_blank_lines_and_with_a_last_line_unterminated(sidecar):
+    big = b'{"type": "x", "pad": "' + b"p" * 70_000 + b'"}\n'
+    body = ndjson(event()) + b"oops\n" + big + ndjson(event()) + b'{"agent": "x"}'
+    r = post(sidecar, body, "application/x-ndjson")
+    assert r.json()["accepted"] == 2
+    assert [(e["index"], e["error"].split(":")[0]) for e in r.json()["errors"]] == [(1, "invalid_json"), (2, "too_large"), (4, "missing_type")]
+
+
 def test_ndjson_without_its_content_type_is_still_understood(sidecar):
     r = post(sidecar, ndjson(event(), event(), event()))
     assert r.json()["accepted"] == 3
