@@ -116,6 +116,7 @@ def test_framer_splits_lines_across_reads_and_skips_blank_ones():
     assert f.feed(b'pe":"b"}\r\n\n  \n{"type"') == ([b'{"type":"b"}\r'], 0)
     assert f.finish() == b'{"type"'
     assert f.finish() == b""
+    assert f.feed(b'{"type":"c"}\n \t\n{"type":"d"}\n') == ([b'{"type":"c"}', b'{"type":"d"}'], 0)  # blank, not empty
 
 
 def test_framer_drops_an_oversized_line_without_losing_the_next_one():
