@@ -49,7 +49,7 @@ _MAX_ID = 128
 # `collect`, `maintain`, about once a second) adds what is waiting first.
 FILE_AT = 256
 
-# What each lifecycle type does: (workflow or agent, opens, the outcome an end counts).
+# Lifecycle type -> (what it does, the outcome a run's end counts).
 _RUN_START, _RUN_END, _INVOKED, _INVOCATION_END = range(4)
 _LIFECYCLE = {
     "workflow.started": (_RUN_START, ""), "workflow.completed": (_RUN_END, "completed"), "workflow.failed": (_RUN_END, "failed"),
