@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol
 
@@ -87,6 +87,9 @@ class Batch:
     # The events' label-set numbers, made by the first sink that asks (sidecar.sinks.labelsets):
     # (the LabelSets that made them, one number per event).
     label_sets: tuple[Any, Any] | None = None
+    # The events' numeric fields as columns, made by the first sink that asks
+    # (sidecar.sinks.columns.field): name -> read-only float64 array.
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 # Events of a batch a sink had to leave out: position in `Batch.events` -> reason (a label of

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.config import InsightsConfig
-from sidecar.sinks.columns import floats, ints
+from sidecar.sinks.columns import fields, ints
 from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.types import Batch, Event
 
@@ -49,6 +49,8 @@ _LIFECYCLE_OF = {
 }
 
 
+# The numeric fields a bucket sums or keeps.
+_NUMERIC = ("cost_usd", "input_tokens", "output_tokens", "tokens", "duration_ms")
 _SERIALS = itertools.count()
 # A batch of fewer events than 1/SCATTER_BELOW of its bucket's subjects adds its sums row by row
 # (np.add.at, O(batch)); a larger one by bincount over every subject (O(subjects), faster per event).
@@ -216,7 +218,8 @@ class InsightsStore:
         self.fails: OrderedDict[str, tuple[int, float, str | None, str | None]] = OrderedDict()
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
-        self._waiting: list[Event] = []  # consumed, not filed yet (FILE_AT)
+        self._waiting: list[Batch] = []  # consumed, not filed yet (FILE_AT)
+        self._waiting_n = 0
         self._waiting_numbers: list[int] = []  # their label-set numbers
         self._cache: dict[int, _Rolling] = {}
         self._rolling_lock = threading.Lock()
@@ -238,9 +241,10 @@ class InsightsStore:
             self.first_seen = max(first, self.clock() - self.config.retention)
         numbers = self.label_sets.of(batch)
         with self._lock:
-            self._waiting += events
+            self._waiting.append(batch)
+            self._waiting_n += len(events)
             self._waiting_numbers += numbers
-            if len(self._waiting) >= FILE_AT:
+            if self._waiting_n >= FILE_AT:
                 self._file()
 
     def flush(self) -> None:
@@ -251,16 +255,19 @@ class InsightsStore:
     def _file(self) -> None:
         """File the waiting events (under the lock): each into its bucket of event time, in columns,
         then failures and open runs event by event in arrival order."""
-        events, self._waiting = self._waiting, []
+        batches, self._waiting, self._waiting_n = self._waiting, [], 0
         numbers, self._waiting_numbers = self._waiting_numbers, []
-        if not events:
+        if not batches:
             return
+        events = batches[0].events if len(batches) == 1 else [ev for b in batches for ev in b.events]
         width = self.width
         oldest = self.clock() - self.config.retention
-        stamps: list[float] = [ev.timestamp for ev in events]  # type: ignore[misc]  # the decoder normalises timestamps to epoch seconds
-        lo, hi = min(stamps), max(stamps)
+        times = fields(batches, "timestamp")  # the decoder normalises timestamps to epoch seconds
+        stamps: list[float] = times.tolist()
+        numeric = {name: fields(batches, name) for name in _NUMERIC}
+        lo, hi = float(times.min()), float(times.max())
         if lo >= oldest and lo // width == hi // width:  # the common case: one bucket
-            rows = self._fill(int(lo // width), events, numbers)
+            rows = self._fill(int(lo // width), events, numbers, numeric)
         else:
             groups: dict[int, list[int]] = {}
             for i, ts in enumerate(stamps):
@@ -268,7 +275,8 @@ class InsightsStore:
                     groups.setdefault(int(ts // width), []).append(i)
             rows = [-1] * len(events)  # events past retention are not stored
             for index, chosen in groups.items():
-                got = self._fill(index, [events[i] for i in chosen], [numbers[i] for i in chosen])
+                at = np.array(chosen, dtype=np.intp)
+                got = self._fill(index, [events[i] for i in chosen], [numbers[i] for i in chosen], {k: v[at] for k, v in numeric.items()})
                 for i, row in zip(chosen, got):
                     rows[i] = row
         # Failures per invocation and the open runs, event by event in batch order.
@@ -294,9 +302,10 @@ class InsightsStore:
             else:
                 open_.pop(key, None)
 
-    def _fill(self, index: int, events: list[Event], numbers: list[int]) -> list[int]:
+    def _fill(self, index: int, events: list[Event], numbers: list[int], numeric: dict[str, np.ndarray]) -> list[int]:
         """File events of one bucket as columns; return each one's row, -1 for a subject past the cap.
-        A row is found by the event's label-set number, or by its subject the first time."""
+        A row is found by the event's label-set number, or by its subject the first time.
+        `numeric`: the events' _NUMERIC fields (sidecar.sinks.columns.field)."""
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = _Bucket()
@@ -326,21 +335,23 @@ class InsightsStore:
         if capped:
             kept = [i for i, row in enumerate(rows) if row >= 0]
             events, stored = [events[i] for i in kept], [rows[i] for i in kept]
+            numeric = {k: v[kept] for k, v in numeric.items()}
         else:
             stored = rows
         if not stored:
             return rows
         at = ints(stored)
         n = len(subjects)
-        failed = [ev.success is False for ev in events]
-        tin = [ev.input_tokens for ev in events]
-        columns = [  # in FIELDS order
+        tin = numeric["input_tokens"]
+        reported = ~np.isnan(tin)
+        tin = np.where(reported, tin, 0.0)
+        columns = [  # in FIELDS order; counts are at most contract.MAX_COUNT, exact as floats
             np.ones(len(events)),
-            ints(failed),
-            floats([ev.cost_usd or 0.0 for ev in events]),
-            ints([t or 0 for t in tin]),
-            ints([t is not None for t in tin]),
-            ints([(t or 0) + (ev.output_tokens or 0) + (ev.tokens or 0) for t, ev in zip(tin, events)]),
+            ints([ev.success is False for ev in events]),
+            _or_zero(numeric["cost_usd"]),
+            tin,
+            reported.astype(np.float64),
+            tin + _or_zero(numeric["output_tokens"]) + _or_zero(numeric["tokens"]),
         ]
         table = bucket.table
         if len(stored) * SCATTER_BELOW >= n:
@@ -348,7 +359,7 @@ class InsightsStore:
                 table[:n, f] += np.bincount(at, weights, minlength=n)  # O(subjects) per column
         else:  # a small batch into a bucket of many subjects: O(batch), not O(subjects)
             np.add.at(table, at, np.array(columns, dtype=np.float64).T)
-        took = floats([ev.duration_ms for ev in events])  # NaN: no duration
+        took = numeric["duration_ms"]  # NaN: no duration
         timed = ~np.isnan(took)
         if timed.all():
             bucket.chunks.append((at, took))
@@ -497,6 +508,10 @@ class InsightsStore:
         complete = self.first_seen is not None and self.first_seen + self.abandon_after <= start * width
         return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact,
                         abandon_after=self.abandon_after, abandon_complete=complete, kept=self.kept)
+
+
+def _or_zero(column: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(column), 0.0, column)
 
 
 def _open_starts(still_open: list[tuple[tuple[str, str], tuple[float, str | None]]]) -> dict[OpenKey, np.ndarray]:

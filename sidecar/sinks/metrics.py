@@ -24,7 +24,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar.config import LifecycleConfig, MetricsConfig
 from sidecar.contract import all_w3c_ids, w3c_span_id, w3c_trace_id
-from sidecar.sinks.columns import counts, floats
+from sidecar.sinks.columns import fields
 from sidecar.sinks.exposition import Exemplars, HistogramNames, exposed_separately, histogram_family, label_block, scalar_family, scalar_header
 from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH, HistogramTable, SeriesTable
@@ -176,13 +176,9 @@ class _Lifecycle:
             ended.popitem(last=False)
 
 
-def _present(values: list[Any], convert: Callable[[list[Any]], np.ndarray] = floats) -> tuple[np.ndarray | None, np.ndarray]:
-    """Positions of the values that are not None (None when all are) and those values as floats,
-    made by `convert` (`floats`, or `counts` for ints), which turns None into NaN."""
-    if values[0] is None and values.count(None) == len(values):  # a field no event has: no NaN column
-        return np.zeros(0, np.intp), np.zeros(0)
-    column = convert(values)  # a decoded amount is never NaN
-    missing = np.isnan(column)
+def _present(column: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """Positions of the values that are not NaN (None when all are) and those values."""
+    missing = np.isnan(column)  # a decoded amount is never NaN: NaN is a missing field
     if not missing.any():
         return None, column
     where = np.flatnonzero(~missing)
@@ -287,16 +283,14 @@ class MetricsSink:
                 slots[i] = slot = self._slot(events[i])
                 self._slot_of.note(numbers[i], slot)
         np.add.at(self.events.values, self._slot_rows[slots, _EVENTS], 1.0)
-        where, durations = _present([ev.duration_ms for ev in events])
+        where, durations = _present(fields(batches, "duration_ms"))
         if len(durations):
-            self._observe(events, slots, where, durations / 1000.0)
-        for table, column, values, convert in (
-            (self.tokens, _INPUT, [ev.input_tokens for ev in events], counts),
-            (self.tokens, _OUTPUT, [ev.output_tokens for ev in events], counts),
-            (self.tokens, _UNKNOWN, [ev.tokens for ev in events], counts),
-            (self.cost, _COST, [ev.cost_usd for ev in events], floats),
+            self._observe(events, slots, where, durations / 1000.0, batches)
+        for table, column, name in (
+            (self.tokens, _INPUT, "input_tokens"), (self.tokens, _OUTPUT, "output_tokens"), (self.tokens, _UNKNOWN, "tokens"),
+            (self.cost, _COST, "cost_usd"),
         ):
-            where, amounts = _present(values, convert)
+            where, amounts = _present(fields(batches, name))
             if len(amounts):
                 rows = self._rows(slots if where is None else slots[where], column)  # may grow the table's arrays
                 np.add.at(table.values, rows, amounts)
@@ -315,19 +309,25 @@ class MetricsSink:
         self._invocations.settle()
         self._uncached.clear()
 
-    def _observe(self, events: list[Event], slots: np.ndarray, where: np.ndarray | None, seconds: np.ndarray) -> None:
+    def _observe(self, events: list[Event], slots: np.ndarray, where: np.ndarray | None, seconds: np.ndarray, batches: list[Batch]) -> None:
         """agent_event_duration_seconds for the events at `where` (all when None), with exemplars."""
         table = self.durations
         rows = self._rows(slots if where is None else slots[where], _HIST)
         buckets = np.searchsorted(self._bounds, seconds, side="left")  # bisect_left: `le` is inclusive
         if self.config.exemplars:
-            timed = events if where is None else [events[i] for i in where.tolist()]
-            self._keep_exemplars(table, timed, rows, buckets, seconds)
+            stamps = fields(batches, "timestamp")
+            if where is None:
+                self._keep_exemplars(table, events, rows, buckets, seconds, stamps)
+            else:
+                self._keep_exemplars(table, [events[i] for i in where.tolist()], rows, buckets, seconds, stamps[where])
         np.add.at(table.counts, (rows, buckets), 1)
         np.add.at(table.values, rows, seconds)
 
-    def _keep_exemplars(self, table: HistogramTable, events: list[Event], rows: np.ndarray, buckets: np.ndarray, seconds: np.ndarray) -> None:
-        """The latest event with a W3C trace id in each (series, bucket) becomes its exemplar.
+    def _keep_exemplars(
+        self, table: HistogramTable, events: list[Event], rows: np.ndarray, buckets: np.ndarray, seconds: np.ndarray, stamps: np.ndarray
+    ) -> None:
+        """The latest event with a W3C trace id in each (series, bucket) becomes its exemplar;
+        `stamps`: the events' timestamps (NaN: none in epoch seconds).
         Every id of the batch is checked at once (the common case: all are W3C ids); only a batch
         with a bad one checks them one by one, counting those left out."""
         traces = [ev.trace_id for ev in events]
@@ -362,11 +362,7 @@ class MetricsSink:
         else:
             np.put(table.ex_span, places, np.fromiter(spans, object, n)[picked])
         np.put(table.ex_value, places, seconds[latest])
-        try:
-            times = floats([ev.timestamp for ev in events])[picked]  # type: ignore[misc]  # epoch seconds once decoded
-        except (TypeError, ValueError):  # not decoded: a datetime is no exemplar timestamp
-            times = np.array([s if isinstance(s := ev.timestamp, float) else None for ev in events], dtype=float)[picked]
-        np.put(table.ex_time, places, times)
+        np.put(table.ex_time, places, stamps[picked])
 
     def _exemplar_ids(self, trace_id: str, span_id: str | None) -> tuple[str, str | None] | None:
         """The ids an exemplar may carry (W3C ids only: Prometheus refuses a scrape over one

@@ -1,12 +1,15 @@
-"""The sinks' list-to-column helpers give exactly what np.array gives, on either of their paths."""
+"""The sinks' list-to-column helpers give exactly what np.array gives, on either of their paths;
+a batch's numeric fields are made once and shared read-only."""
 
 import random
 import sys
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
-from sidecar.sinks.columns import SHORT, counts, floats, ints
+from sidecar.sinks.columns import SHORT, counts, field, fields, floats, ints
+from sidecar.types import Batch, Event
 
 
 def same(got, want):
@@ -55,3 +58,51 @@ def test_columns_are_writable():
     for column in (floats([1.0] * 100), ints([1] * 100), counts([1] * 100)):
         column[0] = 7
         assert column[0] == 7
+
+
+NUMERIC = ("timestamp", "duration_ms", "cost_usd", "input_tokens", "output_tokens", "tokens")
+
+
+def random_batch(rnd, n):
+    def maybe(value):
+        return None if rnd.random() < 0.3 else value
+
+    events = [
+        Event(type="llm.call", timestamp=rnd.uniform(0, 2e9), duration_ms=maybe(rnd.uniform(0, 1e12)), cost_usd=maybe(rnd.uniform(0, 1e9)),
+              input_tokens=maybe(rnd.randrange(10**12 + 1)), output_tokens=maybe(rnd.randrange(10**12 + 1)), tokens=maybe(rnd.randrange(3)))
+        for _ in range(n)
+    ]
+    return Batch(events, [b"{}"] * n, 0.0, "test")
+
+
+@pytest.mark.parametrize("n", [1, SHORT - 1, SHORT, 500])
+def test_a_batch_field_is_each_events_value_as_a_float_with_nan_for_none(n):
+    rnd = random.Random(n)
+    batch = random_batch(rnd, n)
+    for name in NUMERIC:
+        want = np.array([getattr(ev, name) for ev in batch.events], dtype=np.float64)
+        same(field(batch, name), want)
+    assert any(ev.input_tokens is None for ev in batch.events) == bool(np.isnan(field(batch, "input_tokens")).any())
+
+
+def test_a_batch_field_is_made_once_and_cannot_be_written():
+    batch = random_batch(random.Random(1), 100)
+    column = field(batch, "duration_ms")
+    assert field(batch, "duration_ms") is column  # the second sink reads the first one's
+    with pytest.raises(ValueError, match="read-only"):
+        column[0] = 1.0  # a sink changing it would change what the others read
+
+
+def test_fields_of_several_batches_join_them_in_order():
+    rnd = random.Random(2)
+    batches = [random_batch(rnd, n) for n in (3, 40, 1)]
+    for name in NUMERIC:
+        same(fields(batches, name), np.concatenate([field(b, name) for b in batches]))
+    assert fields(batches[:1], "cost_usd") is field(batches[0], "cost_usd")
+
+
+def test_a_timestamp_not_in_epoch_seconds_is_nan():
+    """Only events that skipped the decoder keep a datetime (it makes every timestamp epoch seconds)."""
+    events = [Event(type="llm.call", timestamp=1.5), Event(type="llm.call", timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    stamps = field(Batch(events, [b"{}", b"{}"], 0.0, "test"), "timestamp")
+    assert stamps[0] == 1.5 and np.isnan(stamps[1])

@@ -62,7 +62,7 @@ class WindowSink:
         self._loop = None  # the pipeline has drained: nothing writes any more
 
     def consume(self, batch: Batch) -> None:
-        self.store.consume(batch.events, self.clock(), self.label_sets.of(batch))
+        self.store.consume(batch, self.clock(), self.label_sets.of(batch))
 
     def maintain(self, now: float) -> None:
         self.store.flush(now, fold=True)

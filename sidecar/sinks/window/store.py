@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.config import WindowsConfig, format_duration
-from sidecar.sinks.columns import floats, ints
+from sidecar.sinks.columns import field, fields, ints
 from sidecar.sinks.labelsets import Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.sinks.window.sorted_values import Floats, SortedValues
@@ -45,7 +45,7 @@ from sidecar.sinks.window.view import (
     UInt16s,
     sampled,
 )
-from sidecar.types import SEVERITIES, Event
+from sidecar.types import SEVERITIES, Batch
 
 MAX_KEYS = 65_535  # keys are stored as uint16; near the cap new combinations fold into overflow keys
 OVERFLOW = "__overflow__"
@@ -264,17 +264,17 @@ COLUMNS = {
 }
 
 
-def _tokens(values: list[int]) -> npt.NDArray[np.uint32]:
-    column = ints(values)  # counts are at most contract.MAX_COUNT: an int64 holds them
+def _tokens(column: Floats) -> npt.NDArray[np.uint32]:
+    """A count column (NaN: none, counted 0), clamped to MAX_TOKENS."""
+    column = np.where(np.isnan(column), 0.0, column)  # counts are at most contract.MAX_COUNT: exact as floats
     if len(column) and column.max() > MAX_TOKENS:
         column = np.minimum(column, MAX_TOKENS)
     return column.astype(np.uint32)
 
 
-def _amounts(values: list[float | None]) -> Floats:
-    """An amount column (None -> NaN: no value), clamped to MAX_AMOUNT. Amounts are >= 0 (the
-    event contract), so one NaN-ignoring max decides whether a clamping pass is needed."""
-    column = floats(values)  # None -> NaN
+def _amounts(column: Floats) -> Floats:
+    """An amount column (NaN: no value), clamped to MAX_AMOUNT. Amounts are >= 0 (the event
+    contract), so one NaN-ignoring max decides whether a clamping pass is needed."""
     if len(column) and np.fmax.reduce(column) > MAX_AMOUNT:
         column = np.minimum(column, MAX_AMOUNT)  # NaN stays NaN
     return column
@@ -310,7 +310,8 @@ class WindowStore:
         # copier last set it to inf.
         self.shifted = 0
         self.rewritten_from: float = math.inf
-        self._waiting: list[Event] = []  # events of small batches, not in columns yet (WAIT_BELOW)
+        self._waiting: list[Batch] = []  # small batches, not in columns yet (WAIT_BELOW)
+        self._waiting_n = 0
         self._waiting_numbers: list[int] = []  # their label-set numbers
         self._pending: list[Columns] = []  # column chunks of consumed, unfiled events
         self._pending_n = 0
@@ -324,34 +325,36 @@ class WindowStore:
 
     # -- the hot path -------------------------------------------------------
 
-    def consume(self, events: list[Event], now: float, numbers: list[int]) -> None:
-        """`numbers`: the events' label-set numbers (sidecar.sinks.labelsets)."""
-        # Columns are extracted with one comprehension per field (several times cheaper than
-        # appending field by field) soon, while the events are still in the CPU cache: done at
-        # flush time, 16k cold events cost a cache miss per field. Filing is done in bulk.
+    def consume(self, batch: Batch, now: float, numbers: list[int]) -> None:
+        """`numbers`: the batch's label-set numbers (sidecar.sinks.labelsets)."""
+        # Columns are made soon, while the events are still in the CPU cache: done at flush
+        # time, 16k cold events cost a cache miss per field. Filing is done in bulk.
         late_cut = now - self.largest.seconds
-        if len(events) < WAIT_BELOW or self._waiting:
-            self.late += sum(1 for ev in events if ev.timestamp < late_cut)  # type: ignore[operator,misc]  # epoch seconds once decoded
-            self._waiting += events
+        n = len(batch.events)
+        if n < WAIT_BELOW or self._waiting:
+            self.late += int(np.count_nonzero(field(batch, "timestamp") < late_cut))
+            self._waiting.append(batch)
+            self._waiting_n += n
             self._waiting_numbers += numbers
-            if len(self._waiting) < WAIT_BELOW:
+            if self._waiting_n < WAIT_BELOW:
                 return
             self._columns_of_waiting()
         else:
-            self._pending.append(self._columns(events, late_cut, numbers))
-            self._pending_n += len(events)
+            self._pending.append(self._columns([batch], late_cut, numbers))
+            self._pending_n += n
         if self._pending_n >= FLUSH_EVENTS:
             self.flush(now, fold=True)
 
     def _columns_of_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting, self._waiting_n = self._waiting, [], 0
         numbers, self._waiting_numbers = self._waiting_numbers, []
         self._pending.append(self._columns(waiting, -math.inf, numbers))  # their late ones were counted in consume
-        self._pending_n += len(waiting)
+        self._pending_n += len(numbers)
 
-    def _columns(self, evs: list[Event], late_cut: float, numbers: list[int]) -> Columns:
-        """A batch as typed columns; interns keys and run ids; counts late events."""
-        ts = floats([e.timestamp for e in evs])  # type: ignore[misc]  # epoch seconds once decoded
+    def _columns(self, batches: list[Batch], late_cut: float, numbers: list[int]) -> Columns:
+        """Batches as typed columns; interns keys and run ids; counts late events."""
+        evs = batches[0].events if len(batches) == 1 else [e for b in batches for e in b.events]
+        ts = fields(batches, "timestamp")
         self.late += int(np.count_nonzero(ts < late_cut))
         keys = self.keys.by_number.ids(numbers)
         if len(keys) and keys.min() < 0:
@@ -372,24 +375,29 @@ class WindowStore:
         get_run = self.run_ids.get
         runs = [get_run(e.run_id, -2) for e in evs]
         if -2 in runs:
+            # Each id not known yet is interned once, in order of first appearance: a run's
+            # events mostly arrive together, so most of a batch can be runs it starts.
             new: list[str] = []
-            for i, rid in enumerate(runs):
-                if rid == -2:
-                    name = _cut(evs[i].run_id)
-                    runs[i] = get_run(name, -2)
-                    if runs[i] == -2 and name is not None:
-                        runs[i] = self._intern_run(name)
-                        new.append(name)
+            fresh: dict[str, int] = {}
+            for ident in dict.fromkeys([e.run_id for e, rid in zip(evs, runs) if rid == -2]):
+                name = _cut(ident)
+                rid = get_run(name, -2)
+                if rid == -2 and name is not None:
+                    rid = self._intern_run(name)
+                    new.append(name)
+                fresh[ident] = rid  # type: ignore[index]  # None is in run_ids: never missing
+            runs = [fresh[e.run_id] if rid == -2 else rid for e, rid in zip(evs, runs)]  # type: ignore[index]
             self.runs_seen += self._run_hashes.add_new(new)
+        cost = fields(batches, "cost_usd")
         return {
             "ts": ts,
-            "dur": _amounts([e.duration_ms for e in evs]),
+            "dur": _amounts(fields(batches, "duration_ms")),
             "key": keys.astype(np.uint16),
             "run": ints(runs).astype(np.int32),
-            "tin": _tokens([e.input_tokens or 0 for e in evs]),
-            "tout": _tokens([e.output_tokens or 0 for e in evs]),
-            "tother": _tokens([e.tokens or 0 for e in evs]),
-            "cost": _amounts([e.cost_usd or 0.0 for e in evs]),
+            "tin": _tokens(fields(batches, "input_tokens")),
+            "tout": _tokens(fields(batches, "output_tokens")),
+            "tother": _tokens(fields(batches, "tokens")),
+            "cost": _amounts(np.where(np.isnan(cost), 0.0, cost)),
         }
 
     def _intern_run(self, run_id: str) -> int:
