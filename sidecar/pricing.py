@@ -144,15 +144,13 @@ class Pricer:
         counters move once per batch, since labels().inc() per event would cost more than pricing."""
         if not self.config.enabled:
             return
+        # Two comprehensions, not a loop with a counter per event: most events send their cost.
+        priceable = [ev for ev in events if ev.model is not None and (ev.input_tokens is not None or ev.output_tokens is not None)]
+        todo = [ev for ev in priceable if ev.cost_usd is None]
         counts = dict.fromkeys(self._count, 0)
-        for ev in events:
-            model = ev.model
-            if model is None or (ev.input_tokens is None and ev.output_tokens is None):
-                continue
-            if ev.cost_usd is not None:
-                counts["sent"] += 1
-                continue
-            rate, outcome = self._rate(model, None)
+        counts["sent"] = len(priceable) - len(todo)
+        for ev in todo:
+            rate, outcome = self._rate(ev.model, None)  # type: ignore[arg-type]  # priceable: a model
             counts[outcome] += 1
             if rate is not None:
                 ev.cost_usd = min(rate(ev.input_tokens or 0, ev.output_tokens or 0), MAX_COST_USD)
