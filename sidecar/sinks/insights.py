@@ -42,10 +42,10 @@ class Storm:
 EVENTS, ERRORS, COST, INPUT, TOKEN_CALLS, TOKENS = FIELDS = range(6)  # TOKENS: input + output + other
 # type -> (opens?, kind): one lookup per event on the hot path. A run is keyed by its run_id, an
 # invocation by its invocation_id.
-_LIFECYCLE_OF = {
-    "workflow.started": (True, "run"), "agent.invoked": (True, "invocation"),
-    "workflow.completed": (False, "run"), "workflow.failed": (False, "run"),
-    "agent.completed": (False, "invocation"), "agent.failed": (False, "invocation"),
+_LIFECYCLE_OF = {  # type -> (opens?, kind, is a run?)
+    "workflow.started": (True, "run", True), "agent.invoked": (True, "invocation", False),
+    "workflow.completed": (False, "run", True), "workflow.failed": (False, "run", True),
+    "agent.completed": (False, "invocation", False), "agent.failed": (False, "invocation", False),
 }
 
 
@@ -265,9 +265,10 @@ class InsightsStore:
         times = fields(batches, "timestamp")  # the decoder normalises timestamps to epoch seconds
         stamps: list[float] = times.tolist()
         numeric = {name: fields(batches, name) for name in _NUMERIC}
+        failed = [ev.success is False for ev in events]
         lo, hi = float(times.min()), float(times.max())
         if lo >= oldest and lo // width == hi // width:  # the common case: one bucket
-            rows = self._fill(int(lo // width), events, numbers, numeric)
+            rows = self._fill(int(lo // width), events, numbers, numeric, failed)
         else:
             groups: dict[int, list[int]] = {}
             for i, ts in enumerate(stamps):
@@ -276,36 +277,43 @@ class InsightsStore:
             rows = [-1] * len(events)  # events past retention are not stored
             for index, chosen in groups.items():
                 at = np.array(chosen, dtype=np.intp)
-                got = self._fill(index, [events[i] for i in chosen], [numbers[i] for i in chosen], {k: v[at] for k, v in numeric.items()})
+                got = self._fill(
+                    index, [events[i] for i in chosen], [numbers[i] for i in chosen], {k: v[at] for k, v in numeric.items()}, [failed[i] for i in chosen]
+                )
                 for i, row in zip(chosen, got):
                     rows[i] = row
-        # Failures per invocation and the open runs, event by event in batch order.
-        lifecycle_of, open_, opened = _LIFECYCLE_OF, self.open, self._opened
+        # Failures per invocation, then the open runs: two separate states, each in batch order.
+        if True in failed:
+            for i in itertools.compress(range(len(events)), failed):
+                if rows[i] >= 0:  # else not stored: past retention, or its subject past the cap
+                    ev = events[i]
+                    ident = ev.invocation_id or ev.run_id
+                    if ident is not None:
+                        self._failed(ident, stamps[i], ev.agent, ev.model)
+        lifecycle_of, open_, max_active = _LIFECYCLE_OF, self.open, self.config.max_active
         for ev, ts, row in zip(events, stamps, rows):
-            if row < 0:
-                continue  # not stored: past retention, or its subject past the cap
-            if ev.success is False:
-                ident = ev.invocation_id or ev.run_id
-                if ident is not None:
-                    self._failed(ident, ts, ev.agent, ev.model)
             life = lifecycle_of.get(ev.type)
-            if life is None:
+            if life is None or row < 0:
                 continue
-            opens, kind = life
-            run = kind == "run"
+            opens, kind, run = life
             ident = ev.run_id if run else ev.invocation_id
             if ident is None:
                 continue
             key = (kind, ident)
-            if opens:
-                opened(key, ts, ev.workflow if run else ev.agent)
-            else:
+            if not opens:
                 open_.pop(key, None)
+                continue
+            if key in open_:
+                del open_[key]  # an id started again: a new run (it goes to the end of the order)
+            elif len(open_) >= max_active:
+                open_.popitem(last=False)
+                self.dropped += 1
+            open_[key] = (ts, ev.workflow if run else ev.agent)
 
-    def _fill(self, index: int, events: list[Event], numbers: list[int], numeric: dict[str, np.ndarray]) -> list[int]:
+    def _fill(self, index: int, events: list[Event], numbers: list[int], numeric: dict[str, np.ndarray], failed: list[bool]) -> list[int]:
         """File events of one bucket as columns; return each one's row, -1 for a subject past the cap.
         A row is found by the event's label-set number, or by its subject the first time.
-        `numeric`: the events' _NUMERIC fields (sidecar.sinks.columns.field)."""
+        `numeric`: the events' _NUMERIC fields (sidecar.sinks.columns.field); `failed`: success is False."""
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = _Bucket()
@@ -336,6 +344,7 @@ class InsightsStore:
             kept = [i for i, row in enumerate(rows) if row >= 0]
             events, stored = [events[i] for i in kept], [rows[i] for i in kept]
             numeric = {k: v[kept] for k, v in numeric.items()}
+            failed = [failed[i] for i in kept]
         else:
             stored = rows
         if not stored:
@@ -347,7 +356,7 @@ class InsightsStore:
         tin = np.where(reported, tin, 0.0)
         columns = [  # in FIELDS order; counts are at most contract.MAX_COUNT, exact as floats
             np.ones(len(events)),
-            ints([ev.success is False for ev in events]),
+            ints(failed),
             _or_zero(numeric["cost_usd"]),
             tin,
             reported.astype(np.float64),
@@ -382,14 +391,6 @@ class InsightsStore:
         self.fails[ident] = (count, entry[1], entry[2], entry[3])  # an existing key keeps its place (oldest first)
         if count == self.config.retry_failures:
             self.storms.append((ts, ident))
-
-    def _opened(self, key: tuple[str, str], ts: float, name: str | None) -> None:
-        if key in self.open:
-            del self.open[key]  # an id started again: a new run (it goes to the end of the order)
-        elif len(self.open) >= self.config.max_active:
-            self.open.popitem(last=False)
-            self.dropped += 1
-        self.open[key] = (ts, name)
 
     def maintain(self, now: float) -> None:
         """Drop buckets past retention, freeze past ones into arrays, forget stale open items."""

@@ -123,26 +123,32 @@ class _Lifecycle:
         self.opened: list[int] = []  # gauge rows to add 1 to, and to take 1 from, at `settle`
         self.closed: list[int] = []
 
-    def start(self, ident: str, now: float, label: str) -> None:
-        """Open `ident`, counted on the gauge of `label`, looked up only for an id not open yet."""
-        if ident in self.open:
+    def start(self, ident: str, now: float, name: str | None) -> None:
+        """Open `ident`, counted on the gauge of `name` (cut to a label), unless it is open."""
+        open_ = self.open
+        if ident in open_:
             return
-        if len(self.open) >= self.max_active:
+        if len(open_) >= self.max_active:
             self.untracked += 1
             return
-        self.ended.pop(ident, None)  # an id reused for a new run
+        if ident in self.ended:
+            del self.ended[ident]  # an id reused for a new run
+        label = (name or "")[:MAX_LABEL_LENGTH]
         row = self.gauges.row((label,))
-        self.open[ident] = (row, now, label)
+        open_[ident] = (row, now, label)
         self.opened.append(row)
 
     def end(self, ident: str) -> bool:
         """Close `ident`; False when it already had an outcome (abandoned, or ended before)."""
-        if ident in self.open:
-            self._close(ident)
-            return True
-        if ident in self.ended:
+        entry = self.open.pop(ident, None)
+        if entry is not None:
+            self.closed.append(entry[0])
+        elif ident in self.ended:
             return False
-        self._remember(ident)  # an end without a start we saw: its one outcome
+        ended = self.ended  # remembered: an id closed now, or an end without a start we saw
+        ended[ident] = None
+        if len(ended) > self.max_active:
+            ended.popitem(last=False)
         return True
 
     def abandon(self, cutoff: float) -> list[str]:
@@ -453,7 +459,7 @@ class MetricsSink:
                     ident = bounded_id(ident)
                 if what == _RUN_START:
                     if ident:
-                        runs.start(ident, now, (ev.workflow or "")[:MAX_LABEL_LENGTH])
+                        runs.start(ident, now, ev.workflow)
                 elif not ident or runs.end(ident):
                     outcomes[(ev.workflow or "", outcome)] += 1
             else:
@@ -462,7 +468,7 @@ class MetricsSink:
                     if len(ident) > _MAX_ID:
                         ident = bounded_id(ident)
                     if what == _INVOKED:
-                        invocations.start(ident, now, (ev.agent or "")[:MAX_LABEL_LENGTH])
+                        invocations.start(ident, now, ev.agent)
                     else:
                         invocations.end(ident)
 

@@ -379,6 +379,19 @@ def test_ended_runs_are_remembered_newest_first_up_to_max_active():
     assert runs() == 4
 
 
+def test_a_run_id_started_again_is_remembered_from_its_new_end():
+    """An id started again is a new run: once it ends it is the newest ended id, so the ids ended
+    since its first run are forgotten before it, and its late repeat still does not count."""
+    sink, reg = make(**{"lifecycle.max_active": 2})
+    runs = lambda: reg.get_sample_value("agent_workflow_runs_total", {"workflow": "w", "outcome": "completed"})  # noqa: E731
+    run = lambda i: ({"type": "workflow.started", "workflow": "w", "run_id": i}, {"type": "workflow.completed", "workflow": "w", "run_id": i})  # noqa: E731
+    feed(sink, *run("r1"), *run("r2"), *run("r1"))
+    assert runs() == 3 and list(sink._runs.ended) == ["r2", "r1"]
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "r3"})  # pushes out r2, the oldest
+    feed(sink, {"type": "workflow.completed", "workflow": "w", "run_id": "r1"})
+    assert runs() == 4  # r3 only: r1's repeat is not a second outcome
+
+
 def test_cardinality_guard_folds_new_label_sets_into_overflow():
     sink, reg = make(**{"metrics.max_series_per_metric": 3})
     feed(sink, *({"type": "x", "agent": f"agent-{i}"} for i in range(5)))
