@@ -10,6 +10,7 @@ to numpy too: struct's setup (~1 us) is more than numpy's per-item cost below ~3
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -73,18 +74,30 @@ def field(batch: Batch, name: str) -> np.ndarray:
     values makes a new array). A timestamp not in epoch seconds (events not decoded) is NaN."""
     column: np.ndarray | None = batch.columns.get(name)
     if column is None:
-        values = _EXTRACT[name](batch.events)
-        try:
-            column = counts(values) if name in _COUNTS else floats(values)
-        except TypeError:  # a datetime: only events that skipped the decoder have one
-            column = np.array([v if isinstance(v, (int, float)) else None for v in values], dtype=np.float64)
+        column = batch.columns[name] = _column(batch.events, name)
         column.flags.writeable = False
-        batch.columns[name] = column
     return column
 
 
-def fields(batches: Sequence[Batch], name: str) -> np.ndarray:
-    """`field` of several batches, end to end."""
+def fields(batches: Sequence[Batch], name: str, events: list[Any]) -> np.ndarray:
+    """`field` of one batch. Several batches are small ones filed together (`events`: theirs, in
+    order), whose column is made from all their events at once: six arrays for a batch of one
+    event would cost more than the event."""
     if len(batches) == 1:
         return field(batches[0], name)
-    return np.concatenate([field(b, name) for b in batches])
+    return _column(events, name)
+
+
+def _column(events: list[Any], name: str) -> np.ndarray:
+    values = _EXTRACT[name](events)
+    missing = values.count(None)
+    try:
+        if not missing:
+            return counts(values) if name in _COUNTS else floats(values)
+        if missing == len(values):  # a field no event of the batch has
+            return np.full(len(values), np.nan)
+        # numpy checks each item of a list with None in it (~30 ns per item): NaN packs as a float,
+        # and counts are at most contract.MAX_COUNT < 2**53, exact as floats
+        return floats([math.nan if v is None else v for v in values])
+    except TypeError:  # a datetime: only events that skipped the decoder have one
+        return np.array([v if isinstance(v, (int, float)) else None for v in values], dtype=np.float64)

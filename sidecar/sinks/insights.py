@@ -262,9 +262,9 @@ class InsightsStore:
         events = batches[0].events if len(batches) == 1 else [ev for b in batches for ev in b.events]
         width = self.width
         oldest = self.clock() - self.config.retention
-        times = fields(batches, "timestamp")  # the decoder normalises timestamps to epoch seconds
+        times = fields(batches, "timestamp", events)  # the decoder normalises timestamps to epoch seconds
         stamps: list[float] = times.tolist()
-        numeric = {name: fields(batches, name) for name in _NUMERIC}
+        numeric = {name: fields(batches, name, events) for name in _NUMERIC}
         failed = [ev.success is False for ev in events]
         lo, hi = float(times.min()), float(times.max())
         if lo >= oldest and lo // width == hi // width:  # the common case: one bucket

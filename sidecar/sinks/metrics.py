@@ -289,14 +289,14 @@ class MetricsSink:
                 slots[i] = slot = self._slot(events[i])
                 self._slot_of.note(numbers[i], slot)
         np.add.at(self.events.values, self._slot_rows[slots, _EVENTS], 1.0)
-        where, durations = _present(fields(batches, "duration_ms"))
+        where, durations = _present(fields(batches, "duration_ms", events))
         if len(durations):
             self._observe(events, slots, where, durations / 1000.0, batches)
         for table, column, name in (
             (self.tokens, _INPUT, "input_tokens"), (self.tokens, _OUTPUT, "output_tokens"), (self.tokens, _UNKNOWN, "tokens"),
             (self.cost, _COST, "cost_usd"),
         ):
-            where, amounts = _present(fields(batches, name))
+            where, amounts = _present(fields(batches, name, events))
             if len(amounts):
                 rows = self._rows(slots if where is None else slots[where], column)  # may grow the table's arrays
                 np.add.at(table.values, rows, amounts)
@@ -321,7 +321,7 @@ class MetricsSink:
         rows = self._rows(slots if where is None else slots[where], _HIST)
         buckets = np.searchsorted(self._bounds, seconds, side="left")  # bisect_left: `le` is inclusive
         if self.config.exemplars:
-            stamps = fields(batches, "timestamp")
+            stamps = fields(batches, "timestamp", events)
             if where is None:
                 self._keep_exemplars(table, events, rows, buckets, seconds, stamps)
             else:

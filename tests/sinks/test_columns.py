@@ -93,12 +93,14 @@ def test_a_batch_field_is_made_once_and_cannot_be_written():
         column[0] = 1.0  # a sink changing it would change what the others read
 
 
-def test_fields_of_several_batches_join_them_in_order():
+def test_fields_of_several_batches_join_them_in_order_without_a_column_per_batch():
     rnd = random.Random(2)
     batches = [random_batch(rnd, n) for n in (3, 40, 1)]
+    events = [ev for b in batches for ev in b.events]
     for name in NUMERIC:
-        same(fields(batches, name), np.concatenate([field(b, name) for b in batches]))
-    assert fields(batches[:1], "cost_usd") is field(batches[0], "cost_usd")
+        same(fields(batches, name, events), np.array([getattr(ev, name) for ev in events], dtype=np.float64))
+    assert not any(b.columns for b in batches)  # small batches filed together: one column for all
+    assert fields(batches[:1], "cost_usd", batches[0].events) is field(batches[0], "cost_usd")
 
 
 def test_a_timestamp_not_in_epoch_seconds_is_nan():
@@ -106,3 +108,11 @@ def test_a_timestamp_not_in_epoch_seconds_is_nan():
     events = [Event(type="llm.call", timestamp=1.5), Event(type="llm.call", timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc))]
     stamps = field(Batch(events, [b"{}", b"{}"], 0.0, "test"), "timestamp")
     assert stamps[0] == 1.5 and np.isnan(stamps[1])
+
+
+@pytest.mark.parametrize("n", [1, SHORT, 200])
+def test_a_field_no_event_has_or_some_lack_is_nan_there(n):
+    events = [Event(type="llm.call", timestamp=1.0, input_tokens=None if i % 3 else 10**12 - i) for i in range(n)]
+    batch = Batch(events, [b"{}"] * n, 0.0, "test")
+    same(field(batch, "tokens"), np.full(n, np.nan))
+    same(field(batch, "input_tokens"), np.array([ev.input_tokens for ev in events], dtype=np.float64))

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.config import WindowsConfig, format_duration
-from sidecar.sinks.columns import field, fields, ints
+from sidecar.sinks.columns import fields, ints
 from sidecar.sinks.labelsets import Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.sinks.window.sorted_values import Floats, SortedValues
@@ -332,7 +332,7 @@ class WindowStore:
         late_cut = now - self.largest.seconds
         n = len(batch.events)
         if n < WAIT_BELOW or self._waiting:
-            self.late += int(np.count_nonzero(field(batch, "timestamp") < late_cut))
+            self.late += sum(1 for ev in batch.events if ev.timestamp < late_cut)  # type: ignore[operator,misc]  # epoch seconds once decoded
             self._waiting.append(batch)
             self._waiting_n += n
             self._waiting_numbers += numbers
@@ -354,7 +354,7 @@ class WindowStore:
     def _columns(self, batches: list[Batch], late_cut: float, numbers: list[int]) -> Columns:
         """Batches as typed columns; interns keys and run ids; counts late events."""
         evs = batches[0].events if len(batches) == 1 else [e for b in batches for e in b.events]
-        ts = fields(batches, "timestamp")
+        ts = fields(batches, "timestamp", evs)
         self.late += int(np.count_nonzero(ts < late_cut))
         keys = self.keys.by_number.ids(numbers)
         if len(keys) and keys.min() < 0:
@@ -375,28 +375,32 @@ class WindowStore:
         get_run = self.run_ids.get
         runs = [get_run(e.run_id, -2) for e in evs]
         if -2 in runs:
-            # Each id not known yet is interned once, in order of first appearance: a run's
-            # events mostly arrive together, so most of a batch can be runs it starts.
+            # A run's events mostly arrive together, so most of a batch can be runs it starts:
+            # each new id is interned once, then found in `fresh`.
             new: list[str] = []
             fresh: dict[str, int] = {}
-            for ident in dict.fromkeys([e.run_id for e, rid in zip(evs, runs) if rid == -2]):
-                name = _cut(ident)
-                rid = get_run(name, -2)
-                if rid == -2 and name is not None:
-                    rid = self._intern_run(name)
-                    new.append(name)
-                fresh[ident] = rid  # type: ignore[index]  # None is in run_ids: never missing
-            runs = [fresh[e.run_id] if rid == -2 else rid for e, rid in zip(evs, runs)]  # type: ignore[index]
+            for i, rid in enumerate(runs):
+                if rid == -2:
+                    ident: str = evs[i].run_id  # type: ignore[assignment]  # None is in run_ids: never -2
+                    rid = fresh.get(ident, -2)
+                    if rid == -2:
+                        name = _cut(ident)
+                        rid = get_run(name, -2)
+                        if rid == -2:
+                            rid = self._intern_run(name)  # type: ignore[arg-type]
+                            new.append(name)  # type: ignore[arg-type]
+                        fresh[ident] = rid
+                    runs[i] = rid
             self.runs_seen += self._run_hashes.add_new(new)
-        cost = fields(batches, "cost_usd")
+        cost = fields(batches, "cost_usd", evs)
         return {
             "ts": ts,
-            "dur": _amounts(fields(batches, "duration_ms")),
+            "dur": _amounts(fields(batches, "duration_ms", evs)),
             "key": keys.astype(np.uint16),
             "run": ints(runs).astype(np.int32),
-            "tin": _tokens(fields(batches, "input_tokens")),
-            "tout": _tokens(fields(batches, "output_tokens")),
-            "tother": _tokens(fields(batches, "tokens")),
+            "tin": _tokens(fields(batches, "input_tokens", evs)),
+            "tout": _tokens(fields(batches, "output_tokens", evs)),
+            "tother": _tokens(fields(batches, "tokens", evs)),
             "cost": _amounts(np.where(np.isnan(cost), 0.0, cost)),
         }
 
