@@ -13,8 +13,13 @@ collector is set as `agent-sidecar run` sets it (frozen after set-up, young thre
 
     python bench/sink_instructions.py pipeline   # every sink on each batch, in the pipeline's order
 
-A stage alone pays what the sinks share (the label-set numbers, made by the first sink that asks),
-so since they share it the stages' sum over-counts; `pipeline` is the figure for all of them.
+A stage alone pays what the sinks share (the label-set numbers and numeric columns, made by the
+first sink that asks), so the stages' sum over-counts; `pipeline` is the figure for all of them.
+
+    python bench/sink_instructions.py --split 880,120 pipeline
+
+hands each 1,000 events over as batches of these sizes instead, as the Unix listener does when a
+256 KiB read cuts a sender's 1,000-line write: the sinks file a short batch with the next one.
 """
 
 from __future__ import annotations
@@ -46,29 +51,36 @@ def child(stage: str, n: int) -> None:
     lines = realistic_lines((WARM + n) * BATCH)
     decoder = EventDecoder()
     now = time.time()
-    chunks = [lines[i : i + BATCH] for i in range(0, len(lines), BATCH)]
-    batches = []
-    for chunk in chunks:
-        events, raws, _ = decoder.decode(chunk, now)
-        batches.append(Batch(events, raws, now, "bench"))
+    sizes = [int(size) for size in os.environ.get("SINK_SPLIT", str(BATCH)).split(",")]
+    assert sum(sizes) == BATCH, f"--split must add up to {BATCH}"
+    batches = []  # per 1,000 events, the batches they arrive in
+    for at in range(0, len(lines), BATCH):
+        group = []
+        for size in sizes:
+            events, raws, _ = decoder.decode(lines[at : at + size], now)
+            group.append(Batch(events, raws, now, "bench"))
+            at += size
+        batches.append(group)
     built = build_sinks(Config(), CollectorRegistry(), lambda: now)
     # "pipeline": every sink on each batch in the pipeline's order, as `run` does: a cost they
     # share (the label-set numbers) is paid once, by the first to ask; each stage alone pays it.
     sinks = [] if stage == "decode" else built.in_order() if stage == "pipeline" else [getattr(built, stage)]
-    for batch in batches[:WARM]:
-        for sink in sinks:
-            sink.consume(batch)
+    for group in batches[:WARM]:
+        for batch in group:
+            for sink in sinks:
+                sink.consume(batch)
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000)
     callgrind_switch(True)
     if not sinks:
-        for chunk in chunks[WARM:]:
-            decoder.decode(chunk, now)
+        for at in range(WARM * BATCH, len(lines), BATCH):
+            decoder.decode(lines[at : at + BATCH], now)
     else:
-        for batch in batches[WARM:]:
-            for sink in sinks:
-                sink.consume(batch)
+        for group in batches[WARM:]:
+            for batch in group:
+                for sink in sinks:
+                    sink.consume(batch)
     callgrind_switch(False)
 
 
@@ -76,8 +88,13 @@ def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child(sys.argv[2], int(sys.argv[3]))
         return
-    stages = sys.argv[1:] or STAGES
-    print(f"Python {sys.version.split()[0]}, instructions per event (callgrind, batches of {BATCH:,}: 6 minus 2)")
+    args = sys.argv[1:]
+    if args[:1] == ["--split"]:
+        os.environ["SINK_SPLIT"] = args[1]  # read by the children
+        args = args[2:]
+    stages = args or STAGES
+    split = os.environ.get("SINK_SPLIT", f"{BATCH:,}")
+    print(f"Python {sys.version.split()[0]}, instructions per event (callgrind, 1,000 events as batches of {split}: 6 minus 2)")
     total = 0
     for stage in stages:
         per_event = callgrind_per_unit(os.path.abspath(__file__), stage, BATCH)

@@ -80,11 +80,14 @@ def field(batch: Batch, name: str) -> np.ndarray:
 
 
 def fields(batches: Sequence[Batch], name: str, events: list[Any]) -> np.ndarray:
-    """`field` of one batch. Several batches are small ones filed together (`events`: theirs, in
-    order), whose column is made from all their events at once: six arrays for a batch of one
-    event would cost more than the event."""
+    """`field` of several batches filed together (`events`: theirs, in order), end to end. Batches
+    of a few events (a quiet sender's) get one column made from all their events at once: six
+    arrays for a batch of one event would cost more than the event. Larger ones (a socket read
+    cut mid-stream leaves a short batch beside a long one) keep their shared columns."""
     if len(batches) == 1:
         return field(batches[0], name)
+    if len(events) >= SHORT * len(batches):
+        return np.concatenate([field(b, name) for b in batches])
     return _column(events, name)
 
 

@@ -93,13 +93,16 @@ def test_a_batch_field_is_made_once_and_cannot_be_written():
         column[0] = 1.0  # a sink changing it would change what the others read
 
 
-def test_fields_of_several_batches_join_them_in_order_without_a_column_per_batch():
+def test_fields_of_several_batches_join_them_in_order():
     rnd = random.Random(2)
-    batches = [random_batch(rnd, n) for n in (3, 40, 1)]
-    events = [ev for b in batches for ev in b.events]
-    for name in NUMERIC:
-        same(fields(batches, name, events), np.array([getattr(ev, name) for ev in events], dtype=np.float64))
-    assert not any(b.columns for b in batches)  # small batches filed together: one column for all
+    for sizes, shared in (((3, 40, 1), False), ((1, 1, 200), True), ((900, 120), True)):
+        batches = [random_batch(rnd, n) for n in sizes]
+        events = [ev for b in batches for ev in b.events]
+        for name in NUMERIC:
+            same(fields(batches, name, events), np.array([getattr(ev, name) for ev in events], dtype=np.float64))
+        # Batches of a few events each, filed together, get one column for all (not one per batch);
+        # larger ones keep theirs, which the other sinks then read.
+        assert all(bool(b.columns) == shared for b in batches), sizes
     assert fields(batches[:1], "cost_usd", batches[0].events) is field(batches[0], "cost_usd")
 
 
