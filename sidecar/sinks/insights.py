@@ -40,9 +40,9 @@ class Storm:
     failures: int  # so far
 # Per-subject sums, in this order (a list each, so the hot path bumps items in place).
 EVENTS, ERRORS, COST, INPUT, TOKEN_CALLS, TOKENS = FIELDS = range(6)  # TOKENS: input + output + other
-# type -> (opens?, kind): one lookup per event on the hot path. A run is keyed by its run_id, an
-# invocation by its invocation_id.
-_LIFECYCLE_OF = {  # type -> (opens?, kind, is a run?)
+# type -> (opens?, kind, is a run?): one lookup per event on the hot path. A run is keyed by its
+# run_id, an invocation by its invocation_id.
+_LIFECYCLE_OF = {
     "workflow.started": (True, "run", True), "agent.invoked": (True, "invocation", False),
     "workflow.completed": (False, "run", True), "workflow.failed": (False, "run", True),
     "agent.completed": (False, "invocation", False), "agent.failed": (False, "invocation", False),
