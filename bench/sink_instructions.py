@@ -17,9 +17,11 @@ A stage alone pays what the sinks share (the label-set numbers and numeric colum
 first sink that asks), so the stages' sum over-counts; `pipeline` is the figure for all of them.
 
     python bench/sink_instructions.py --split 880,120 pipeline
+    python bench/sink_instructions.py --batch 1 pipeline
 
-hands each 1,000 events over as batches of these sizes instead, as the Unix listener does when a
-256 KiB read cuts a sender's 1,000-line write: the sinks file a short batch with the next one.
+hand each 1,000 events over as batches of these sizes instead: as the Unix listener does when a
+256 KiB read cuts a sender's 1,000-line write (the sinks file a short batch with the next one), or
+as a quiet sender's one-event reads arrive (the sinks wait for 256 events and file them together).
 """
 
 from __future__ import annotations
@@ -92,9 +94,13 @@ def main() -> None:
     if args[:1] == ["--split"]:
         os.environ["SINK_SPLIT"] = args[1]  # read by the children
         args = args[2:]
+    elif args[:1] == ["--batch"]:
+        size = int(args[1])
+        os.environ["SINK_SPLIT"] = ",".join([str(size)] * (BATCH // size) + ([str(BATCH % size)] if BATCH % size else []))
+        args = args[2:]
     stages = args or STAGES
-    split = os.environ.get("SINK_SPLIT", f"{BATCH:,}")
-    print(f"Python {sys.version.split()[0]}, instructions per event (callgrind, 1,000 events as batches of {split}: 6 minus 2)")
+    sizes = sorted(set(os.environ.get("SINK_SPLIT", str(BATCH)).split(",")), key=int, reverse=True)
+    print(f"Python {sys.version.split()[0]}, instructions per event (callgrind, 1,000 events as batches of {', '.join(sizes)}: 6 minus 2)")
     total = 0
     for stage in stages:
         per_event = callgrind_per_unit(os.path.abspath(__file__), stage, BATCH)
