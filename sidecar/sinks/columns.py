@@ -79,6 +79,11 @@ def field(batch: Batch, name: str) -> np.ndarray:
     return column
 
 
+def or_zero(column: np.ndarray) -> np.ndarray:
+    """A `field` column with 0 where an event has no value (a sum counts it as nothing)."""
+    return np.where(np.isnan(column), 0.0, column)
+
+
 def fields(batches: Sequence[Batch], name: str, events: list[Any]) -> np.ndarray:
     """`field` of several batches filed together (`events`: theirs, in order), end to end. Batches
     of a few events (a quiet sender's) get one column made from all their events at once: six

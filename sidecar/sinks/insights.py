@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.config import InsightsConfig
-from sidecar.sinks.columns import fields, ints
+from sidecar.sinks.columns import fields, ints, or_zero
 from sidecar.sinks.labelsets import LabelSets, Mapped
 from sidecar.types import Batch, Event
 
@@ -357,10 +357,10 @@ class InsightsStore:
         columns = [  # in FIELDS order; counts are at most contract.MAX_COUNT, exact as floats
             np.ones(len(events)),
             ints(failed),
-            _or_zero(numeric["cost_usd"]),
+            or_zero(numeric["cost_usd"]),
             tin,
             reported.astype(np.float64),
-            tin + _or_zero(numeric["output_tokens"]) + _or_zero(numeric["tokens"]),
+            tin + or_zero(numeric["output_tokens"]) + or_zero(numeric["tokens"]),
         ]
         table = bucket.table
         if len(stored) * SCATTER_BELOW >= n:
@@ -509,10 +509,6 @@ class InsightsStore:
         complete = self.first_seen is not None and self.first_seen + self.abandon_after <= start * width
         return Snapshot(window=periods[1], baseline=periods[0], open=open_items, storms=storms, as_of=now, exact=exact,
                         abandon_after=self.abandon_after, abandon_complete=complete, kept=self.kept)
-
-
-def _or_zero(column: np.ndarray) -> np.ndarray:
-    return np.where(np.isnan(column), 0.0, column)
 
 
 def _open_starts(still_open: list[tuple[tuple[str, str], tuple[float, str | None]]]) -> dict[OpenKey, np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.config import WindowsConfig, format_duration
-from sidecar.sinks.columns import fields, ints
+from sidecar.sinks.columns import fields, ints, or_zero
 from sidecar.sinks.labelsets import Mapped
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.sinks.window.sorted_values import Floats, SortedValues
@@ -266,7 +266,7 @@ COLUMNS = {
 
 def _tokens(column: Floats) -> npt.NDArray[np.uint32]:
     """A count column (NaN: none, counted 0), clamped to MAX_TOKENS."""
-    column = np.where(np.isnan(column), 0.0, column)  # counts are at most contract.MAX_COUNT: exact as floats
+    column = or_zero(column)  # counts are at most contract.MAX_COUNT: exact as floats
     if len(column) and column.max() > MAX_TOKENS:
         column = np.minimum(column, MAX_TOKENS)
     return column.astype(np.uint32)
@@ -392,7 +392,6 @@ class WindowStore:
                         fresh[ident] = rid
                     runs[i] = rid
             self.runs_seen += self._run_hashes.add_new(new)
-        cost = fields(batches, "cost_usd", evs)
         return {
             "ts": ts,
             "dur": _amounts(fields(batches, "duration_ms", evs)),
@@ -401,7 +400,7 @@ class WindowStore:
             "tin": _tokens(fields(batches, "input_tokens", evs)),
             "tout": _tokens(fields(batches, "output_tokens", evs)),
             "tother": _tokens(fields(batches, "tokens", evs)),
-            "cost": _amounts(np.where(np.isnan(cost), 0.0, cost)),
+            "cost": _amounts(or_zero(fields(batches, "cost_usd", evs))),
         }
 
     def _intern_run(self, run_id: str) -> int:
