@@ -248,9 +248,8 @@ class SidecarProcess:
     def logged(self, text: str, timeout: float = 15.0) -> str:
         """The first line containing `text`, waited for: the reader thread may not have read a line
         the process wrote before answering an HTTP request."""
-        found: list[str] = []
-        wait_until(lambda: found.extend(line for line in self.lines if text in line) or found, f"a log line with {text!r}", timeout)
-        return found[0]
+        wait_until(lambda: any(text in line for line in self.lines), f"a log line with {text!r}", timeout)
+        return next(line for line in self.lines if text in line)
 
     @property
     def pid(self) -> int:
