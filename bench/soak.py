@@ -24,7 +24,7 @@
    `cumulative.events` equal to the old one's, which equals the events processed.
 
 Prints a Markdown summary; --json writes every sample. Exit status 1 when an
-invariant is broken (the 60-second smoke test in the suite relies on that).
+invariant is broken (the 30-second smoke test in the suite relies on that).
 """
 
 from __future__ import annotations

@@ -223,8 +223,8 @@ def test_scrapes_while_the_consumer_runs_are_whole_pages():
     from sidecar.types import Batch
 
     sink = MetricsSink(Config().metrics, Config().lifecycle, CollectorRegistry())
-    lines = [
-        json.dumps({"type": "llm.call", "agent": f"a{i % 300}", "duration_ms": (i * 37) % 9000, "trace_id": HEX * 2}).encode()
+    lines = [  # 100 label sets: a 6 ms render, longer than the 5 ms GIL switch, in ~1,700 lines to parse
+        json.dumps({"type": "llm.call", "agent": f"a{i % 100}", "duration_ms": (i * 37) % 9000, "trace_id": HEX * 2}).encode()
         for i in range(3000)
     ]
     events, raws, _ = EventDecoder().decode(lines, 1_790_000_000.0)
