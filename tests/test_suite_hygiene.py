@@ -20,7 +20,7 @@ def _run_pytest(tmp_path: Path, body: str, *, ci: bool) -> subprocess.CompletedP
     env.pop("COV_CORE_SOURCE", None)  # the child needs no coverage of its own
     try:
         return subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-cov", str(test)],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-cov", "--assert=plain", str(test)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
         )
     finally:
