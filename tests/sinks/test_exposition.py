@@ -44,8 +44,6 @@ exemplars = st.tuples(
 bounds = st.lists(st.floats(min_value=1e-4, max_value=1e7), min_size=1, max_size=6, unique=True).map(sorted)
 
 
-
-
 @st.composite
 def tables(draw):
     """A sink whose tables hold random series, filled through SeriesTable.cell (the truncation,
