@@ -205,7 +205,7 @@ def test_bad_bodies_get_a_clear_4xx_are_counted_and_the_next_request_still_works
 
 @pytest.mark.parametrize("content_type", [PB, JS])
 def test_a_bad_span_never_costs_the_good_span_beside_it(content_type):
-    huge = span("chat", 2, attrs={f"a{i}": i for i in range(100_000)})
+    huge = span("chat", 2, attrs={f"a{i}": i for i in range(5_000)})
     wrong_id = span("chat", 3)
     wrong_id.trace_id = b"\x01" * 7
     deep = span("chat", 4, attrs={"deep": nested(30)})
@@ -216,7 +216,7 @@ def test_a_bad_span_never_costs_the_good_span_beside_it(content_type):
         r = post(s, body, content_type)
         partial = answer(r).partial_success
         assert partial.rejected_spans == 2
-        assert "too_many_attributes: 100001 attributes, more than otlp.max_attributes (1024)" in partial.error_message
+        assert "too_many_attributes: 5001 attributes, more than otlp.max_attributes (1024)" in partial.error_message
         assert "bad_trace_id" in partial.error_message
         s.wait_processed(2)  # the good one and the deeply nested one (its payload marks where it was cut)
         assert s.value("agent_events_total", {"type": "llm.call", "agent": "good", "workflow": "", "severity": "info"}) == 1
