@@ -33,7 +33,6 @@ bad_inputs = st.one_of(
 mixed_lines = st.lists(st.tuples(st.just(True), good_events) | st.tuples(st.just(False), bad_inputs), min_size=1, max_size=12)
 
 
-@pytest.mark.no_cover
 @given(mixed_lines)
 @settings(max_examples=200, deadline=None)
 def test_decoder_accounts_for_every_line_and_never_loses_a_good_event(pairs):

@@ -141,7 +141,6 @@ steps = st.lists(
 )
 
 
-@pytest.mark.no_cover
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=steps)
 def test_every_field_of_every_window_and_breakdown_matches_the_oracle(small_structures, steps):
@@ -184,7 +183,6 @@ def test_every_field_of_every_window_and_breakdown_matches_the_oracle(small_stru
 
 # -- focused cases --------------------------------------------------------------
 
-@pytest.mark.no_cover
 @settings(max_examples=200, deadline=None)
 @given(
     ops=st.lists(

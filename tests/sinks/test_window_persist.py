@@ -79,7 +79,6 @@ batches = st.lists(
 )
 
 
-@pytest.mark.no_cover
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(stream=batches, split=st.integers(0, 13), max_samples=st.sampled_from([1_000_000, 6]), index_by=st.sampled_from([(), ("agent",)]))
 def test_a_restarted_store_answers_exactly_what_the_running_one_answers(small_structures, tmp_path_factory, stream, split, max_samples, index_by):
@@ -148,7 +147,6 @@ between = st.lists(
 )
 
 
-@pytest.mark.no_cover
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     before=st.lists(st.floats(-1000, 0), min_size=0, max_size=40),
