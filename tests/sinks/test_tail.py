@@ -102,6 +102,19 @@ def test_exact_agent_filters_are_indexed_and_globs_fall_back():
     assert parse_filter([("agent", "a*"), ("severity", "error")]).index_key() is None
 
 
+async def test_an_indexed_filter_checks_every_other_condition_too():
+    hub = TailHub(TailConfig(), CollectorRegistry())
+    client = hub.connect(None, parse_filter([("agent", "a"), ("workflow", "w"), ("severity", "warning")]))
+    hub.consume(batch_of(
+        {"type": "x.y", "agent": "a", "workflow": "w", "severity": "error"},  # all three hold
+        {"type": "x.y", "agent": "a", "workflow": "w", "severity": "info"},  # too mild
+        {"type": "x.y", "agent": "a", "workflow": "v", "severity": "error"},  # another workflow
+        {"type": "x.y", "agent": "b", "workflow": "w", "severity": "error"},  # another agent
+    ))
+    assert [(e["agent"], e["workflow"], e["severity"]) for e in delivered(client)] == [("a", "w", "error")]
+    await hub.close()
+
+
 async def test_event_is_sent_as_sent_with_received_at_spliced_in():
     hub = TailHub(TailConfig(), CollectorRegistry())
     client = hub.connect(None, parse_filter([]))
