@@ -3,6 +3,7 @@ import gc
 import os
 from collections.abc import Iterator
 
+import coverage
 import pytest
 
 from sidecar.testing import RunningSidecar, SidecarProcess, running_sidecar
@@ -28,6 +29,22 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test marked `untraced` runs without coverage's line tracer: the property and fuzz tests
+    that push thousands of examples through code the focused tests cover (the tracer doubled
+    their time). pytest-cov's own `no_cover` marker raises under --no-cov, hence this one."""
+    cov = coverage.Coverage.current() if item.get_closest_marker("untraced") else None
+    if cov is None:
+        yield
+        return
+    cov.stop()
+    try:
+        yield
+    finally:
+        cov.start()
 
 
 @pytest.fixture

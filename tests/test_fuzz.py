@@ -47,7 +47,7 @@ def test_framer_gives_the_same_lines_however_the_stream_is_chunked(lines, cuts, 
     fuzz.check_framer(b"\n".join(lines) + end, cuts, max_bytes)
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 @given(mixed_lines, st.sampled_from(fuzz.CONTENT_TYPES), st.sampled_from([b"\n", b"\r\n"]), st.booleans())
 @settings(max_examples=200, deadline=None)
 def test_split_body_never_raises_and_keeps_every_good_ndjson_line(pairs, content_type, sep, bom):
@@ -56,7 +56,7 @@ def test_split_body_never_raises_and_keeps_every_good_ndjson_line(pairs, content
     fuzz.check_split_body(body, content_type, good)
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 @given(st.lists(good_events | bad_inputs, min_size=1, max_size=20))
 @settings(max_examples=150, deadline=None)
 def test_every_accepted_event_is_consumed_and_rendered_by_the_real_metrics_sink(lines):
@@ -117,7 +117,7 @@ def test_bom_and_crlf_in_an_http_body_are_tolerated():
     assert len(EventDecoder().decode(items, fuzz.NOW)[0]) == 2
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 def test_fuzz_run_of_20000_inputs_finds_no_crash():
     stats = fuzz.run(20_000, seed=1)
     assert stats.inputs >= 20_000 and stats.crashes == []
@@ -135,7 +135,7 @@ def _received(s) -> float:
     return s.value("sidecar_events_received_total", {"transport": "http"}) or 0
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 @given(pairs=mixed_lines, content_type=st.sampled_from(fuzz.CONTENT_TYPES), array=st.booleans())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_real_route_answers_every_body_and_counts_every_item(live, pairs, content_type, array):

@@ -52,7 +52,7 @@ def emit_and_capture(capture, event_type, values):
     return capture.raw.pop()
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 @given(event_type=types, values=fields)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_every_event_the_sdk_emits_decodes_in_the_sidecar_to_the_same_values(capture, event_type, values):

@@ -97,7 +97,7 @@ def parsed(text, openmetrics):
     return out
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(sink=tables(), openmetrics=st.booleans())
 def test_fast_exposition_is_prometheus_clients_to_the_byte_and_to_the_sample(sink, openmetrics):
@@ -211,7 +211,7 @@ def test_gzip_body_on_the_wire_is_a_gzip_stream():
     assert raw[:2] == b"\x1f\x8b" and gzip.decompress(raw).startswith(b"# HELP")
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 def test_scrapes_while_the_consumer_runs_are_whole_pages():
     """expose() reads values without the sink's lock: every page taken while another thread
     consumes batches must still parse as OpenMetrics (cumulative buckets, `_count` equal to the
@@ -272,7 +272,7 @@ def event_batches(draw):
     return draw(st.lists(st.lists(one, min_size=1, max_size=6), min_size=1, max_size=6))
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=event_batches(), formats=st.lists(st.booleans(), min_size=6, max_size=6))
 def test_a_scrape_after_updates_renders_what_changed_and_no_stale_series(batches, formats):

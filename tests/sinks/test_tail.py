@@ -320,7 +320,7 @@ def oracle(flt: dict, ev: dict) -> bool:
     return True
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 @settings(max_examples=150, deadline=None)
 @given(st.lists(filters, min_size=1, max_size=8), st.lists(events, max_size=30))
 def test_indexed_matching_equals_brute_force(flts, evs):
