@@ -151,6 +151,13 @@ class _Lifecycle:
             ended.popitem(last=False)
         return True
 
+    def close(self, ident: str) -> None:
+        """Close `ident` if it is open. For invocations, which count no outcome: `end` without
+        remembering the id (a second end finds nothing open either way)."""
+        entry = self.open.pop(ident, None)
+        if entry is not None:
+            self.closed.append(entry[0])
+
     def abandon(self, cutoff: float) -> list[str]:
         """Close every entry started before `cutoff`; return the label each started with."""
         gone = []
@@ -470,7 +477,7 @@ class MetricsSink:
                     if what == _INVOKED:
                         invocations.start(ident, now, ev.agent)
                     else:
-                        invocations.end(ident)
+                        invocations.close(ident)
 
     # -- housekeeping ---------------------------------------------------------
 
