@@ -59,8 +59,9 @@ class LineFramer:
                 return [], 0
             data = data[cut + 1 :]
             self._discarding = False
-        buf = self._rest + data if self._rest else data
-        lines = buf.split(b"\n")
+        lines = data.split(b"\n")
+        if self._rest:  # the line cut by the previous read: joined alone, not the whole read copied
+            lines[0] = self._rest + lines[0]
         rest = lines.pop()
         if len(rest) > self.max_bytes:
             oversized += 1
