@@ -56,7 +56,9 @@ def main() -> None:
         before = set(glob.glob(f"{out}/cg.*"))
         control("-d", str(pid))
         deadline = time.monotonic() + 60
-        while not (new := sorted(set(glob.glob(f"{out}/cg.*")) - before)) and time.monotonic() < deadline:
+        while not (new := sorted(set(glob.glob(f"{out}/cg.*")) - before)):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"callgrind wrote no dump to {out} within 60 s")
             time.sleep(0.2)
         time.sleep(0.5)  # written in full
         for line in open(new[0]):
