@@ -1,5 +1,7 @@
+import base64
 import compileall
 import gc
+import json
 import os
 from collections.abc import Iterator
 
@@ -31,12 +33,44 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
         report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {reason}"
 
 
+# SIDECAR_COVERAGE_OWNERS=1: record which test started each process whose lines coverage measured,
+# for tests/coverage_owners.py (which tests can be `untraced`); `untraced` is ignored meanwhile.
+OWNERS = bool(os.environ.get("SIDECAR_COVERAGE_OWNERS"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The processes an `untraced` test starts (`python -m sidecar`, the CLI, clients) run without
+    coverage too: coverage's `patch = subprocess` starts it in every Python process that inherits
+    COVERAGE_PROCESS_CONFIG, and its tracer made each sidecar take ~0.5 s longer to be ready."""
+    config = os.environ.get("COVERAGE_PROCESS_CONFIG")
+    if config is not None and OWNERS:
+        os.environ["COVERAGE_PROCESS_CONFIG"] = with_context(config, "process:" + item.nodeid)
+    elif config is not None and item.get_closest_marker("untraced"):
+        del os.environ["COVERAGE_PROCESS_CONFIG"]
+    else:
+        config = None
+    try:
+        yield
+    finally:
+        if config is not None:
+            os.environ["COVERAGE_PROCESS_CONFIG"] = config
+
+
+def with_context(config: str, context: str) -> str:
+    """COVERAGE_PROCESS_CONFIG (coverage's serialized config: base64 of JSON) with a static context."""
+    data = json.loads(base64.b64decode(config))
+    data["context"] = context
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A test marked `untraced` runs without coverage's line tracer: the property and fuzz tests
     that push thousands of examples through code the focused tests cover (the tracer doubled
-    their time). pytest-cov's own `no_cover` marker raises under --no-cov, hence this one."""
-    cov = coverage.Coverage.current() if item.get_closest_marker("untraced") else None
+    their time), and end-to-end tests whose lines, in-process and in the processes they start,
+    other tests cover too. pytest-cov's own `no_cover` marker raises under --no-cov, hence this one."""
+    cov = coverage.Coverage.current() if item.get_closest_marker("untraced") and not OWNERS else None
     if cov is None:
         yield
         return

@@ -61,6 +61,7 @@ def test_the_static_view_of_event_for_mypy_names_the_contracts_fields():
             assert static[name] == f"{python_type[kind]} | None", name
 
 
+@pytest.mark.untraced
 def test_the_sdk_can_import_the_contract_without_msgspec():
     import subprocess
     import sys

@@ -186,6 +186,7 @@ def test_demo_rejects_a_rate_that_is_not_positive(capsys):
     assert "must be greater than zero" in capsys.readouterr().err
 
 
+@pytest.mark.untraced
 def test_an_endless_demo_stops_on_ctrl_c_and_reports_exactly_what_it_sent(sidecar):
     demo = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "demo", "--unix", sidecar.unix, "--rate", "500", "--seed", "9"],

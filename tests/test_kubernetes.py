@@ -296,6 +296,7 @@ def test_container_args_are_a_command_the_cli_accepts(container):
 # -- the real thing --------------------------------------------------------------------------------
 
 
+@pytest.mark.untraced
 def test_check_config_accepts_the_configmaps_config(tmp_path, pod_dir):
     # check-config also checks the host (the socket's directory exists): stand the pod's volumes in.
     path = tmp_path / "sidecar.yaml"
@@ -339,6 +340,7 @@ def _accepted(base: str) -> float:
     return 0.0
 
 
+@pytest.mark.untraced
 def test_the_sidecar_started_with_the_manifests_args_answers_probes_and_scrape_and_takes_the_agents_events(pod_dir):
     # The ConfigMap's file in place of its mount, the emptyDir as a directory: everything else as written.
     config_dir = pod_dir / VOLUMES["agent-sidecar-config"]["name"]
@@ -433,6 +435,7 @@ def test_the_image_writes_only_to_its_volume_so_a_read_only_root_works():
     assert any("PYTHONDONTWRITEBYTECODE=1" in env for env in _instruction("ENV"))
 
 
+@pytest.mark.untraced
 def test_the_healthcheck_passes_against_the_images_sidecar_and_fails_without_it(pod_dir):
     (healthcheck,) = _instruction("HEALTHCHECK")
     command = json.loads(healthcheck.split(" CMD ", 1)[1])

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -27,6 +29,7 @@ def _run_pytest(tmp_path: Path, body: str, *, ci: bool) -> subprocess.CompletedP
         test.unlink()
 
 
+@pytest.mark.untraced
 def test_failing_property_test_reports_its_falsifying_example(tmp_path):
     result = _run_pytest(tmp_path, """
         from hypothesis import given, strategies as st
@@ -40,6 +43,7 @@ def test_failing_property_test_reports_its_falsifying_example(tmp_path):
     assert "1 failed" in result.stdout
 
 
+@pytest.mark.untraced
 def test_a_skip_fails_the_run_in_ci(tmp_path):
     body = """
         import pytest

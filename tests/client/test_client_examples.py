@@ -24,6 +24,7 @@ def accepted(sidecar) -> float:
     return sidecar.value("sidecar_events_accepted_total", {"transport": "unix"}) or 0
 
 
+@pytest.mark.untraced
 @pytest.mark.parametrize(("name", "events"), [("plain_script.py", 29), ("async_agent.py", 3 * (2 + 4 + 3))])
 def test_example_delivers_every_event(sidecar, name, events):
     run_example(name, sidecar, RUNS="3")
@@ -31,6 +32,7 @@ def test_example_delivers_every_event(sidecar, name, events):
     assert accepted(sidecar) == events
 
 
+@pytest.mark.untraced
 def test_multi_agent_example_ends_every_run_it_starts(sidecar):
     stdout = run_example("multi_agent_workflow.py", sidecar, RUNS="6")
     sent = int(stdout.split("'sent': ")[1].split(",")[0])

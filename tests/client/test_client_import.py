@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SERVER_DEPS = ("msgspec", "starlette", "prometheus_client", "yaml", "uvicorn", "websockets", "httpx", "opentelemetry")
@@ -56,6 +58,7 @@ def test_the_isolated_interpreter_really_lacks_the_server_dependencies():
     assert json.loads(out.stdout) == [True] * len(SERVER_DEPS)
 
 
+@pytest.mark.untraced
 def test_importing_the_client_in_this_process_pulls_in_no_server_module():
     code = "import sys; import sidecar.client; print(sorted(m for m in sys.modules if m.startswith('sidecar')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)

@@ -161,6 +161,7 @@ async def test_a_server_that_hangs_up_during_the_handshake_is_retried_and_report
     assert err.getvalue().count("\n") == 1 and err.getvalue().startswith(f"agent-sidecar tail: cannot connect to {url}: ")
 
 
+@pytest.mark.untraced
 def test_cli_process_against_an_unreachable_sidecar_says_so_at_once_and_stops_on_ctrl_c():
     url = _closed_port_url()
     proc = subprocess.Popen(

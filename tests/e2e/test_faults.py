@@ -11,6 +11,7 @@ import stat
 import threading
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -35,6 +36,7 @@ def stream_unix(path: str, stop: threading.Event) -> None:
             pass
 
 
+@pytest.mark.untraced
 def test_kill_9_mid_stream_then_restart_the_writer_sees_the_failure_and_later_events_arrive(spawn):
     first = spawn()
     chunk = ndjson(*[event(agent="before", duration_ms=1)] * 100)
@@ -69,6 +71,7 @@ def test_kill_9_mid_stream_then_restart_the_writer_sees_the_failure_and_later_ev
     assert t["processed"] == t["accepted"] == t["received"] == 100
 
 
+@pytest.mark.untraced
 def test_sigterm_under_unix_and_http_load_processes_every_accepted_event(spawn):
     proc = spawn()
     stop = threading.Event()
@@ -117,6 +120,7 @@ def test_socket_file_deleted_under_a_running_process_is_recreated(spawn):
     assert "recreated it" in proc.output
 
 
+@pytest.mark.untraced
 def test_sigterm_under_load_closes_tail_clients_with_1001_and_processes_everything_accepted(spawn):
     proc = spawn()
     stop = threading.Event()

@@ -71,6 +71,7 @@ def agent_run(service: str):
     return memory.get_finished_spans()
 
 
+@pytest.mark.untraced
 @pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip, Compression.Deflate])
 def test_the_sdk_exporter_delivers_genai_spans_as_exact_events_and_the_json_form_gives_the_same(spawn, compression):
     proc = spawn()
@@ -123,6 +124,7 @@ def pydantic_agent(tracer_provider):
     return agent, TestModel
 
 
+@pytest.mark.untraced
 def test_a_pydantic_ai_agent_shows_its_runs_llm_calls_tools_tokens_and_failure(spawn):
     proc = spawn()
     tail: list[dict] = []
@@ -182,6 +184,7 @@ def test_a_pydantic_ai_agent_shows_its_runs_llm_calls_tools_tokens_and_failure(s
     assert proc.stop() == 0
 
 
+@pytest.mark.untraced
 def test_the_example_configured_by_otel_exporter_otlp_endpoint_alone_exports_without_an_error(spawn):
     proc = spawn()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

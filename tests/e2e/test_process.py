@@ -17,6 +17,7 @@ from sidecar.testing import SidecarProcess, event, final_totals, ndjson
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.untraced
 def test_sigterm_under_load_processes_everything_accepted_and_exits_0(spawn):
     proc = spawn()
     stop = threading.Event()
@@ -51,6 +52,7 @@ def test_sigterm_under_load_processes_everything_accepted_and_exits_0(spawn):
     assert t["rejected"] == t["dropped"] == 0
 
 
+@pytest.mark.untraced
 def test_kill_9_leaves_a_stale_socket_that_the_next_sidecar_replaces(spawn, tmp_path):
     first = spawn()
     first.proc.kill()
@@ -76,6 +78,7 @@ def test_second_sidecar_on_a_live_socket_exits_1_with_a_clear_error(spawn):
     assert first.proc.poll() is None
 
 
+@pytest.mark.untraced
 def test_run_with_no_arguments_uses_the_embedded_default_config():
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 8765)) == 0 or os.path.exists("/tmp/agent-sidecar.sock"):
@@ -118,7 +121,11 @@ WEAKENING_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", WEAKENING_CONFIGS)
+# Only "missing directory" reaches lines (in the started processes) that no other test reaches:
+# the others run untraced (tests/coverage_owners.py).
+@pytest.mark.parametrize(
+    "name", [n if n == "missing directory" else pytest.param(n, marks=pytest.mark.untraced) for n in WEAKENING_CONFIGS]
+)
 def test_check_config_and_run_refuse_config_that_weakens_the_sidecar_with_path_and_reason(tmp_path, name):
     from tests.test_config import alias_bomb
 
@@ -143,6 +150,7 @@ def test_run_on_a_busy_port_names_the_address_and_what_to_try(spawn):
     assert first.proc.poll() is None
 
 
+@pytest.mark.untraced
 def test_run_with_a_socket_in_a_missing_directory_says_so_without_a_traceback(tmp_path):
     ran = cli("run", "--http", "127.0.0.1:0", "--unix", str(tmp_path / "gone" / "s.sock"))
     assert ran.returncode == 2

@@ -248,6 +248,7 @@ def _when(rfc3339: str) -> float:
     return datetime.fromisoformat(f"{head}.{fraction or 0}+00:00").timestamp()
 
 
+@pytest.mark.untraced
 def test_no_accepted_event_makes_a_scrape_invalid_for_a_real_prometheus(tmp_path):
     sidecar = SidecarProcess(["--http", "127.0.0.1:0", "--unix", str(tmp_path / "ingest.sock")], env={"PYTHONPATH": str(REPO)})
     instance = sidecar.url.removeprefix("http://")

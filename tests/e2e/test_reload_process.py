@@ -141,6 +141,7 @@ windows:
 """
 
 
+@pytest.mark.untraced
 def test_a_broken_file_changes_nothing_and_the_400_lists_every_problem_with_its_path(spawn):
     proc = spawn(config="auth:\n  token: t1\nlog:\n  level: info\n")
     path = config_path(proc)
@@ -213,6 +214,7 @@ def test_reload_without_the_token_is_401_and_reloads_nothing(spawn):
     assert not any("config reload" in line for line in proc.lines)
 
 
+@pytest.mark.untraced
 def test_a_reload_under_load_loses_no_event(spawn):
     proc = spawn(config="auth:\n  token: t\nmetrics:\n  series_ttl: 1h\n")
     path = config_path(proc)
@@ -294,6 +296,7 @@ def never_reading_tail(proc: SidecarProcess) -> socket.socket:
     return sock
 
 
+@pytest.mark.untraced
 def test_a_reloaded_shutdown_grace_bounds_the_next_shutdown(spawn):
     proc = spawn(config="shutdown_grace: 60s\n")
     config_path(proc).write_text("shutdown_grace: 2s\n")

@@ -5,6 +5,7 @@ import json
 import signal
 import socket
 
+import pytest
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
@@ -39,6 +40,7 @@ def close_frame_of(sock: socket.socket, protocol: ClientProtocol) -> Close | Non
     return protocol.close_rcvd
 
 
+@pytest.mark.untraced
 def test_sigterm_closes_a_connected_tail_client_with_1001_and_exits_0(spawn):
     proc = spawn()
 
@@ -60,6 +62,7 @@ def test_sigterm_closes_a_connected_tail_client_with_1001_and_exits_0(spawn):
     assert "closing 1 live-tail client(s) with 1001" in proc.output
 
 
+@pytest.mark.untraced
 def test_sigterm_does_not_wait_for_a_client_that_never_answers_the_close(spawn):
     proc = spawn(config="shutdown_grace: 60s\n")  # were shutdown to wait for it, it would wait a minute
     sock, protocol = raw_client(proc.url)
@@ -85,6 +88,7 @@ def test_sigterm_with_a_client_that_never_reads_exits_within_shutdown_grace(spaw
     assert "1 live-tail client(s) read nothing" in proc.output
 
 
+@pytest.mark.untraced
 def test_a_client_that_does_not_answer_pings_is_closed_by_keepalive(spawn):
     proc = spawn(config="tail:\n  ping_interval: 200ms\n")
     sock, protocol = raw_client(proc.url)
@@ -94,6 +98,7 @@ def test_a_client_that_does_not_answer_pings_is_closed_by_keepalive(spawn):
     assert proc.stop(timeout=LIVENESS) == 0
 
 
+@pytest.mark.untraced
 def test_an_odd_event_costs_no_tail_client_its_batch_and_the_totals_account_for_every_event(spawn):
     """Issue 14 defect 5: one accepted body the splice could not take (`received_at` set by the
     sender beside a number beyond float range) emptied the tail for its whole batch, while the

@@ -9,6 +9,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from sidecar.client.senders import send_unix
 from sidecar.testing import SidecarProcess, event, ndjson, wait_until
@@ -85,6 +86,7 @@ def assert_same(got: object, want: object, path: str = "") -> None:
         assert got == want, (path, got, want)
 
 
+@pytest.mark.untraced
 def test_after_a_clean_restart_stats_are_exactly_those_of_a_sidecar_that_never_stopped(spawn, tmp_path):
     path = tmp_path / "windows.npz"
     now = time.time()
@@ -134,6 +136,7 @@ def test_after_kill_9_at_most_one_interval_is_missing_and_the_windows_say_so_unt
     assert httpx.get(again.url + "/v1/stats?window=1h").json()["exact"] is False
 
 
+@pytest.mark.untraced
 def test_a_damaged_snapshot_is_a_warning_and_an_empty_start_then_replaced_at_shutdown(spawn, tmp_path):
     path = tmp_path / "windows.npz"
     path.write_bytes(b"PK\x03\x04 not really a zip")
@@ -168,6 +171,7 @@ def test_check_config_refuses_a_snapshot_path_in_a_missing_directory(tmp_path):
     assert f"windows.snapshot_path: directory {tmp_path / 'nowhere'} does not exist" in done.stderr
 
 
+@pytest.mark.untraced
 def test_sigterm_during_a_periodic_save_still_ends_with_the_shutdown_save(spawn, tmp_path):
     path = tmp_path / "windows.npz"
     proc = spawn(config=config(path, every="50ms"))

@@ -214,6 +214,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.untraced
 def test_the_page_survives_a_sidecar_restart(spawn, open_page):
     port = free_port()
     first = spawn("--http", f"127.0.0.1:{port}")
