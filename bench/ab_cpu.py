@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -28,7 +29,7 @@ def run_once(repo: str, config: str | None, chunks: list[bytes], n: int) -> tupl
     """(sidecar CPU µs per event, events per second) of one run."""
     common.REPO = os.path.abspath(repo)  # start_sidecar and send_ndjson import from it
     with tempfile.TemporaryDirectory() as tmp:
-        proc = common.start_sidecar(tmp, config=open(config).read() if config else None)
+        proc = common.start_sidecar(tmp, config=Path(config).read_text() if config else None)
         try:
             cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
             common.send_ndjson(proc.unix, chunks)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import glob
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
