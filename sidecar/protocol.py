@@ -7,6 +7,7 @@ turns lines (or HTTP body items) into validated, normalised `Event`s and
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -92,6 +93,15 @@ _parse_untyped = msgspec.json.Decoder(float_hook=float).decode
 # Type names are cached only up to this length (longer ones are invalid anyway), so the
 # cache holds at most _MAX_CACHED_TYPES * MAX_TYPE_LENGTH characters whatever is sent.
 _MAX_CACHED_TYPES = 10_000
+# Label values repeat: a fleet sends the same few dozen types, agents, workflows and models in
+# every event, and msgspec makes a new str for each (it shares only dict keys). The decoder swaps
+# each for the first equal one it kept, so the sinks hash each value once, compare by identity,
+# and the fresh copies die at once, while still in the cache (BENCHMARKS.md: the sidecar's time
+# goes mostly to cache misses over ~1 KB of objects per event). Kept: values of at most
+# MAX_SHARED_LENGTH characters (label values are cut to 128 anyway), at most MAX_SHARED of them;
+# past that the table starts again.
+MAX_SHARED = 10_000
+MAX_SHARED_LENGTH = 128
 
 
 def classify(line: bytes, exc: msgspec.ValidationError) -> Rejection:
@@ -119,6 +129,7 @@ class EventDecoder:
         self._decode: Callable[[bytes], Event] = msgspec.json.Decoder(Event).decode
         # type -> "is a *.failed type", or None when the name is invalid. Bounded: see _type_info.
         self._types: dict[str, bool | None] = {}
+        self._shared: dict[str | None, str | None] = {}  # label value -> the copy events carry
 
     def _type_info(self, event_type: str) -> bool | None:
         info = is_failure_type(event_type) if valid_type(event_type) else None
@@ -143,9 +154,27 @@ class EventDecoder:
             events, raws, rejected = parsed, lines, []
         else:
             events, raws, rejected = self._decode_each(lines, received_at, parsed)
+        self._share(events)
         if price and self.pricer is not None:
             self.pricer.fill_events(events)
         return events, raws, rejected
+
+    def _share(self, events: list[Event]) -> None:
+        """Give each event the kept copy of its type, agent, workflow and model (see MAX_SHARED)."""
+        shared = self._shared
+        before = len(shared)
+        keep = shared.setdefault  # None is a key too: no test per field
+        for ev in events:
+            ev.type = keep(ev.type, ev.type)  # type: ignore[assignment]  # a str key keeps a str
+            ev.agent = keep(ev.agent, ev.agent)
+            ev.workflow = keep(ev.workflow, ev.workflow)
+            ev.model = keep(ev.model, ev.model)
+        if len(shared) != before:  # new values, the last ones in the dict's order
+            for value in list(itertools.islice(reversed(shared), len(shared) - before)):
+                if value is not None and len(value) > MAX_SHARED_LENGTH:
+                    del shared[value]
+            if len(shared) > MAX_SHARED:
+                shared.clear()
 
     def _parse_all(self, lines: list[bytes]) -> list[Event] | None:
         """Every line parsed in one pass of C, or None when one is not ASCII or not an event."""

@@ -220,6 +220,40 @@ def test_the_decoders_type_cache_keeps_no_long_names():
     assert len(decoder._types) == 10_000  # and a bounded number of short ones
 
 
+@pytest.mark.parametrize("first_batch", [[], [b'{"type": "new.type"}']], ids=["bulk", "line_by_line"])
+def test_label_values_are_shared_between_events_and_batches(first_batch):
+    """Equal types, agents, workflows and models are one str object, whichever path decoded them."""
+    decoder = EventDecoder()
+    line = b'{"type": "llm.call", "agent": "planner", "workflow": "triage", "model": "gpt-4o", "run_id": "r"}'
+    first, _, _ = decoder.decode([*first_batch, line, line], NOW)
+    later, _, _ = decoder.decode([line], NOW)
+    a, b, c = first[-2], first[-1], later[0]
+    for name in ("type", "agent", "workflow", "model"):
+        assert getattr(a, name) is getattr(b, name) is getattr(c, name), name
+    assert a.run_id is not c.run_id  # ids are not labels: not kept
+    assert (c.type, c.agent, c.workflow, c.model) == ("llm.call", "planner", "triage", "gpt-4o")
+
+
+def test_the_shared_label_values_stay_bounded():
+    """Hostile senders with long or ever-new label values: long ones are never kept, and the
+    number kept stays at most MAX_SHARED (the values still arrive intact)."""
+    from sidecar.protocol import MAX_SHARED, MAX_SHARED_LENGTH
+
+    decoder = EventDecoder()
+    long_agent = "a" * (MAX_SHARED_LENGTH + 1)
+    long_line, fits_line = (b'{"type": "llm.call", "agent": "%s"}' % (c * n).encode() for c, n in (("a", MAX_SHARED_LENGTH + 1), ("b", MAX_SHARED_LENGTH)))
+    (first, fits), _, _ = decoder.decode([long_line, fits_line], NOW)
+    (again, fits_again), _, _ = decoder.decode([long_line, fits_line], NOW)
+    assert first.agent == again.agent == long_agent
+    assert first.agent is not again.agent and long_agent not in decoder._shared  # not kept past its batch
+    assert fits.agent is fits_again.agent
+    for start in range(0, MAX_SHARED + 1000, 1000):
+        batch = [b'{"type": "llm.call", "agent": "agent-%d"}' % i for i in range(start, start + 1000)]
+        events, _, _ = decoder.decode(batch, NOW)
+        assert [e.agent for e in events] == [f"agent-{i}" for i in range(start, start + 1000)]
+        assert len(decoder._shared) <= MAX_SHARED
+
+
 # The usual batch (ASCII, valid, known types, stamped within the clock rules) is decoded in bulk;
 # any other goes line by line. Both must give the same events, raws and rejections.
 USUAL = [
