@@ -1,0 +1,113 @@
+"""A/B of the hot path in one process: variants take the same reads in turn, read by read.
+
+    python bench/ab_pipeline.py --variant shared --variant unshared bench/variants/no_sharing.py [--rounds 5]
+
+A variant is a name and optionally a Python file whose `setup(decoder, sinks)` changes that
+variant's own decoder or sinks (an instance attribute, never the class, which every variant
+shares); without a file it runs this checkout as it is. Each round builds every variant fresh
+(its framer, decoder and the app's sinks, as `agent-sidecar run` builds them), then hands each
+one bench/ingest.py's realistic events, 1,000 lines per read: frame, decode, every sink's
+`consume`, in the pipeline's order; the order of the variants is reversed on every other read.
+Time per event is summed per variant over the round, then the sinks' `maintain`.
+
+Why read by read: this VM's speed drifts by up to 2x within minutes, so variants run one after
+the other (bench/ab_cpu.py) differ by more than most changes do. Taking turns every millisecond
+puts every drift on both sides. What it does not see: the listener's reads and the event loop
+(bench/ab_cpu.py runs real processes), and the caches each variant's tables take from the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import REPO, realistic_lines  # noqa: E402
+
+sys.path.insert(0, REPO)
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from sidecar.app import build_sinks  # noqa: E402
+from sidecar.config import Config  # noqa: E402
+from sidecar.pricing import Pricer  # noqa: E402
+from sidecar.protocol import EventDecoder, LineFramer  # noqa: E402
+from sidecar.types import Batch  # noqa: E402
+
+Setup = Callable[[EventDecoder, object], None]
+
+
+def load_setup(path: str) -> Setup:
+    spec = importlib.util.spec_from_file_location(os.path.basename(path).removesuffix(".py"), path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    setup: Setup = module.setup
+    return setup
+
+
+def build(setup: Setup | None) -> tuple[Callable[[bytes], None], Callable[[], None]]:
+    """A variant's (take one read, run maintenance)."""
+    config, registry = Config(), CollectorRegistry()
+    sinks = build_sinks(config, registry, time.time)
+    decoder = EventDecoder(config.ingest.max_clock_skew, Pricer(config.pricing, registry))
+    framer = LineFramer(config.ingest.max_event_bytes)
+    if setup is not None:
+        setup(decoder, sinks)
+    stages = [sinks.metrics, sinks.window, sinks.insights, sinks.tail]
+
+    def take(read: bytes) -> None:
+        lines, _ = framer.feed(read)
+        now = time.time()
+        events, raws, _ = decoder.decode(lines, now)
+        batch = Batch(events, raws, now, "unix")
+        for sink in stages:
+            sink.consume(batch)
+
+    def maintain() -> None:
+        for sink in stages:
+            sink.maintain(time.time())
+
+    return take, maintain
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [SETUP.py]")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--events", type=int, default=200_000)
+    args = ap.parse_args()
+    if any(len(v) > 2 for v in args.variant):
+        ap.error("--variant takes NAME [SETUP.py]")
+    setups = {v[0]: load_setup(v[1]) if len(v) == 2 else None for v in args.variant}
+    lines = realistic_lines(args.events)
+    reads = [b"".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)]
+    names = list(setups)
+    per_event: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    print(f"{REPO}: {args.events:,} events per round, reads of 1,000 lines; µs per event")
+    for r in range(args.rounds):
+        built = {name: build(setup) for name, setup in setups.items()}
+        took = dict.fromkeys(names, 0.0)
+        for i, read in enumerate(reads):
+            for name in names if i % 2 == 0 else reversed(names):
+                t0 = clock()
+                built[name][0](read)
+                took[name] += clock() - t0
+        for name in names:
+            t0 = clock()
+            built[name][1]()
+            took[name] += clock() - t0
+            per_event[name].append(took[name] / args.events * 1e6)
+        print(f"round {r + 1}: " + "  ".join(f"{name} {per_event[name][-1]:.2f}" for name in names), flush=True)
+    for name in names:
+        runs = ", ".join(f"{v:.2f}" for v in sorted(per_event[name]))
+        print(f"{name}: median {statistics.median(per_event[name]):.2f} µs/event, runs {runs}")
+
+
+if __name__ == "__main__":
+    main()
