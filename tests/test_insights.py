@@ -381,6 +381,29 @@ def test_batches_filed_in_columns_equal_the_events_filed_one_by_one(seed, max_su
         assert dict(sealed.errors) == errors.get(index, {})
 
 
+@pytest.mark.parametrize("subjects", [300, 70_000])
+def test_a_sealed_bucket_keeps_each_subjects_durations_in_arrival_order(subjects):
+    """`seal` groups the durations by subject with a stable sort of their rows: as 16-bit keys up to
+    65,536 subjects (300: past 8 bits), as the rows themselves beyond."""
+    import numpy as np
+
+    from sidecar.sinks.insights import _Bucket
+
+    rng = np.random.default_rng(7)
+    bucket = _Bucket()
+    keys = [("llm.call", f"agent-{i}", None, None) for i in range(subjects)]
+    bucket.index = {k: i for i, k in enumerate(keys)}
+    expected: dict[tuple, list[float]] = {}
+    for _ in range(3):  # batches, each spreading every subject's durations over the others'
+        rows = rng.integers(0, subjects, 2 * subjects)
+        values = rng.random(len(rows))
+        bucket.chunks.append((rows, values))
+        for row, value in zip(rows.tolist(), values.tolist()):
+            expected.setdefault(keys[row], []).append(value)
+    bucket.seal()
+    assert {k: v.tolist() for k, v in bucket.durations.items()} == expected
+
+
 def test_small_batches_wait_to_be_filed_together_and_every_query_sees_them():
     from sidecar.sinks.insights import FILE_AT
 
