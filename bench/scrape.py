@@ -203,6 +203,20 @@ def plain_scraper(url: str, every: float = 5.0) -> Iterator[None]:
         thread.join()
 
 
+def start_loaded(tmp: str, lines: list[bytes]):  # -> sidecar.testing.SidecarProcess
+    """A fresh sidecar that has taken `lines` (the label sets of the cap), ready to measure."""
+    proc = start_sidecar(tmp)
+    try:
+        send_ndjson(proc.unix, [b"".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)])
+        while scrape_value(proc.url, "sidecar_events_processed_total") < len(lines):
+            time.sleep(0.1)
+    except BaseException:
+        proc.terminate()
+        proc.wait(30)
+        raise
+    return proc
+
+
 def ingest_under_prometheus(sets: int, n: int) -> None:
     """Ingest at the cap: unscraped, with a plain scraper and with a real Prometheus, each every 5 s
     and each on a fresh sidecar loaded with the same label sets. (One sidecar for all compared a
@@ -213,11 +227,8 @@ def ingest_under_prometheus(sets: int, n: int) -> None:
     up: dict = {}
     for scraper in ("none", "plain", "prometheus"):
         with tempfile.TemporaryDirectory() as tmp:
-            proc = start_sidecar(tmp)
+            proc = start_loaded(tmp, lines)
             try:
-                send_ndjson(proc.unix, [b"".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)])
-                while scrape_value(proc.url, "sidecar_events_processed_total") < len(lines):
-                    time.sleep(0.1)
                 if scraper == "none":
                     results[scraper] = ingest_rate(proc.url, proc.unix, proc.pid, n)
                     continue
