@@ -58,7 +58,7 @@ def build(setup: Setup | None) -> tuple[Callable[[bytes], None], Callable[[], No
     framer = LineFramer(config.ingest.max_event_bytes)
     if setup is not None:
         setup(decoder, sinks)
-    stages = [sinks.metrics, sinks.window, sinks.insights, sinks.tail]
+    stages = sinks.in_order()  # the pipeline's order
 
     def take(read: bytes) -> None:
         lines, _ = framer.feed(read)
