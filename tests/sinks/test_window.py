@@ -463,6 +463,9 @@ def test_strings_are_kept_cut_to_the_label_length_and_filters_on_the_full_value_
     assert all(len(r) <= 128 for r in store.run_ids if r is not None)
     assert sink.stats("1m", {"agent": long_agent[:128]})["events"] == 3
     assert sink.stats("1m", by="type")["groups"][0]["key"] == long_type[:128]
+    assert sink.stats("1m")["runs_seen"] == 1  # the long run id counts, under its first 128 characters
+    sink.consume(batch([make_event(clock.now, "x", None, None, None, long_run + "-2", 1.0, None, None, None, None, None)], clock.now))
+    assert sink.stats("1m")["runs_seen"] == 1  # the same 128 characters: the same run
 
 
 def test_events_by_type_lists_the_most_frequent_types_and_counts_the_rest():
