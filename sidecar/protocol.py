@@ -70,7 +70,7 @@ class LineFramer:
             rest = b""
         self._rest = rest
         limit = self.max_bytes
-        if max(map(len, lines), default=0) <= limit and b"" not in lines and not any(map(bytes.isspace, lines)):
+        if self._all_short(data, lines) and b"" not in lines and not any(map(bytes.isspace, lines)):
             return lines, oversized  # the usual read: every line an item, checked in C
         out = []
         for line in lines:
@@ -80,12 +80,27 @@ class LineFramer:
                 out.append(line)
         return out, oversized
 
+    def _all_short(self, data: bytes, lines: list[bytes]) -> bool:
+        """No line is over max_bytes. A line inside `data` that is over it holds a whole aligned
+        block of max_bytes / 2 bytes with no newline, so a newline found in every block proves
+        them all short: a few memchr calls per read, not a len() per line (40 ns per event)."""
+        limit = self.max_bytes
+        half = limit // 2
+        if half >= _BLOCK_SCAN_MIN and (not lines or len(lines[0]) <= limit):  # the first may hold the last read's rest
+            find = data.find
+            if all(find(b"\n", start, start + half) >= 0 for start in range(0, data.rfind(b"\n"), half)):
+                return True
+        return max(map(len, lines), default=0) <= limit
+
     def finish(self) -> bytes:
         """The unterminated last line, if any (empty when it was blank or oversized)."""
         rest, self._rest = self._rest, b""
         return b"" if rest.isspace() else rest
 
 
+# LineFramer proves lines short by blocks of max_bytes / 2 when blocks are at least this long;
+# with smaller ones a len() per line is cheaper than a find() per block.
+_BLOCK_SCAN_MIN = 4096
 _UNKNOWN = object()
 # Rejected lines are parsed a second time, untyped, so that the contract names the problem.
 # float_hook keeps 1e999 as inf (the contract calls it out of range) instead of an error.

@@ -47,6 +47,16 @@ def test_framer_gives_the_same_lines_however_the_stream_is_chunked(lines, cuts, 
     fuzz.check_framer(b"\n".join(lines) + end, cuts, max_bytes)
 
 
+@given(
+    st.lists(st.integers(0, 3 * 8192) | st.sampled_from([4095, 4096, 4097, 8191, 8192, 8193, 12288]), max_size=12),
+    st.lists(st.integers(0, 60_000), max_size=6), st.sampled_from([b"", b"\n"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_framer_finds_every_oversized_line_when_it_proves_lines_short_by_blocks(lengths, cuts, end):
+    # max_bytes 8192: LineFramer looks for a newline in each 4 KiB block instead of measuring lines.
+    fuzz.check_framer(b"\n".join(b"x" * n for n in lengths) + end, cuts, 8192)
+
+
 @pytest.mark.untraced
 @given(mixed_lines, st.sampled_from(fuzz.CONTENT_TYPES), st.sampled_from([b"\n", b"\r\n"]), st.booleans())
 @settings(max_examples=200, deadline=None)

@@ -128,6 +128,13 @@ def test_framer_drops_an_oversized_line_without_losing_the_next_one():
     assert f.feed(b"\n") == ([b"0123456789"], 0)
 
 
+def test_framer_counts_a_line_made_long_by_the_rest_of_the_last_read():
+    f = LineFramer(8192)  # large enough that lines are proven short by blocks (LineFramer._all_short)
+    assert f.feed(b"x" * 6000) == ([], 0)
+    assert f.feed(b"y" * 3000 + b"\nok\n") == ([b"ok"], 1)
+    assert f.feed(b"z" * 8192 + b"\n" + b"w" * 8193 + b"\n") == ([b"z" * 8192], 1)  # the limit is allowed
+
+
 def test_framer_tail_of_blank_is_empty():
     f = LineFramer(10)
     f.feed(b"{}\n   ")
