@@ -84,9 +84,8 @@ class Batch:
     raws: list[bytes]
     received_at: float
     transport: str
-    # The events' label-set numbers, made by the first sink that asks (sidecar.sinks.labelsets):
-    # (the LabelSets that made them, one number per event).
-    label_sets: tuple[Any, Any] | None = None
+    # The events' label-set numbers, made by the first sink that asks (sidecar.sinks.labelsets.Numbered).
+    label_sets: Any = None
     # The events' numeric fields as columns, made by the first sink that asks
     # (sidecar.sinks.columns.field): name -> read-only float64 array.
     columns: dict[str, Any] = field(default_factory=dict)

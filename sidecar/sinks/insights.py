@@ -267,7 +267,9 @@ class InsightsStore:
         times = fields(batches, "timestamp", events)  # the decoder normalises timestamps to epoch seconds
         stamps: list[float] = times.tolist()
         numeric = {name: fields(batches, name, events) for name in _NUMERIC}
-        failed = [ev.success is False for ev in events]
+        failed_at = self.label_sets.failed(batches)
+        failed = np.zeros(len(events), dtype=bool)
+        failed[failed_at] = True
         lo, hi = float(times.min()), float(times.max())
         if lo >= oldest and lo // width == hi // width:  # the common case: one bucket
             rows = self._fill(int(lo // width), events, numbers, numeric, failed)
@@ -280,13 +282,13 @@ class InsightsStore:
             for index, chosen in groups.items():
                 at = np.array(chosen, dtype=np.intp)
                 got = self._fill(
-                    index, [events[i] for i in chosen], [numbers[i] for i in chosen], {k: v[at] for k, v in numeric.items()}, [failed[i] for i in chosen]
+                    index, [events[i] for i in chosen], [numbers[i] for i in chosen], {k: v[at] for k, v in numeric.items()}, failed[at]
                 )
                 for i, row in zip(chosen, got):
                     rows[i] = row
         # Failures per invocation, then the open runs: two separate states, each in batch order.
-        if True in failed:
-            for i in itertools.compress(range(len(events)), failed):
+        if failed_at:
+            for i in failed_at:
                 if rows[i] >= 0:  # else not stored: past retention, or its subject past the cap
                     ev = events[i]
                     ident = ev.invocation_id or ev.run_id
@@ -312,7 +314,7 @@ class InsightsStore:
                 self.dropped += 1
             open_[key] = (ts, ev.workflow if run else ev.agent)
 
-    def _fill(self, index: int, events: list[Event], numbers: list[int], numeric: dict[str, np.ndarray], failed: list[bool]) -> list[int]:
+    def _fill(self, index: int, events: list[Event], numbers: list[int], numeric: dict[str, np.ndarray], failed: np.ndarray) -> list[int]:
         """File events of one bucket as columns; return each one's row, -1 for a subject past the cap.
         A row is found by the event's label-set number, or by its subject the first time.
         `numeric`: the events' _NUMERIC fields (sidecar.sinks.columns.field); `failed`: success is False."""
@@ -346,7 +348,7 @@ class InsightsStore:
             kept = [i for i, row in enumerate(rows) if row >= 0]
             events, stored = [events[i] for i in kept], [rows[i] for i in kept]
             numeric = {k: v[kept] for k, v in numeric.items()}
-            failed = [failed[i] for i in kept]
+            failed = failed[kept]
         else:
             stored = rows
         if not stored:
@@ -358,7 +360,7 @@ class InsightsStore:
         tin = np.where(reported, tin, 0.0)
         columns = [  # in FIELDS order; counts are at most contract.MAX_COUNT, exact as floats
             np.ones(len(events)),
-            ints(failed),
+            failed.astype(np.int64),
             or_zero(numeric["cost_usd"]),
             tin,
             reported.astype(np.float64),

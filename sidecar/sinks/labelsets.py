@@ -10,9 +10,11 @@ back to its own lookup only for a number it has not met yet.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
-from sidecar.sinks.columns import ints
+from sidecar.sinks.columns import SHORT, ints
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.types import Batch, Event
 
@@ -24,25 +26,77 @@ MAX_LABEL_SETS = 100_000
 LabelSet = tuple[str, str | None, str | None, str | None, str | None, str | None, bool | None]
 
 
+class Numbered:
+    """A batch's label-set numbers, and the positions of its failed events (made on first use)."""
+
+    __slots__ = ("owner", "numbers", "failed")
+
+    def __init__(self, owner: LabelSets, numbers: list[int]) -> None:
+        self.owner = owner
+        self.numbers = numbers
+        self.failed: list[int] | None = None
+
+
+def _failed(e: Event) -> bool:
+    return e.success is False
+
+
+def _names_tool(e: Event) -> bool:
+    return e.tool is not None
+
+
 class LabelSets:
     """`number(events)`: per event, the number of its (type, agent, workflow, model, tool,
     severity, success), or -1 for one with a value over MAX_LABEL_LENGTH characters (kept out
-    so that no long string is pinned) or met once the table is full."""
+    so that no long string is pinned) or met once the table is full.
+
+    A number also says whether its events failed and whether they name a tool, so the sinks find
+    those events with one numpy take per batch (`failed`, `tools`) instead of each testing every
+    event: three passes over ~1 KB of objects per event (BENCHMARKS.md, 2026-12-02 08:30-)."""
 
     def __init__(self, limit: int = MAX_LABEL_SETS) -> None:
         self.ids: dict[LabelSet, int] = {}
         self.limit = limit
+        # By number, with a last entry no number reaches, read by -1 (not numbered): False.
+        self._failed_of = np.zeros(64, dtype=bool)
+        self._tool_of = np.zeros(64, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def of(self, batch: Batch) -> list[int]:
         """The batch's numbers, made by the first sink that asks and kept on the batch."""
-        found = batch.label_sets
-        if found is None or found[0] is not self:
-            found = batch.label_sets = (self, self.number(batch.events))
-        numbers: list[int] = found[1]
-        return numbers
+        return self._numbered(batch).numbers
+
+    def _numbered(self, batch: Batch) -> Numbered:
+        found: Numbered | None = batch.label_sets
+        if found is None or found.owner is not self:
+            found = batch.label_sets = Numbered(self, self.number(batch.events))
+        return found
+
+    def failed(self, batches: Sequence[Batch]) -> list[int]:
+        """Positions of the events with success false, in the batches' events end to end (made once per batch)."""
+        parts = []
+        for batch in batches:
+            numbered = self._numbered(batch)
+            if numbered.failed is None:
+                numbered.failed = self._positions(numbered.numbers, self._failed_of, batch.events, _failed)
+            parts.append(numbered.failed)
+        return _joined(batches, parts)
+
+    def tools(self, batches: Sequence[Batch]) -> list[int]:
+        """Positions of the events that name a tool, in the batches' events end to end."""
+        return _joined(batches, [self._positions(self.of(b), self._tool_of, b.events, _names_tool) for b in batches])
+
+    @staticmethod
+    def _positions(numbers: list[int], by_number: np.ndarray, events: list[Event], fact: Callable[[Event], bool]) -> list[int]:
+        if len(numbers) < SHORT:  # a few events: testing each costs less than the arrays
+            return [i for i, e in enumerate(events) if fact(e)]
+        array = ints(numbers)
+        found: list[int] = np.flatnonzero(by_number[array]).tolist()
+        if -1 in numbers:  # events not numbered: tested one by one
+            found = sorted(found + [i for i in np.flatnonzero(array < 0).tolist() if fact(events[i])])
+        return found
 
     def number(self, events: list[Event]) -> list[int]:
         """A list, not an array: a quiet sender's one-event batches wait in the sinks, and making
@@ -63,7 +117,23 @@ class LabelSets:
         if len(self.ids) >= self.limit or any(isinstance(v, str) and len(v) > MAX_LABEL_LENGTH for v in labels):
             return -1
         n = self.ids[labels] = len(self.ids)
+        if n + 1 >= len(self._failed_of):  # keep the last entry free, for -1
+            self._failed_of, self._tool_of = (np.concatenate((a, np.zeros_like(a))) for a in (self._failed_of, self._tool_of))
+        self._failed_of[n] = e.success is False
+        self._tool_of[n] = e.tool is not None
         return n
+
+
+def _joined(batches: Sequence[Batch], parts: list[list[int]]) -> list[int]:
+    """Positions within each batch as positions in all their events end to end."""
+    if len(parts) == 1:
+        return parts[0]
+    out: list[int] = []
+    offset = 0
+    for batch, part in zip(batches, parts):
+        out += [offset + i for i in part]
+        offset += len(batch.events)
+    return out
 
 
 class Mapped:

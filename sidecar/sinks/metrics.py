@@ -307,7 +307,7 @@ class MetricsSink:
             if len(amounts):
                 rows = self._rows(slots if where is None else slots[where], column)  # may grow the table's arrays
                 np.add.at(table.values, rows, amounts)
-        failed = [self.errors.row((ev.agent or "", ev.workflow or "", ev.error or "")) for ev in events if not ev.success]
+        failed = [self.errors.row((ev.agent or "", ev.workflow or "", ev.error or "")) for ev in map(events.__getitem__, self.label_sets.failed(batches))]
         if failed:
             np.add.at(self.errors.values, failed, 1.0)
         outcomes: Counter[tuple[str, str]] = Counter()
@@ -315,9 +315,8 @@ class MetricsSink:
             self._track(batch.events, batch.received_at, outcomes)
         for key, count in outcomes.items():
             self.workflow_runs.add(key, count)
-        for ev in events:
-            if ev.tool is not None:
-                self._tool(ev, ev.tool)
+        for ev in map(events.__getitem__, self.label_sets.tools(batches)):
+            self._tool(ev, ev.tool)  # type: ignore[arg-type]  # events that name a tool
         self._runs.settle()
         self._invocations.settle()
         self._uncached.clear()

@@ -62,7 +62,7 @@ def test_the_built_sinks_share_one_numbering_and_agree_with_it():
         b = batch_of(*events, *events)
         sinks.metrics.consume(b)
         sinks.window.consume(b)
-        assert b.label_sets is not None and b.label_sets[0] is sinks.metrics.label_sets
+        assert b.label_sets is not None and b.label_sets.owner is sinks.metrics.label_sets
         sinks.metrics.flush()  # each batch added apart: the second through the numbers the first noted
         sinks.window.flush()
     assert len(sinks.metrics.label_sets) == 4  # the long agent's label sets are not numbered
@@ -82,3 +82,41 @@ def test_a_sinks_map_reads_minus_one_for_unnumbered_events_whatever_its_size():
         for n in range(size):
             mapped.note(n, 1000 + n)
         assert mapped.ids([-1, size - 1, 0]).tolist() == [-1, 1000 + size - 1, 1000]
+
+
+def test_failed_and_tool_positions_agree_with_the_events_themselves():
+    """`failed` and `tools` read what a number says about its events: they must give what a test of
+    every event gives, for numbered and unnumbered (long, surplus) events, for batches long enough
+    for the array path and short ones, alone and end to end, as the table grows past its first size."""
+    import random
+
+    rnd = random.Random(7)
+    sets = LabelSets(limit=100)  # the table grows (64, 128) and then fills: later label sets get -1
+
+    def event(i):
+        e = {"type": rnd.choice(["t", "u", "agent.failed"]), "agent": rnd.choice(["a", "b", "c" * 129, f"n{i % 90}"])}
+        if rnd.random() < 0.3:
+            e["success"] = rnd.random() < 0.5
+        if rnd.random() < 0.3:
+            e["tool"] = rnd.choice(["search", "t" * 200])
+        return e
+
+    for sizes in ([1], [5, 40], [100], [3, 70, 1], [200, 200]):
+        batches = [batch_of(*(event(i) for i in range(n))) for n in sizes]
+        events = [e for b in batches for e in b.events]
+        want_failed = [i for i, e in enumerate(events) if e.success is False]
+        want_tools = [i for i, e in enumerate(events) if e.tool is not None]
+        assert sets.failed(batches) == want_failed
+        assert sets.failed(batches) == want_failed  # read again: made once per batch
+        assert sets.tools(batches) == want_tools
+    assert len(sets) == 100 and want_failed and want_tools
+
+
+def test_an_unnumbered_event_is_not_taken_for_the_last_label_set_of_the_table():
+    """Number -1 reads the table's last entry: it must stay False as the table grows."""
+    sets = LabelSets(limit=64)
+    sets.number(batch_of(*({"type": "t", "agent": f"a{i}"} for i in range(63))).events)
+    sets.number(batch_of({"type": "t", "agent": "last", "success": False, "tool": "x"}).events)  # number 63: the table grows
+    b = batch_of(*({"type": "t", "agent": f"more{i}"} for i in range(40)))  # past the limit: all -1
+    assert set(sets.of(b)) == {-1}
+    assert sets.failed([b]) == [] and sets.tools([b]) == []
