@@ -1,6 +1,6 @@
 """A/B of the hot path in one process: variants take the same reads in turn, read by read.
 
-    python bench/ab_pipeline.py --variant shared --variant unshared bench/variants/no_sharing.py [--rounds 5]
+    python bench/ab_pipeline.py --variant now --variant by_sinks bench/variants/numbered_by_sinks.py [--rounds 5]
 
 A variant is a name and optionally a Python file whose `setup(decoder, sinks)` changes that
 variant's own decoder or sinks (an instance attribute, never the class, which every variant
@@ -19,6 +19,7 @@ puts every drift on both sides. What it does not see: the listener's reads and t
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import os
 import statistics
@@ -54,7 +55,7 @@ def build(setup: Setup | None) -> tuple[Callable[[bytes], None], Callable[[], No
     """A variant's (take one read, run maintenance)."""
     config, registry = Config(), CollectorRegistry()
     sinks = build_sinks(config, registry, time.time)
-    decoder = EventDecoder(config.ingest.max_clock_skew, Pricer(config.pricing, registry))
+    decoder = EventDecoder(config.ingest.max_clock_skew, Pricer(config.pricing, registry), sinks.metrics.label_sets)  # as build_app wires it
     framer = LineFramer(config.ingest.max_event_bytes)
     if setup is not None:
         setup(decoder, sinks)
@@ -63,8 +64,8 @@ def build(setup: Setup | None) -> tuple[Callable[[bytes], None], Callable[[], No
     def take(read: bytes) -> None:
         lines, _ = framer.feed(read)
         now = time.time()
-        events, raws, _ = decoder.decode(lines, now)
-        batch = Batch(events, raws, now, "unix")
+        events, raws, _, numbered = decoder.decode_numbered(lines, now)  # as the Unix listener does
+        batch = Batch(events, raws, now, "unix", numbered)
         for sink in stages:
             sink.consume(batch)
 
@@ -81,6 +82,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--events", type=int, default=200_000)
     args = ap.parse_args()
+    gc.set_threshold(50_000)  # the collector as `agent-sidecar run` sets it (sidecar/commands/run.py)
+    gc.collect()
+    gc.freeze()
     if any(len(v) > 2 for v in args.variant):
         ap.error("--variant takes NAME [SETUP.py]")
     setups = {v[0]: load_setup(v[1]) if len(v) == 2 else None for v in args.variant}

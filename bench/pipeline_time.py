@@ -12,6 +12,7 @@ alternate two trees run by run and compare the fastest runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ from sidecar.types import Batch  # noqa: E402
 def run(chunks: list[bytes], n: int) -> dict[str, float]:
     config, registry = Config(), CollectorRegistry()
     sinks = build_sinks(config, registry, time.time)
-    decoder = EventDecoder(config.ingest.max_clock_skew, Pricer(config.pricing, registry))
+    decoder = EventDecoder(config.ingest.max_clock_skew, Pricer(config.pricing, registry), sinks.metrics.label_sets)  # as build_app wires it
     framer = LineFramer(config.ingest.max_event_bytes)
     stages = [("metrics", sinks.metrics), ("window", sinks.window), ("insights", sinks.insights), ("tail", sinks.tail)]
     took = dict.fromkeys(["frame", "decode", *(name for name, _ in stages), "maintain"], 0.0)
@@ -43,10 +44,10 @@ def run(chunks: list[bytes], n: int) -> dict[str, float]:
         t1 = clock()
         took["frame"] += t1 - t0
         now = time.time()
-        events, raws, _ = decoder.decode(lines, now)
+        events, raws, _, numbered = decoder.decode_numbered(lines, now)  # as the Unix listener does
         t0 = clock()
         took["decode"] += t0 - t1
-        batch = Batch(events, raws, now, "unix")
+        batch = Batch(events, raws, now, "unix", numbered)
         for name, sink in stages:
             sink.consume(batch)
             t1 = clock()
@@ -65,6 +66,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="events per read")
     ap.add_argument("--runs", type=int, default=1, help="runs, each on fresh sinks")
     args = ap.parse_args()
+    gc.set_threshold(50_000)  # the collector as `agent-sidecar run` sets it (sidecar/commands/run.py)
+    gc.collect()
+    gc.freeze()
     lines = realistic_lines(args.events)
     chunks = [b"".join(lines[i : i + args.batch]) for i in range(0, args.events, args.batch)]
     print(f"{REPO}: {args.events:,} events in reads of {args.batch:,}, us per event")

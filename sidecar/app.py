@@ -94,8 +94,10 @@ class Sidecar:
         return names + [f"unix:{lst.path}" for lst in self.listeners]
 
 
-def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[], float]) -> Sinks:
-    label_sets = LabelSets()  # each batch's events numbered once for all three (sinks/labelsets.py)
+def build_sinks(config: Config, registry: CollectorRegistry, clock: Callable[[], float], label_sets: LabelSets | None = None) -> Sinks:
+    """`label_sets`: the numbering the decoder gives batches; each batch's events are numbered once
+    for all three sinks that read numbers (sinks/labelsets.py)."""
+    label_sets = label_sets if label_sets is not None else LabelSets()
     return Sinks(
         metrics=MetricsSink(config.metrics, config.lifecycle, registry, label_sets),
         window=WindowSink(config.windows, registry, clock, label_sets),
@@ -115,11 +117,12 @@ def build_app(
     """`reload_from` gives the config a reload applies (run: the --config file and the flags)."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = SelfMetrics(registry)
-    sinks = build_sinks(config, registry, clock)
+    label_sets = LabelSets()
+    sinks = build_sinks(config, registry, clock, label_sets)
     InsightsGauge(sinks.insights, registry)
     pipeline = Pipeline(sinks.in_order(), metrics, config.ingest.queue_size)
     pricer = Pricer(config.pricing, registry)
-    decoder = EventDecoder(config.ingest.max_clock_skew, pricer)
+    decoder = EventDecoder(config.ingest.max_clock_skew, pricer, label_sets)
     live = LiveConfig(config)
     reloader = Reloader(live, reload_from, registry, clock)
     sidecar = Sidecar(live, clock, registry, metrics, decoder, pipeline, sinks, reloader, http_url=http_url)

@@ -124,7 +124,11 @@ class Pipeline:
 
 
 def _slices(batch: Batch, size: int) -> list[Batch]:
+    numbered = batch.label_sets  # the decoder's label-set numbers, if it made them: sliced along
     return [
-        Batch(batch.events[i : i + size], batch.raws[i : i + size], batch.received_at, batch.transport)
+        Batch(
+            batch.events[i : i + size], batch.raws[i : i + size], batch.received_at, batch.transport,
+            None if numbered is None else numbered.owner.numbered(numbered.numbers[i : i + size]),
+        )
         for i in range(0, len(batch.events), size)
     ]

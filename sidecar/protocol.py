@@ -7,10 +7,9 @@ turns lines (or HTTP body items) into validated, normalised `Event`s and
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -18,8 +17,9 @@ from sidecar import contract
 from sidecar.contract import MAX_TYPE_LENGTH, TYPE_PATTERN, TYPE_RULE, is_failure_type, valid_type
 from sidecar.types import Event, Rejection
 
-if TYPE_CHECKING:  # protocol.py stays importable without the server's packages; the app passes a Pricer in
+if TYPE_CHECKING:  # protocol.py stays importable without the server's packages; the app passes these in
     from sidecar.pricing import Pricer
+    from sidecar.sinks.labelsets import LabelSets, Numbered
 
 __all__ = ["MAX_TYPE_LENGTH", "REASONS", "TYPE_PATTERN", "EventDecoder", "LineFramer", "is_failure_type", "valid_type"]
 
@@ -117,6 +117,16 @@ _MAX_CACHED_TYPES = 10_000
 # past that the table starts again.
 MAX_SHARED = 10_000
 MAX_SHARED_LENGTH = 128
+# Whole label sets repeat too. The decoder keeps, per label set as sent (severity and success may
+# be absent), what it becomes: its kept values, severity and success filled in, and its label-set
+# number (sidecar.sinks.labelsets). One lookup per event then shares, fills and numbers it: three
+# passes over the events before (the fill, the sharing, the first sink's numbering), 0.3 us per
+# event more (BENCHMARKS.md, 2026-12-02 09:00-). At most MAX_LABEL_ENTRIES; past that it starts again.
+MAX_LABEL_ENTRIES = 20_000
+
+# A label set as sent, and what it becomes: (number, type, agent, workflow, model, tool, severity, success).
+_Raw = tuple[str, "str | None", "str | None", "str | None", "str | None", "str | None", "bool | None"]
+_Labels = tuple[int, str, "str | None", "str | None", "str | None", "str | None", Any, bool]  # Any: a Severity
 
 
 def classify(line: bytes, exc: msgspec.ValidationError) -> Rejection:
@@ -138,13 +148,15 @@ def classify(line: bytes, exc: msgspec.ValidationError) -> Rejection:
 class EventDecoder:
     """Decodes and normalises events. One instance per sidecar; it caches per-type facts."""
 
-    def __init__(self, max_clock_skew: float = 300.0, pricer: Pricer | None = None):
+    def __init__(self, max_clock_skew: float = 300.0, pricer: Pricer | None = None, label_sets: LabelSets | None = None):
         self.max_clock_skew = max_clock_skew
         self.pricer = pricer  # fills in cost_usd from the price table (sidecar/pricing.py)
+        self.label_sets = label_sets  # numbers each label set; the app gives the sinks' own
         self._decode: Callable[[bytes], Event] = msgspec.json.Decoder(Event).decode
         # type -> "is a *.failed type", or None when the name is invalid. Bounded: see _type_info.
         self._types: dict[str, bool | None] = {}
-        self._shared: dict[str | None, str | None] = {}  # label value -> the copy events carry
+        self._shared: dict[str, str] = {}  # label value -> the copy events carry
+        self._labels: dict[_Raw, _Labels] = {}  # see MAX_LABEL_ENTRIES
 
     def _type_info(self, event_type: str) -> bool | None:
         info = is_failure_type(event_type) if valid_type(event_type) else None
@@ -156,40 +168,86 @@ class EventDecoder:
         self, lines: Iterable[bytes], received_at: float, *, price: bool = True
     ) -> tuple[list[Event], list[bytes], list[Rejection]]:
         """Decode each line (or body item) into an event, or a rejection with its index.
-        `price=False` for a listener that priced its events already (OTLP, which knows the provider).
+        `price=False` for a listener that priced its events already (OTLP, which knows the provider)."""
+        events, raws, rejected, _ = self.decode_numbered(lines, received_at, price=price)
+        return events, raws, rejected
 
-        The usual batch (every line an ASCII event of a known type, stamped within the clock
+    def decode_numbered(
+        self, lines: Iterable[bytes], received_at: float, *, price: bool = True
+    ) -> tuple[list[Event], list[bytes], list[Rejection], Numbered | None]:
+        """`decode`, and the events' label-set numbers for their Batch (None without `label_sets`).
+
+        The usual batch (every line an ASCII event of a valid type, stamped within the clock
         rules) is checked and filled in bulk; any other goes line by line, which names each
         problem, reusing the parse when every line parsed."""
         if not isinstance(lines, list):
             lines = list(lines)
         parsed = self._parse_all(lines)
+        numbers = self._intern(parsed) if parsed is not None and self._in_time(parsed, received_at) else None
         rejected: list[Rejection]
-        if parsed is not None and self._usual(parsed, received_at):
+        if parsed is not None and numbers is not None:
             events, raws, rejected = parsed, lines, []
         else:
             events, raws, rejected = self._decode_each(lines, received_at, parsed)
-        self._share(events)
+            numbers = self._intern(events)
+            assert numbers is not None  # every event left is of a valid type
         if price and self.pricer is not None:
             self.pricer.fill_events(events)
-        return events, raws, rejected
+        return events, raws, rejected, None if self.label_sets is None else self.label_sets.numbered(numbers)
 
-    def _share(self, events: list[Event]) -> None:
-        """Give each event the kept copy of its type, agent, workflow and model (see MAX_SHARED)."""
-        shared = self._shared
-        before = len(shared)
-        keep = shared.setdefault  # None is a key too: no test per field
+    def _in_time(self, events: list[Event], received_at: float) -> bool:
+        """Every event stamped (as epoch seconds) within the clock rules."""
+        stamps: list[float] = [ev.timestamp for ev in events]  # type: ignore[misc]  # anything else raises TypeError below
+        try:
+            return not stamps or (0 <= min(stamps) and max(stamps) <= received_at + self.max_clock_skew)
+        except TypeError:  # None (stamped on receipt) or a datetime (converted): line by line
+            return False
+
+    def _intern(self, events: list[Event]) -> list[int] | None:
+        """Give each event the kept copies of its labels, its severity and success (when it sent
+        none), and return its label-set number (-1 without `label_sets`, or see LabelSets).
+        None, leaving the rest as they were, at an event whose type is not valid."""
+        get = self._labels.get
+        numbers: list[int] = []
+        append = numbers.append
         for ev in events:
-            ev.type = keep(ev.type, ev.type)  # type: ignore[assignment]  # a str key keeps a str
-            ev.agent = keep(ev.agent, ev.agent)
-            ev.workflow = keep(ev.workflow, ev.workflow)
-            ev.model = keep(ev.model, ev.model)
-        if len(shared) != before:  # new values, the last ones in the dict's order
-            for value in list(itertools.islice(reversed(shared), len(shared) - before)):
-                if value is not None and len(value) > MAX_SHARED_LENGTH:
-                    del shared[value]
-            if len(shared) > MAX_SHARED:
-                shared.clear()
+            found = get((ev.type, ev.agent, ev.workflow, ev.model, ev.tool, ev.severity, ev.success))
+            if found is None:
+                found = self._new_labels(ev)
+                if found is None:
+                    return None
+            number, ev.type, ev.agent, ev.workflow, ev.model, ev.tool, ev.severity, ev.success = found
+            append(number)
+        return numbers
+
+    def _new_labels(self, ev: Event) -> _Labels | None:
+        fails = self._types.get(ev.type, _UNKNOWN)
+        if fails is _UNKNOWN:
+            fails = self._type_info(ev.type)
+        if fails is None:
+            return None
+        keep = self._keep
+        type_, agent, workflow, model, tool = keep(ev.type), keep(ev.agent), keep(ev.workflow), keep(ev.model), keep(ev.tool)
+        severity = ev.severity if ev.severity is not None else "error" if fails else "info"
+        success = not fails if ev.success is None else ev.success
+        number = -1 if self.label_sets is None else self.label_sets.number_of((type_, agent, workflow, model, tool, severity, success))  # type: ignore[arg-type]  # keep gives a str for a str
+        found: _Labels = (number, type_, agent, workflow, model, tool, severity, success)  # type: ignore[assignment]  # keep gives a str for a str
+        if all(v is None or len(v) <= MAX_SHARED_LENGTH for v in (type_, agent, workflow, model, tool)):  # else not kept past its batch
+            if len(self._labels) >= MAX_LABEL_ENTRIES:
+                self._labels.clear()
+            self._labels[(type_, agent, workflow, model, tool, ev.severity, ev.success)] = found  # type: ignore[index]
+        return found
+
+    def _keep(self, value: str | None) -> str | None:
+        """The kept copy of a label value (see MAX_SHARED)."""
+        if value is None or len(value) > MAX_SHARED_LENGTH:
+            return value
+        kept = self._shared.get(value)
+        if kept is None:
+            if len(self._shared) >= MAX_SHARED:
+                self._shared.clear()
+            kept = self._shared[value] = value
+        return kept
 
     def _parse_all(self, lines: list[bytes]) -> list[Event] | None:
         """Every line parsed in one pass of C, or None when one is not ASCII or not an event."""
@@ -199,25 +257,6 @@ class EventDecoder:
             return list(map(self._decode, lines))
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return None
-
-    def _usual(self, events: list[Event], received_at: float) -> bool:
-        """Fill in severity and success and say True when every event is of a known type and
-        stamped (as epoch seconds) within the clock rules; else change nothing and say False."""
-        failed = list(map(self._types.get, [ev.type for ev in events]))
-        if failed.count(True) + failed.count(False) != len(failed):  # a type not seen yet, or invalid
-            return False
-        stamps: list[float] = [ev.timestamp for ev in events]  # type: ignore[misc]  # anything else raises TypeError below
-        try:
-            if stamps and not (0 <= min(stamps) and max(stamps) <= received_at + self.max_clock_skew):
-                return False
-        except TypeError:  # None (stamped on receipt) or a datetime (converted): line by line
-            return False
-        for ev, fails in zip(events, failed):
-            if ev.severity is None:
-                ev.severity = "error" if fails else "info"
-            if ev.success is None:
-                ev.success = not fails
-        return True
 
     def _decode_each(
         self, lines: list[bytes], received_at: float, parsed: list[Event] | None

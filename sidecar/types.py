@@ -84,7 +84,8 @@ class Batch:
     raws: list[bytes]
     received_at: float
     transport: str
-    # The events' label-set numbers, made by the first sink that asks (sidecar.sinks.labelsets.Numbered).
+    # The events' label-set numbers (sidecar.sinks.labelsets.Numbered): made by the decoder as it
+    # decoded them (EventDecoder.decode_numbered), or else by the first sink that asks.
     label_sets: Any = None
     # The events' numeric fields as columns, made by the first sink that asks
     # (sidecar.sinks.columns.field): name -> read-only float64 array.

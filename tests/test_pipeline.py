@@ -4,6 +4,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.pipeline import SLICE_EVENTS, Pipeline
 from sidecar.selfmetrics import SelfMetrics
+from sidecar.sinks.labelsets import LabelSets
 from sidecar.types import Batch, Event
 
 
@@ -116,7 +117,8 @@ async def test_a_long_batch_reaches_the_sinks_in_slices_with_the_loop_turning_be
     pipeline = Pipeline([rec], SelfMetrics(CollectorRegistry()), queue_size=4)
     n = 2 * SLICE_EVENTS + 5
     events = [Event(type="x", timestamp=float(i), severity="info", success=True) for i in range(n)]
-    await pipeline.submit(Batch(events, [b"%d" % i for i in range(n)], 1.0, "test"))
+    label_sets = LabelSets()
+    await pipeline.submit(Batch(events, [b"%d" % i for i in range(n)], 1.0, "test", label_sets.numbered(list(range(n)))))
     await pipeline.close()
     running = asyncio.create_task(pipeline.run())
     while not running.done():
@@ -127,6 +129,8 @@ async def test_a_long_batch_reaches_the_sinks_in_slices_with_the_loop_turning_be
     assert all("turn" in timeline[a:b] for a, b in zip(slices, slices[1:]))  # the loop ran between slices
     assert [e for b in rec.batches for e in b.events] == events  # every event, in order, once
     assert [r for b in rec.batches for r in b.raws] == [b"%d" % i for i in range(n)]
+    assert [x for b in rec.batches for x in b.label_sets.numbers] == list(range(n))  # the decoder's numbers, sliced along
+    assert all(b.label_sets.owner is label_sets for b in rec.batches)
     assert pipeline.processed == n
 
 

@@ -227,7 +227,7 @@ def test_the_decoders_type_cache_keeps_no_long_names():
     assert len(decoder._types) == 10_000  # and a bounded number of short ones
 
 
-@pytest.mark.parametrize("first_batch", [[], [b'{"type": "new.type"}']], ids=["bulk", "line_by_line"])
+@pytest.mark.parametrize("first_batch", [[], [b'{"type": ""}']], ids=["bulk", "line_by_line"])
 def test_label_values_are_shared_between_events_and_batches(first_batch):
     """Equal types, agents, workflows and models are one str object, whichever path decoded them."""
     decoder = EventDecoder()
@@ -285,7 +285,7 @@ def test_the_bulk_path_gives_what_the_line_by_line_path_gives():
     decoder = EventDecoder(max_clock_skew=300)
     decoder.decode(lines, NOW)
     parsed = decoder._parse_all(lines)
-    assert parsed is not None and decoder._usual(parsed, NOW)  # the batch is a usual one
+    assert parsed is not None and decoder._in_time(parsed, NOW) and decoder._intern(parsed) is not None  # a usual batch
     bulk, each = both_ways(lines)
     assert bulk == each
     severities = [(e.severity, e.success) for e in bulk[0][:5]]
@@ -320,3 +320,44 @@ def test_invalid_utf8_in_a_skipped_field_is_refused_in_a_batch_of_known_types():
     (events, _, rejected), each = both_ways([*lines, bad])
     assert [(r.index, r.reason) for r in rejected] == [(5, "invalid_utf8")]
     assert len(events) == 5
+
+
+def test_the_decoder_numbers_label_sets_as_the_sinks_would():
+    """decode_numbered's numbers are what LabelSets.number gives the accepted events, in order, on
+    the bulk path, the line-by-line one, with long labels (-1) and severity or success sent or not."""
+    from sidecar.sinks.labelsets import LabelSets
+
+    ours, reference = LabelSets(), LabelSets()
+    decoder = EventDecoder(label_sets=ours)
+    long_agent = "x" * 200
+    kinds = [
+        {"type": "llm.call", "agent": "a"}, {"type": "agent.failed", "agent": "a"}, {"type": "llm.call", "agent": "b", "tool": "t"},
+        {"type": "llm.call", "agent": "a", "success": False}, {"type": "llm.call", "agent": "a", "severity": "warning"},
+        {"type": "llm.call", "agent": "a", "severity": "info", "success": True},  # sent as it is filled in: the same label set
+        {"type": "llm.call", "agent": long_agent}, {"type": "tool.call", "workflow": "w", "model": "m"},
+    ]
+    reads = [
+        [json.dumps(kinds[i % len(kinds)]).encode() for i in range(50)],  # bulk
+        [json.dumps(kinds[(3 * i) % len(kinds)]).encode() for i in range(30)] + [b'{"type": ""}'],  # one rejected: line by line
+        [json.dumps({**kinds[i % len(kinds)], "type": f"new.t{i % 4}"}).encode() for i in range(20)],  # types not seen yet
+    ]
+    reads = [[line[:-1] + b', "timestamp": %d}' % NOW for line in lines] for lines in reads]  # stamped: the bulk path can take them
+    for lines in reads * 2:
+        events, _, _, numbered = decoder.decode_numbered(lines, NOW)
+        assert numbered.owner is ours
+        assert numbered.numbers == reference.number(events)
+        assert all(e.severity is not None and e.success is not None for e in events)
+    assert -1 in numbered.numbers and len(ours) == len(reference)
+    assert EventDecoder().decode_numbered(reads[0], NOW)[3] is None  # no LabelSets: nothing to number with
+
+
+def test_the_decoders_label_sets_stay_bounded():
+    """Ever-new label sets keep at most MAX_LABEL_ENTRIES of them; long values are never kept."""
+    from sidecar.protocol import MAX_LABEL_ENTRIES
+
+    decoder = EventDecoder()
+    for start in range(0, MAX_LABEL_ENTRIES + 2000, 1000):
+        decoder.decode([b'{"type": "llm.call", "agent": "agent-%d"}' % i for i in range(start, start + 1000)], NOW)
+        assert len(decoder._labels) <= MAX_LABEL_ENTRIES
+    decoder.decode([b'{"type": "llm.call", "agent": "%s"}' % (b"a" * 129)], NOW)
+    assert all(len(raw[1] or "") <= 128 for raw in decoder._labels)

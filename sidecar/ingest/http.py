@@ -178,10 +178,10 @@ def events_route(
             return Response(status_code=400)
         now = clock()
         items, positions, rejected = split_body(body, request.headers.get("content-type", ""), config.max_event_bytes)
-        events, raws, bad = decoder.decode(items, now)
+        events, raws, bad, numbered = decoder.decode_numbered(items, now)
         rejected += [r._replace(index=positions[r.index]) for r in bad]
         rejected.sort(key=lambda r: r.index)
-        if events and not pipeline.try_submit(Batch(events, raws, now, TRANSPORT)):
+        if events and not pipeline.try_submit(Batch(events, raws, now, TRANSPORT, numbered)):
             metrics.count(TRANSPORT, 0, rejected, dropped=len(events))
             return JSONResponse(
                 {"accepted": 0, "rejected": len(rejected), "dropped": len(events), "error": "queue_full: the sidecar is overloaded, retry later"},

@@ -289,7 +289,7 @@ class UnixListener:
 
     async def _ingest(self, lines: list[bytes], oversized: int) -> None:
         now = self.clock()
-        events, raws, rejected = self.decoder.decode(lines, now)
+        events, raws, rejected, numbered = self.decoder.decode_numbered(lines, now)
         if oversized:
             msg = f"line longer than ingest.max_event_bytes ({self.config.max_event_bytes})"
             rejected += [Rejection(-1, "too_large", msg)] * oversized
@@ -297,4 +297,4 @@ class UnixListener:
             log.debug("unix: rejected %d line(s), first: %s: %s", len(rejected), rejected[0].reason, rejected[0].message)
         self.metrics.count(TRANSPORT, len(events), rejected)
         if events:
-            await self.pipeline.submit(Batch(events, raws, now, TRANSPORT))
+            await self.pipeline.submit(Batch(events, raws, now, TRANSPORT, numbered))

@@ -100,18 +100,24 @@ class LabelSets:
 
     def number(self, events: list[Event]) -> list[int]:
         """A list, not an array: a quiet sender's one-event batches wait in the sinks, and making
-        an array per batch would cost more than the lookup it saves."""
+        an array per batch would cost more than the lookup it saves. (The decoder numbers the
+        events of the Unix and HTTP listeners as it decodes them: `EventDecoder.decode_numbered`.)"""
         get = self.ids.get
         found = [get((e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success), -1) for e in events]
         if -1 in found:
             for i, n in enumerate(found):
                 if n < 0:
-                    found[i] = self._add(events[i])
+                    e = events[i]
+                    found[i] = self.number_of((e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success))
         return found
 
-    def _add(self, e: Event) -> int:
-        labels = (e.type, e.agent, e.workflow, e.model, e.tool, e.severity, e.success)
-        n = self.ids.get(labels)  # added earlier in this batch
+    def numbered(self, numbers: list[int]) -> Numbered:
+        """What a Batch carries of numbers made outside `of` (by the decoder)."""
+        return Numbered(self, numbers)
+
+    def number_of(self, labels: LabelSet) -> int:
+        """The number of one label set, made if it is new (-1: a value too long, or the table full)."""
+        n = self.ids.get(labels)
         if n is not None:
             return n
         if len(self.ids) >= self.limit or any(isinstance(v, str) and len(v) > MAX_LABEL_LENGTH for v in labels):
@@ -119,8 +125,8 @@ class LabelSets:
         n = self.ids[labels] = len(self.ids)
         if n + 1 >= len(self._failed_of):  # keep the last entry free, for -1
             self._failed_of, self._tool_of = (np.concatenate((a, np.zeros_like(a))) for a in (self._failed_of, self._tool_of))
-        self._failed_of[n] = e.success is False
-        self._tool_of[n] = e.tool is not None
+        self._failed_of[n] = labels[6] is False
+        self._tool_of[n] = labels[4] is not None
         return n
 
 

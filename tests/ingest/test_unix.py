@@ -154,3 +154,26 @@ def test_with_every_slot_and_the_backlog_full_a_new_client_is_refused_before_it_
         finally:
             for sock in (*waiting, holder):
                 sock.close()
+
+
+def test_batches_from_the_listeners_arrive_numbered_by_the_decoder(sidecar):
+    """The decoder numbers each event's label set as it decodes it, with the sinks' own numbering
+    (build_app hands one LabelSets to both): no sink numbers a batch from a listener again."""
+    import httpx
+
+    sinks = sidecar.sidecar.sinks
+    label_sets = sinks.metrics.label_sets
+    assert sidecar.sidecar.decoder.label_sets is label_sets is sinks.window.label_sets is sinks.insights.label_sets
+    numbered_again = []
+    number = label_sets.number
+    label_sets.number = lambda events: numbered_again.append(len(events)) or number(events)
+    lines = [ndjson(event(agent=f"a{i % 3}", success=i % 4 != 0, tool="grep" if i % 5 == 0 else None)) for i in range(40)]
+    sidecar.send_unix(b"".join(lines) + b"{not json\n" + b"".join(lines[:5]))  # one rejected line: line by line
+    r = httpx.post(sidecar.url + "/v1/events", content=b"".join(lines), headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 202
+    sidecar.wait_processed(85)
+    assert numbered_again == []
+    failed = {"agent": "a0", "workflow": "", "error": ""}
+    assert sidecar.value("agent_errors_total", failed) == 2 * 4 + 1  # i = 0, 12, 24, 36 twice; 0 again in the five
+    assert sidecar.value("agent_tool_calls_total", {"agent": "a0", "tool": "grep", "outcome": "failed"}) == 2 + 1  # i = 0
+    assert sidecar.value("agent_tool_calls_total", {"agent": "a0", "tool": "grep", "outcome": "completed"}) == 2 * 2  # i = 15, 30
