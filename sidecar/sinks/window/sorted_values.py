@@ -27,11 +27,15 @@ class SortedValues:
 
     The live multiset is S + A - D (D is always a sub-multiset of S + A). Folding the
     buffers into S is O(n) (two sorted runs merge in linear time), done when they grow
-    past ~3% of S, so each change costs O(1) amortised element moves.
+    past 1/2**FOLD_SHIFT of S, so each change costs O(2**FOLD_SHIFT) amortised element moves.
     """
 
     __slots__ = ("s", "a", "d")
     FOLD_MIN = 8192  # pending changes always allowed before folding (tests lower it)
+    # Buffers fold at 1/32 of S. Folding less often moves fewer values but leaves more in the
+    # buffers for every select: at 1/8, 20% less per change at 1.2M values (8% at 300k), and a
+    # select 1.3x (10x) slower (bench/sorted_values.py, BENCHMARKS.md 2026-12-02 09:40).
+    FOLD_SHIFT = 5
 
     def __init__(self, values: Floats = EMPTY):
         self.s: Floats = np.sort(values)
@@ -50,8 +54,8 @@ class SortedValues:
             self.d = _insert_sorted(self.d, values)
 
     def maybe_fold(self, slack: int = 1) -> None:
-        """Fold the buffers into S once they pass slack x (~3% of S)."""
-        if len(self.a) + len(self.d) > slack * max(self.FOLD_MIN, len(self.s) >> 5):
+        """Fold the buffers into S once they pass slack x (1/2**FOLD_SHIFT of S)."""
+        if len(self.a) + len(self.d) > slack * max(self.FOLD_MIN, len(self.s) >> self.FOLD_SHIFT):
             self.fold()
 
     def fold(self) -> None:
