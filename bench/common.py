@@ -78,7 +78,14 @@ def start_sidecar(tmpdir: str, *extra: str, config: str | None = None, command: 
         sys.path.insert(0, REPO)
     from sidecar.testing import SIDECAR_COMMAND, SidecarProcess
 
-    return SidecarProcess.in_dir(tmpdir, *extra, config=config, env={"PYTHONPATH": REPO}, command=command or SIDECAR_COMMAND)
+    return SidecarProcess.in_dir(tmpdir, *extra, config=config, env=child_env(), command=command or SIDECAR_COMMAND)
+
+
+def child_env() -> dict[str, str]:
+    """The environment entries that make a child process import REPO's `sidecar`. PYTHONSAFEPATH:
+    `python -m sidecar` would otherwise put the current directory first, and a bench run from inside
+    one checkout ran that checkout whatever REPO named (BENCHMARKS.md, 2026-12-02 09:35)."""
+    return {"PYTHONPATH": REPO, "PYTHONSAFEPATH": "1"}
 
 
 def send_ndjson(path: str, data: bytes | Iterable[bytes]) -> int:

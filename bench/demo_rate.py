@@ -32,7 +32,7 @@ def main() -> None:
             demo = subprocess.run(
                 [sys.executable, "-m", "sidecar", "demo", "--unix", sidecar.unix, "--rate", "1e7",
                  "--duration", str(args.seconds), "--seed", "1", "--workflows", "50"],
-                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}, check=True,
+                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO, "PYTHONSAFEPATH": "1"}, check=True,
             )
             m = re.search(r"sent (\d+) lines .* in ([\d.]+)s", demo.stderr)
             sent, took = int(m[1]), float(m[2])

@@ -85,7 +85,7 @@ def main() -> None:
         raise SystemExit(f"no totals in {new[0]}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"PYTHONPATH": REPO, "PYTHONHASHSEED": "0"}
+        env = {"PYTHONPATH": REPO, "PYTHONSAFEPATH": "1", "PYTHONHASHSEED": "0"}  # not the current directory's sidecar (bench/common.py child_env)
         proc = SidecarProcess(["--http", "127.0.0.1:0", "--unix", os.path.join(tmp, "s.sock")], env, command=command, ready_timeout=300)
 
         def settled() -> None:  # done with what it was sent: the CPU it uses falls to its idle ticks
