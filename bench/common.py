@@ -84,7 +84,7 @@ def start_sidecar(tmpdir: str, *extra: str, config: str | None = None, command: 
 def child_env() -> dict[str, str]:
     """The environment entries that make a child process import REPO's `sidecar`. PYTHONSAFEPATH:
     `python -m sidecar` would otherwise put the current directory first, and a bench run from inside
-    one checkout ran that checkout whatever REPO named (BENCHMARKS.md, 2026-12-02 09:35)."""
+    one checkout ran that checkout whatever REPO named (BENCHMARKS.md, 2026-12-02 08:30-09:55)."""
     return {"PYTHONPATH": REPO, "PYTHONSAFEPATH": "1"}
 
 

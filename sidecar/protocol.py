@@ -121,7 +121,7 @@ MAX_SHARED_LENGTH = 128
 # be absent), what it becomes: its kept values, severity and success filled in, and its label-set
 # number (sidecar.sinks.labelsets). One lookup per event then shares, fills and numbers it: three
 # passes over the events before (the fill, the sharing, the first sink's numbering), 0.3 us per
-# event more (BENCHMARKS.md, 2026-12-02 09:00-). At most MAX_LABEL_ENTRIES; past that it starts again.
+# event more (BENCHMARKS.md, 2026-12-02 08:30-09:55). At most MAX_LABEL_ENTRIES; past that it starts again.
 MAX_LABEL_ENTRIES = 20_000
 
 # A label set as sent, and what it becomes: (number, type, agent, workflow, model, tool, severity, success).

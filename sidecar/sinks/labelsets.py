@@ -52,7 +52,7 @@ class LabelSets:
 
     A number also says whether its events failed and whether they name a tool, so the sinks find
     those events with one numpy take per batch (`failed`, `tools`) instead of each testing every
-    event: three passes over ~1 KB of objects per event (BENCHMARKS.md, 2026-12-02 08:30-)."""
+    event: three passes over ~1 KB of objects per event (BENCHMARKS.md, 2026-12-02 08:30-09:55)."""
 
     def __init__(self, limit: int = MAX_LABEL_SETS) -> None:
         self.ids: dict[LabelSet, int] = {}

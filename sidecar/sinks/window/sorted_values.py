@@ -34,7 +34,7 @@ class SortedValues:
     FOLD_MIN = 8192  # pending changes always allowed before folding (tests lower it)
     # Buffers fold at 1/32 of S. Folding less often moves fewer values but leaves more in the
     # buffers for every select: at 1/8, 20% less per change at 1.2M values (8% at 300k), and a
-    # select 1.3x (10x) slower (bench/sorted_values.py, BENCHMARKS.md 2026-12-02 09:40).
+    # select 1.3x (10x) slower (bench/sorted_values.py, BENCHMARKS.md 2026-12-02 08:30-09:55).
     FOLD_SHIFT = 5
 
     def __init__(self, values: Floats = EMPTY):
