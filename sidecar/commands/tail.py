@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -199,6 +200,9 @@ async def _print_messages(ws: ClientConnection, as_json: bool, colour: bool, out
 
 def main(args: argparse.Namespace) -> int:
     url = tail_url(args.url, args)
+    # It runs "until Ctrl-C": also when started with SIGINT ignored (a shell's background job
+    # inherits that), which would leave asyncio no KeyboardInterrupt to stop it with.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return asyncio.run(follow(url, args.token, args.json, sys.stdout, sys.stderr))
     except KeyboardInterrupt:

@@ -161,13 +161,19 @@ async def test_a_server_that_hangs_up_during_the_handshake_is_retried_and_report
     assert err.getvalue().count("\n") == 1 and err.getvalue().startswith(f"agent-sidecar tail: cannot connect to {url}: ")
 
 
+# A shell starts a background job (`cmd &` in a script, a CI step run in the background) with
+# SIGINT ignored, and what it runs inherits that: exec'd here the same way.
+_SIGINT_IGNORED = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.executable, sys.argv[1:])"
+
+
 @pytest.mark.untraced
-def test_cli_process_against_an_unreachable_sidecar_says_so_at_once_and_stops_on_ctrl_c():
+@pytest.mark.parametrize("started", ["normally", "with_sigint_ignored"])
+def test_cli_process_against_an_unreachable_sidecar_says_so_at_once_and_stops_on_ctrl_c(started):
     url = _closed_port_url()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "tail", "--url", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO},
-    )
+    command = [sys.executable, "-m", "sidecar", "tail", "--url", url]
+    if started == "with_sigint_ignored":
+        command = [sys.executable, "-c", _SIGINT_IGNORED, *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO})
     try:
         line = proc.stderr.readline().decode()
         assert line == (
