@@ -261,6 +261,8 @@ class EventDecoder:
     def _decode_each(
         self, lines: list[bytes], received_at: float, parsed: list[Event] | None
     ) -> tuple[list[Event], list[bytes], list[Rejection]]:
+        """Line by line: each problem named. The accepted events still lack severity and success
+        where they sent none: `_intern` fills them in, on this path as on the bulk one."""
         decode = self._decode
         types = self._types
         type_info = self._type_info
@@ -288,10 +290,10 @@ class EventDecoder:
             except RecursionError:  # msgspec recurses into unknown fields too: [[[[...]]]] in a payload
                 rejected.append(Rejection(index, "invalid_json", "JSON is nested too deeply"))
                 continue
-            failed = types.get(ev.type, _UNKNOWN)
-            if failed is _UNKNOWN:
-                failed = type_info(ev.type)
-            if failed is None:
+            fails = types.get(ev.type, _UNKNOWN)
+            if fails is _UNKNOWN:
+                fails = type_info(ev.type)
+            if fails is None:
                 rejected.append(Rejection(index, "invalid_type", TYPE_RULE))
                 continue
             ts = ev.timestamp
@@ -308,10 +310,6 @@ class EventDecoder:
                 if ts < 0:
                     rejected.append(Rejection(index, "bad_timestamp", "timestamp must not be negative"))
                     continue
-            if ev.severity is None:
-                ev.severity = "error" if failed else "info"
-            if ev.success is None:
-                ev.success = not failed
-            events.append(ev)
+            events.append(ev)  # severity and success are filled in by _intern, as on the bulk path
             raws.append(line)
         return events, raws, rejected

@@ -276,7 +276,9 @@ def both_ways(lines, now=NOW):
     warm = EventDecoder(max_clock_skew=300)
     warm.decode(lines, now)  # every type seen: a usual batch takes the bulk path from now on
     bulk = warm.decode(lines, now)
-    each = EventDecoder(max_clock_skew=300)._decode_each(list(lines), now, None)
+    fresh = EventDecoder(max_clock_skew=300)
+    each = fresh._decode_each(list(lines), now, None)
+    fresh._intern(each[0])  # severity and success, as decode fills them in after the line-by-line path
     return bulk, each
 
 
