@@ -19,7 +19,6 @@ puts every drift on both sides. What it does not see: the listener's reads and t
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import os
 import statistics
@@ -34,6 +33,7 @@ sys.path.insert(0, REPO)
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from sidecar.app import build_sinks  # noqa: E402
+from sidecar.commands.run import tune_collector  # noqa: E402
 from sidecar.config import Config  # noqa: E402
 from sidecar.pricing import Pricer  # noqa: E402
 from sidecar.protocol import EventDecoder, LineFramer  # noqa: E402
@@ -82,9 +82,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--events", type=int, default=200_000)
     args = ap.parse_args()
-    gc.set_threshold(50_000)  # the collector as `agent-sidecar run` sets it (sidecar/commands/run.py)
-    gc.collect()
-    gc.freeze()
+    tune_collector()  # as `agent-sidecar run` does
     if any(len(v) > 2 for v in args.variant):
         ap.error("--variant takes NAME [SETUP.py]")
     setups = {v[0]: load_setup(v[1]) if len(v) == 2 else None for v in args.variant}

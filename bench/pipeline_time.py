@@ -12,7 +12,6 @@ alternate two trees run by run and compare the fastest runs.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ from common import realistic_lines  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from sidecar.app import build_sinks  # noqa: E402
+from sidecar.commands.run import tune_collector  # noqa: E402
 from sidecar.config import Config  # noqa: E402
 from sidecar.pricing import Pricer  # noqa: E402
 from sidecar.protocol import EventDecoder, LineFramer  # noqa: E402
@@ -66,9 +66,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="events per read")
     ap.add_argument("--runs", type=int, default=1, help="runs, each on fresh sinks")
     args = ap.parse_args()
-    gc.set_threshold(50_000)  # the collector as `agent-sidecar run` sets it (sidecar/commands/run.py)
-    gc.collect()
-    gc.freeze()
+    tune_collector()  # as `agent-sidecar run` does
     lines = realistic_lines(args.events)
     chunks = [b"".join(lines[i : i + args.batch]) for i in range(0, args.events, args.batch)]
     print(f"{REPO}: {args.events:,} events in reads of {args.batch:,}, us per event")

@@ -35,6 +35,21 @@ def build_config(args: argparse.Namespace) -> Config:
     return config.replace(**changes) if changes else config
 
 
+def tune_collector() -> None:
+    """The garbage collector as the sidecar runs with it (the in-process benches call it too)."""
+    # Young collections every 50,000 net new container objects instead of 700: the pipeline
+    # keeps a stream of small tracked objects (lifecycle entries, per-subject lists), and at the
+    # default each event paid ~0.7-2 µs in collections (py-spy: 11-17% of ingest CPU; the
+    # collections' own timing in-process: 0.7-2.2 -> 0.35-0.43 µs per event, BENCHMARKS.md issue 17).
+    # The older generations keep their default ratios, so cyclic garbage is still reclaimed.
+    gc.set_threshold(50_000)
+    # What is loaded by now (modules, classes, functions: ~45k objects) lives as long as the process.
+    # Frozen, a full garbage collection no longer walks it each time; at 1M samples such a pass,
+    # set off by any thread's allocations, held the GIL for ~40 ms of every ~110 (BENCHMARKS.md, issue 18).
+    gc.collect()
+    gc.freeze()
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
@@ -42,12 +57,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"agent-sidecar: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level)
-    # Young collections every 50,000 net new container objects instead of 700: the pipeline
-    # keeps a stream of small tracked objects (lifecycle entries, per-subject lists), and at the
-    # default each event paid ~0.7-2 µs in collections (py-spy: 11-17% of ingest CPU; the
-    # collections' own timing in-process: 0.7-2.2 -> 0.35-0.43 µs per event, BENCHMARKS.md issue 17).
-    # The older generations keep their default ratios, so cyclic garbage is still reclaimed.
-    gc.set_threshold(50_000)
     before, limit = raise_soft_limit()
     if limit != before:
         log.info("file descriptors: soft limit raised from %d to %d (the hard limit)", before, limit)
@@ -62,11 +71,7 @@ def main(args: argparse.Namespace) -> int:
     # SIGHUP (reload) is the loop's once serving starts; until then it must not end the process.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)
-    # What is loaded by now (modules, classes, functions: ~45k objects) lives as long as the process.
-    # Frozen, a full garbage collection no longer walks it each time; at 1M samples such a pass,
-    # set off by any thread's allocations, held the GIL for ~40 ms of every ~110 (BENCHMARKS.md, issue 18).
-    gc.collect()
-    gc.freeze()
+    tune_collector()
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             started = runner.run(serve(config, reload_from=(lambda: build_config(args)) if args.config else None))
