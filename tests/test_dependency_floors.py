@@ -9,7 +9,8 @@ floor is the oldest release the smoke run passes on, and is what the code's APIs
 (websockets 13 brought `websockets.asyncio.client`, Starlette 0.37 `send_denial_response`);
 googleapis-common-protos before 1.56.4 was generated for protobuf <= 3.20, which opentelemetry-proto
 1.27 does not allow; msgspec before 0.18.6 refuses a generic Struct with gc=False (the OTLP span tree's
-held spans), found by this test on 2026-12-01."""
+held spans), found by this test on 2026-12-01; isal 1.1.0 is the first release with CPython 3.11 wheels
+(added 2026-12-02)."""
 
 from __future__ import annotations
 

@@ -4,13 +4,14 @@ Run with the oldest releases pyproject.toml allows installed (tests/test_depende
 that in a throwaway venv). It touches every third-party feature the sidecar relies on: uvicorn's
 websockets-sansio protocol with keepalive pings, Starlette's WebSocket denial responses, the
 websockets asyncio client, prometheus_client's OpenMetrics exposition with exemplars, msgspec's typed
-decoding, numpy's window store, and an OTLP/HTTP span (opentelemetry-proto) priced by genai-prices. Prints "smoke ok" and exits 0, or fails with what broke.
+decoding, numpy's window store, isal's gzip of /metrics, and an OTLP/HTTP span (opentelemetry-proto) priced by genai-prices. Prints "smoke ok" and exits 0, or fails with what broke.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import os
 import signal
@@ -138,6 +139,8 @@ def main() -> None:
             status, body = http("GET", url + "/metrics", headers={"Accept": "application/openmetrics-text"})
             text = body.decode()
             assert status == 200 and 'agent_events_total{' in text and "trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"" in text, text[-3000:]
+            status, body = http("GET", url + "/metrics", headers={"Accept": "application/openmetrics-text", "Accept-Encoding": "gzip"})
+            assert status == 200 and 'agent_events_total{' in gzip.decompress(body).decode(), body[:200]  # isal's gzip
             status, body = http("GET", url + "/v1/stats")
             assert status == 200 and json.loads(body)["windows"], body[:500]
             assert asyncio.run(refused_origin(url)) == 403
