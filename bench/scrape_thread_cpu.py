@@ -1,16 +1,18 @@
 """Where a scrape under load spends its CPU: each thread's CPU time while a sidecar at the cap ingests.
 
     python bench/scrape_thread_cpu.py none plain none plain     # modes, run in this order
+    python bench/scrape_thread_cpu.py --seconds 30 --every 5 none plain
 
 Each mode starts a fresh sidecar, loads bench/scrape.py's 10,000 label sets, then ingests 600,000
-realistic events over the Unix socket (bench/scrape.py's `ingest_rate`): `none` unscraped, `plain`
-with its plain scraper (OpenMetrics, gzip) every 2 s. Per run: events/s, the process's CPU per
+realistic events (or for `--seconds`) over the Unix socket (bench/scrape.py's `ingest_rate`):
+`none` unscraped, `plain` with its plain scraper (OpenMetrics, gzip) every 2 s (`--every`). Per run: events/s, the process's CPU per
 event, the event-loop thread's CPU (the main thread: ingest and the pipeline) and each other
 thread's (the worker threads that render and gzip each scrape), from /proc/PID/task/*/stat.
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import sys
@@ -36,9 +38,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 
 def main() -> None:
-    modes = sys.argv[1:] or ["none", "plain"]
-    if any(m not in ("none", "plain") for m in modes):
-        sys.exit(__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("modes", nargs="*", choices=["none", "plain"], default=["none", "plain"])
+    ap.add_argument("--seconds", type=float, default=0.0, help="ingest for this long, not 600,000 events")
+    ap.add_argument("--every", type=float, default=2.0, help="the plain scraper's interval, seconds")
+    args = ap.parse_args()
+    modes = args.modes
     lines = scrape.cap_lines(10_000)
     for mode in modes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -46,10 +51,10 @@ def main() -> None:
             try:
                 before = thread_cpu(proc.pid)
                 if mode == "plain":
-                    with scrape.plain_scraper(proc.url, every=2.0):
-                        r = scrape.ingest_rate(proc.url, proc.unix, proc.pid, EVENTS)
+                    with scrape.plain_scraper(proc.url, every=args.every):
+                        r = scrape.ingest_rate(proc.url, proc.unix, proc.pid, EVENTS, seconds=args.seconds)
                 else:
-                    r = scrape.ingest_rate(proc.url, proc.unix, proc.pid, EVENTS)
+                    r = scrape.ingest_rate(proc.url, proc.unix, proc.pid, EVENTS, seconds=args.seconds)
                 after = thread_cpu(proc.pid)
             finally:
                 proc.terminate()
@@ -57,8 +62,8 @@ def main() -> None:
         spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
         loop = spent.pop(str(proc.pid), 0.0)
         others = sorted((round(s, 2) for s in spent.values() if s > 0.01), reverse=True)
-        print(f"{mode}: {r['rate']:,.0f} events/s, {r['cpu_us']:.1f} µs/event, {r['scrapes']:.0f} scrapes; "
-              f"event-loop thread {loop:.2f} s ({loop / EVENTS * 1e6:.1f} µs/event), other threads (s) {others}", flush=True)
+        print(f"{mode}: {r['events']:,.0f} events in {r['seconds']:.1f} s, {r['rate']:,.0f} events/s, {r['cpu_us']:.1f} µs/event, {r['scrapes']:.0f} scrapes; "
+              f"event-loop thread {loop:.2f} s ({loop / r['events'] * 1e6:.2f} µs/event), other threads (s) {others}", flush=True)
 
 
 if __name__ == "__main__":
