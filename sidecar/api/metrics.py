@@ -24,7 +24,7 @@ from sidecar.selfmetrics import SelfMetrics
 from sidecar.sinks.exposition import exposed_separately
 
 # ISA-L's level 1 (its levels run 0-3), measured on the 21.8 MB OpenMetrics page at the cap
-# (bench/scrape.py, BENCHMARKS.md): 11.4x in ~11 ms, where zlib's level 1 took ~52 ms for 10.3x.
+# (bench/scrape.py, BENCHMARKS.md): 11.4x in 9-11 ms, where zlib's level 1 took 52-108 ms for 10.3x.
 # Level 0 is 8% faster but 38% larger; 2 is no smaller; 3 costs 3.5x the CPU for nothing.
 GZIP_LEVEL = 1
 _EOF = b"# EOF\n"
