@@ -81,11 +81,11 @@ def start_sidecar(tmpdir: str, *extra: str, config: str | None = None, command: 
     return SidecarProcess.in_dir(tmpdir, *extra, config=config, env=child_env(), command=command or SIDECAR_COMMAND)
 
 
-def child_env() -> dict[str, str]:
-    """The environment entries that make a child process import REPO's `sidecar`. PYTHONSAFEPATH:
+def child_env(repo: str = REPO) -> dict[str, str]:
+    """The environment entries that make a child process import `repo`'s `sidecar`. PYTHONSAFEPATH:
     `python -m sidecar` would otherwise put the current directory first, and a bench run from inside
     one checkout ran that checkout whatever REPO named (BENCHMARKS.md, 2026-12-02 08:30-09:55)."""
-    return {"PYTHONPATH": REPO, "PYTHONSAFEPATH": "1"}
+    return {"PYTHONPATH": repo, "PYTHONSAFEPATH": "1"}
 
 
 def send_ndjson(path: str, data: bytes | Iterable[bytes]) -> int:

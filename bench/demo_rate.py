@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import REPO, ceiling_limit, machine, scrape_value, start_sidecar  # noqa: E402
+from common import ceiling_limit, child_env, machine, scrape_value, start_sidecar  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
             demo = subprocess.run(
                 [sys.executable, "-m", "sidecar", "demo", "--unix", sidecar.unix, "--rate", "1e7",
                  "--duration", str(args.seconds), "--seed", "1", "--workflows", "50"],
-                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO, "PYTHONSAFEPATH": "1"}, check=True,
+                capture_output=True, text=True, env={**os.environ, **child_env()}, check=True,
             )
             m = re.search(r"sent (\d+) lines .* in ([\d.]+)s", demo.stderr)
             sent, took = int(m[1]), float(m[2])

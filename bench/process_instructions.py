@@ -36,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CEILING, cpu_seconds, realistic_lines, send_ndjson  # noqa: E402
+from common import CEILING, child_env, cpu_seconds, realistic_lines, send_ndjson  # noqa: E402
 
 REPO = os.environ.get("SIDECAR_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +85,7 @@ def main() -> None:
         raise SystemExit(f"no totals in {new[0]}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"PYTHONPATH": REPO, "PYTHONSAFEPATH": "1", "PYTHONHASHSEED": "0"}  # not the current directory's sidecar (bench/common.py child_env)
+        env = {**child_env(REPO), "PYTHONHASHSEED": "0"}
         proc = SidecarProcess(["--http", "127.0.0.1:0", "--unix", os.path.join(tmp, "s.sock")], env, command=command, ready_timeout=300)
 
         def settled() -> None:  # done with what it was sent: the CPU it uses falls to its idle ticks

@@ -227,9 +227,7 @@ def plain_scraper(url: str, every: float = 5.0) -> Iterator[None]:
 
     def loop() -> None:
         while not stop.wait(every):
-            req = urllib.request.Request(url + "/metrics", headers={"Accept": OPENMETRICS, "Accept-Encoding": "gzip"})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                r.read()
+            scrape(url, OPENMETRICS, True)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -306,9 +304,7 @@ def switched_scraper(url: str, every: float = 5.0) -> Iterator[threading.Event]:
             if not on.wait(0.05):
                 continue
             next_at = time.monotonic() + every
-            req = urllib.request.Request(url + "/metrics", headers={"Accept": OPENMETRICS, "Accept-Encoding": "gzip"})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                r.read()
+            scrape(url, OPENMETRICS, True)
             while on.is_set() and not stop.is_set() and time.monotonic() < next_at:
                 time.sleep(0.05)
 
