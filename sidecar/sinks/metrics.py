@@ -34,9 +34,9 @@ from sidecar.types import Batch, Event
 # Prometheus refuses the whole scrape over one bad exemplar: only W3C ids become labels, so a
 # label set is at most len("trace_id") + 32 + len("span_id") + 16 = 63 characters.
 MAX_EXEMPLAR_CHARS = 128
-# Beyond this many label combinations the slot cache starts over (checked between batches).
-# Keys are cached only when every value is at most MAX_LABEL_LENGTH characters, so the cache
-# stays under ~40 MB.
+# Beyond this many label combinations the slot cache starts over (checked between batches), and
+# beyond this many names each lifecycle gauge's row cache. Keys are cached only when every value
+# is at most MAX_LABEL_LENGTH characters, so the caches stay under ~40 MB.
 _MAX_SLOTS = 20_000
 # Ids already found to be W3C ids, so that the events of one trace pay the check once. Bounded
 # by entries of at most 32 characters (~1.5 MB).
@@ -106,10 +106,11 @@ class _Lifecycle:
 
     Ids are passed through `bounded_id` by the caller; both tables hold at most `max_active` ids.
     An open id holds its gauge row, which the sweep keeps while the gauge is not zero. The gauge
-    moves are noted and added in one numpy call per batch (`settle`), not one per event.
+    moves are noted and added in one numpy call per batch (`settle`), not one per event. The row of
+    each name is cached, as the sink's slots cache theirs, and forgotten with them (`forget_rows`).
     """
 
-    __slots__ = ("open", "ended", "max_active", "untracked", "gauges", "opened", "closed")
+    __slots__ = ("open", "ended", "max_active", "untracked", "gauges", "opened", "closed", "_rows")
 
     def __init__(self, max_active: int, gauges: SeriesTable):
         self.open: dict[str, tuple[int, float, str]] = {}
@@ -122,6 +123,7 @@ class _Lifecycle:
         self.gauges = gauges
         self.opened: list[int] = []  # gauge rows to add 1 to, and to take 1 from, at `settle`
         self.closed: list[int] = []
+        self._rows: dict[str | None, tuple[int, str]] = {}  # name -> its gauge row and label
 
     def start(self, ident: str, now: float, name: str | None) -> None:
         """Open `ident`, counted on the gauge of `name` (cut to a label), unless it is open."""
@@ -133,10 +135,25 @@ class _Lifecycle:
             return
         if ident in self.ended:
             del self.ended[ident]  # an id reused for a new run
-        label = (name or "")[:MAX_LABEL_LENGTH]
-        row = self.gauges.row((label,))
+        found = self._rows.get(name)
+        if found is None:
+            found = self._row(name)
+        row, label = found
         open_[ident] = (row, now, label)
         self.opened.append(row)
+
+    def _row(self, name: str | None) -> tuple[int, str]:
+        label = (name or "")[:MAX_LABEL_LENGTH]
+        found = (self.gauges.row((label,)), label)
+        if len(label) == len(name or ""):  # a longer name is not kept (no long string pinned)
+            if len(self._rows) >= _MAX_SLOTS:
+                self._rows.clear()
+            self._rows[name] = found
+        return found
+
+    def forget_rows(self) -> None:
+        """Drop the cached rows: the sweep may have freed one, or the cap changed."""
+        self._rows.clear()
 
     def end(self, ident: str) -> bool:
         """Close `ident`; False when it already had an outcome (abandoned, or ended before)."""
@@ -448,6 +465,8 @@ class MetricsSink:
         self._slot_keys.clear()
         self._uncached.clear()
         self._slot_rows[:] = -1
+        self._runs.forget_rows()
+        self._invocations.forget_rows()
 
     def _track(self, events: list[Event], now: float, outcomes: Counter[tuple[str, str]]) -> None:
         """Open and close runs and invocations, event by event; count each run's one outcome (the
@@ -512,6 +531,8 @@ class MetricsSink:
             self.lifecycle = lifecycle
             for table in self.tables:
                 table.cap = config.max_series_per_metric
+            self._runs.forget_rows()  # a name folded into __overflow__ under the old cap may have room now
+            self._invocations.forget_rows()
             self._sweep_every = min(config.series_ttl / 10, 10.0)
             self._next_sweep = 0.0
 

@@ -392,6 +392,43 @@ def test_a_run_id_started_again_is_remembered_from_its_new_end():
     assert runs() == 4  # r3 only: r1's repeat is not a second outcome
 
 
+def test_a_gauge_row_freed_by_expiry_is_looked_up_again():
+    """The lifecycle gauges cache each name's row; once expiry frees a row (and the next name
+    takes it), a start of the old name must find a row of its own again."""
+    sink, reg = make(**{"metrics.series_ttl": "100s"})
+    active = lambda w: reg.get_sample_value("agent_workflows_active", {"workflow": w})  # noqa: E731
+    feed(sink, {"type": "workflow.started", "workflow": "w1", "run_id": "r1"}, {"type": "workflow.completed", "workflow": "w1", "run_id": "r1"})
+    for t in range(0, 230, 10):
+        sink.maintain(T0 + t)
+    assert active("w1") is None  # back at zero and idle: expired
+    feed(sink, {"type": "workflow.started", "workflow": "w2", "run_id": "r2"}, now=T0 + 230)  # takes the freed row
+    feed(sink, {"type": "workflow.started", "workflow": "w1", "run_id": "r3"}, now=T0 + 231)
+    assert (active("w1"), active("w2")) == (1, 1)
+
+
+def test_the_gauge_row_cache_is_bounded(monkeypatch):
+    from sidecar.sinks import metrics
+
+    monkeypatch.setattr(metrics, "_MAX_SLOTS", 4)
+    sink, reg = make()
+    for i in range(10):
+        feed(sink, {"type": "workflow.started", "workflow": f"w{i}", "run_id": f"r{i}"}, {"type": "workflow.started", "workflow": "w0", "run_id": f"s{i}"})
+    sink.flush()
+    assert len(sink._runs._rows) <= 4
+    assert [reg.get_sample_value("agent_workflows_active", {"workflow": f"w{i}"}) for i in range(10)] == [11] + [1] * 9
+
+
+def test_a_raised_cap_gives_a_folded_name_its_own_gauge():
+    sink, reg = make(**{"metrics.max_series_per_metric": 1})
+    active = lambda w: reg.get_sample_value("agent_workflows_active", {"workflow": w})  # noqa: E731
+    feed(sink, {"type": "workflow.started", "workflow": "a", "run_id": "r1"}, {"type": "workflow.started", "workflow": "b", "run_id": "r2"})
+    assert (active("a"), active("b"), active("__overflow__")) == (1, None, 1)
+    raised = Config().replace(**{"metrics.max_series_per_metric": 10})
+    sink.reconfigure(raised.metrics, raised.lifecycle)
+    feed(sink, {"type": "workflow.started", "workflow": "b", "run_id": "r3"})
+    assert (active("b"), active("__overflow__")) == (1, 1)
+
+
 def test_cardinality_guard_folds_new_label_sets_into_overflow():
     sink, reg = make(**{"metrics.max_series_per_metric": 3})
     feed(sink, *({"type": "x", "agent": f"agent-{i}"} for i in range(5)))
