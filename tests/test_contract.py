@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import msgspec
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar import contract
@@ -151,6 +151,8 @@ _ID_PARTS = st.one_of(
 
 
 @given(st.lists(_ID_PARTS, max_size=12), st.sampled_from([16, 32]))
+@example(["a" * 31, "b" * 33], 32)  # hex, of the right total length, but not each `length` long
+@example(["a" * 15, "b" * 17], 16)
 def test_the_batch_check_of_ids_says_what_the_check_of_each_says(values, length):
     one = contract.w3c_trace_id if length == 32 else contract.w3c_span_id
     assert contract.all_w3c_ids(values, length) == all(one(v) for v in values)
