@@ -349,11 +349,11 @@ class InsightsStore:
             events, stored = [events[i] for i in kept], [rows[i] for i in kept]
             numeric = {k: v[kept] for k, v in numeric.items()}
             failed = failed[kept]
+            at = ints(stored)
         else:
-            stored = rows
+            stored, at = rows, found  # found: the same rows, as an array already
         if not stored:
             return rows
-        at = ints(stored)
         n = len(subjects)
         tin = numeric["input_tokens"]
         reported = ~np.isnan(tin)
