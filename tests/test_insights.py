@@ -578,6 +578,47 @@ def test_open_runs_are_grouped_by_subject_and_leave_when_ended_abandoned_or_push
     assert not snap.exact
 
 
+def test_past_max_active_the_oldest_open_items_and_failures_go_a_share_at_a_time():
+    """At insights.max_active the oldest 1/64 (at least one) leave at once, so that the cap does
+    not cost a walk of the dict's front per new item."""
+    clock = FakeClock(1_000_000.0)
+    store = InsightsStore(Config().replace(**{**SHORT, "insights.max_active": 128}).insights, clock=clock)
+    decoder = EventDecoder()
+
+    def send(*events: dict) -> None:
+        lines = [json.dumps({"timestamp": clock(), **e}).encode() for e in events]
+        decoded, _, _ = decoder.decode(lines, clock())
+        store.consume(Batch(decoded, lines, clock(), "test"))
+        store.flush()
+
+    send(*({"type": "agent.invoked", "agent": "a", "invocation_id": f"i{i}"} for i in range(128)))
+    send(*({"type": "llm.call", "agent": "a", "invocation_id": f"i{i}", "success": False} for i in range(128)))
+    assert store.dropped == 0
+    send({"type": "agent.invoked", "agent": "a", "invocation_id": "i128"}, {"type": "llm.call", "agent": "a", "invocation_id": "i128", "success": False})
+    assert store.dropped == 4  # two open items and two failure counts
+    assert [ident for _, ident in store.open] == [f"i{i}" for i in range(2, 129)]
+    assert list(store.fails) == [f"i{i}" for i in range(2, 129)]
+    send({"type": "agent.invoked", "agent": "a", "invocation_id": "i129"})  # room left by the share
+    assert store.dropped == 4 and len(store.open) == 128
+
+
+def test_failure_counts_are_forgotten_once_past_retention():
+    clock = FakeClock(1_000_000.0)
+    config = Config().replace(**SHORT).insights
+    store = InsightsStore(config, clock=clock)
+    decoder = EventDecoder()
+    for ident in ("old", "new"):
+        line = json.dumps({"type": "llm.call", "agent": "a", "invocation_id": ident, "success": False, "timestamp": clock()}).encode()
+        decoded, _, _ = decoder.decode([line], clock())
+        store.consume(Batch(decoded, [line], clock(), "test"))
+        clock.advance(100)
+    store.maintain(clock())
+    assert list(store.fails) == ["old", "new"]
+    clock.advance(config.retention - 150)  # "old" failed retention + 50 s ago, "new" retention - 50 s ago
+    store.maintain(clock())
+    assert list(store.fails) == ["new"]
+
+
 def tracked_objects(root: object) -> int:
     """Objects the garbage collector tracks that `root` holds (not following code, modules or types)."""
     import gc

@@ -17,7 +17,7 @@ import itertools
 import math
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,9 @@ _LIFECYCLE_OF = {
 # The numeric fields a bucket sums or keeps.
 _NUMERIC = ("cost_usd", "input_tokens", "output_tokens", "tokens", "duration_ms")
 _SERIALS = itertools.count()
+# Once full, the open items and the failures per id drop their oldest this share of
+# insights.max_active at a time (at least one).
+_DROP_SHARE = 64
 # A batch of fewer events than 1/SCATTER_BELOW of its bucket's subjects adds its sums row by row
 # (np.add.at, O(batch)); a larger one by bincount over every subject (O(subjects), faster per event).
 SCATTER_BELOW = 8
@@ -211,13 +214,12 @@ class InsightsStore:
         # runs and invocations not ended: (kind, id) -> (start, name), insertion order ~ start order.
         # A query groups them by (kind, name) itself (`_open_starts`): kept grouped here, every start
         # and end paid ~1,200 instructions more on the hot path (BENCHMARKS.md).
-        self.open: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
-        # (OrderedDicts: once full they drop their oldest, and a dict's next(iter()) walks the
-        # holes earlier deletions left at its front, ~7 µs per call at 10k entries.)
+        # (Plain dicts, once full dropping their oldest in chunks: see _drop_oldest.)
+        self.open: dict[tuple[str, str], tuple[float, str | None]] = {}
         # failures per invocation (or run) id: (count, first failure ts, agent, model), oldest first.
         # Tuples of plain values, replaced on each failure: the collector stops tracking them, where
         # tens of thousands of lists made every full garbage collection walk them.
-        self.fails: OrderedDict[str, tuple[int, float, str | None, str | None]] = OrderedDict()
+        self.fails: dict[str, tuple[int, float, str | None, str | None]] = {}
         self.storms: deque[tuple[float, str]] = deque()  # (when the count reached retry_failures, id)
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
         self._waiting: list[Batch] = []  # consumed, not filed yet (FILE_AT)
@@ -310,8 +312,7 @@ class InsightsStore:
             if key in open_:
                 del open_[key]  # an id started again: a new run (it goes to the end of the order)
             elif len(open_) >= max_active:
-                open_.popitem(last=False)
-                self.dropped += 1
+                self.dropped += _drop_oldest(open_, max_active)
             open_[key] = (ts, ev.workflow if run else ev.agent)
 
     def _fill(self, index: int, events: list[Event], numbers: list[int], numeric: dict[str, np.ndarray], failed: np.ndarray) -> list[int]:
@@ -388,8 +389,7 @@ class InsightsStore:
         entry = self.fails.get(ident)
         if entry is None:
             if len(self.fails) >= self.config.max_active:
-                self.fails.popitem(last=False)
-                self.dropped += 1
+                self.dropped += _drop_oldest(self.fails, self.config.max_active)
             entry = (0, ts, agent, model)
         count = entry[0] + 1
         self.fails[ident] = (count, entry[1], entry[2], entry[3])  # an existing key keeps its place (oldest first)
@@ -430,10 +430,12 @@ class InsightsStore:
                     self.abandoned.append((ts + self.abandon_after, name))
             while self.abandoned and self.abandoned[0][0] < cutoff:
                 self.abandoned.popleft()
-            while self.fails:  # oldest first failure first
-                ident = next(iter(self.fails))
-                if self.fails[ident][1] >= cutoff:
+            old = []
+            for ident, (_, first, _, _) in self.fails.items():  # oldest first failure first
+                if first >= cutoff:
                     break
+                old.append(ident)
+            for ident in old:
                 del self.fails[ident]
             while self.storms and self.storms[0][0] < cutoff:
                 self.storms.popleft()
@@ -605,3 +607,15 @@ def _sum_buckets(buckets: list[_Bucket]) -> tuple[dict[Subject, list[float]], di
     totals = total.tolist()
     sums = {subject: totals[j] for subject, j in index.items()}
     return sums, {s: np.concatenate(c) if len(c) > 1 else c[0] for s, c in chunks.items()}
+
+
+def _drop_oldest(items: dict[Any, Any], max_active: int) -> int:
+    """Drop the oldest entries of a full `items` (insertion order), 1/_DROP_SHARE of `max_active` of
+    them; return how many. Plain dicts, not OrderedDicts: an OrderedDict indexes all of its nodes
+    again each time its dict is rebuilt, which made its operations ~4.5% of the sinks' instructions
+    (BENCHMARKS.md). But a dict's next(iter()) walks the holes earlier deletions left at its front
+    (~7 µs per call at 10k entries): dropping one at a time at the cap would pay that per start."""
+    oldest = list(itertools.islice(items, max(1, max_active // _DROP_SHARE)))
+    for key in oldest:
+        del items[key]
+    return len(oldest)
