@@ -602,6 +602,16 @@ def test_past_max_active_the_oldest_open_items_and_failures_go_a_share_at_a_time
     assert store.dropped == 4 and len(store.open) == 128
 
 
+def test_a_batch_is_numbered_when_consumed_not_when_filed():
+    """As the metrics sink does (tests/sinks/test_metrics.py): a query's thread may file it."""
+    store = InsightsStore(Config().replace(**SHORT).insights, clock=lambda: 1_000_000.0)
+    line = json.dumps({"type": "x", "agent": "a", "timestamp": 1_000_000.0}).encode()
+    decoded, _, _ = EventDecoder().decode([line], 1_000_000.0)
+    batch = Batch(decoded, [line], 1_000_000.0, "test")
+    store.consume(batch)
+    assert store._waiting and batch.label_sets is not None and batch.label_sets.owner is store.label_sets
+
+
 def test_failure_counts_are_forgotten_once_past_retention():
     clock = FakeClock(1_000_000.0)
     config = Config().replace(**SHORT).insights

@@ -224,7 +224,6 @@ class InsightsStore:
         self.dropped = 0  # subjects past the cap, and open items pushed out by max_active
         self._waiting: list[Batch] = []  # consumed, not filed yet (FILE_AT)
         self._waiting_n = 0
-        self._waiting_numbers: list[int] = []  # their label-set numbers
         self._cache: dict[int, _Rolling] = {}
         self._rolling_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -243,11 +242,11 @@ class InsightsStore:
             first = events[0].timestamp
             assert isinstance(first, float)  # the decoder normalises timestamps to epoch seconds
             self.first_seen = max(first, self.clock() - self.config.retention)
-        numbers = self.label_sets.of(batch)
+        if batch.label_sets is None or batch.label_sets.owner is not self.label_sets:
+            self.label_sets.of(batch)  # numbered here, on the event loop (see MetricsSink.consume)
         with self._lock:
             self._waiting.append(batch)
             self._waiting_n += len(events)
-            self._waiting_numbers += numbers
             if self._waiting_n >= FILE_AT:
                 self._file()
 
@@ -260,10 +259,10 @@ class InsightsStore:
         """File the waiting events (under the lock): each into its bucket of event time, in columns,
         then failures and open runs event by event in arrival order."""
         batches, self._waiting, self._waiting_n = self._waiting, [], 0
-        numbers, self._waiting_numbers = self._waiting_numbers, []
         if not batches:
             return
         events = batches[0].events if len(batches) == 1 else [ev for b in batches for ev in b.events]
+        numbers = self.label_sets.array(batches, len(events))
         width = self.width
         oldest = self.clock() - self.config.retention
         times = fields(batches, "timestamp", events)  # the decoder normalises timestamps to epoch seconds
@@ -284,7 +283,7 @@ class InsightsStore:
             for index, chosen in groups.items():
                 at = np.array(chosen, dtype=np.intp)
                 got = self._fill(
-                    index, [events[i] for i in chosen], [numbers[i] for i in chosen], {k: v[at] for k, v in numeric.items()}, failed[at]
+                    index, [events[i] for i in chosen], numbers[at], {k: v[at] for k, v in numeric.items()}, failed[at]
                 )
                 for i, row in zip(chosen, got):
                     rows[i] = row
@@ -315,7 +314,7 @@ class InsightsStore:
                 self.dropped += _drop_oldest(open_, max_active)
             open_[key] = (ts, ev.workflow if run else ev.agent)
 
-    def _fill(self, index: int, events: list[Event], numbers: list[int], numeric: dict[str, np.ndarray], failed: np.ndarray) -> list[int]:
+    def _fill(self, index: int, events: list[Event], numbers: np.ndarray, numeric: dict[str, np.ndarray], failed: np.ndarray) -> list[int]:
         """File events of one bucket as columns; return each one's row, -1 for a subject past the cap.
         A row is found by the event's label-set number, or by its subject the first time.
         `numeric`: the events' _NUMERIC fields (sidecar.sinks.columns.field); `failed`: success is False."""
@@ -341,7 +340,7 @@ class InsightsStore:
                         continue
                     row = subjects[key] = len(subjects)
                 found[i] = row
-                bucket.by_number.note(numbers[i], row)
+                bucket.by_number.note(int(numbers[i]), row)
             bucket.reserve(len(subjects))
             self.dropped += capped
         rows: list[int] = found.tolist()

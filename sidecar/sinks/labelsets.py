@@ -27,14 +27,24 @@ LabelSet = tuple[str, str | None, str | None, str | None, str | None, str | None
 
 
 class Numbered:
-    """A batch's label-set numbers, and the positions of its failed events (made on first use)."""
+    """A batch's label-set numbers; as an array, and the positions of its failed events (each
+    made on first use: several sinks read them)."""
 
-    __slots__ = ("owner", "numbers", "failed")
+    __slots__ = ("owner", "numbers", "failed", "_array")
 
     def __init__(self, owner: LabelSets, numbers: list[int]) -> None:
         self.owner = owner
         self.numbers = numbers
         self.failed: list[int] | None = None
+        self._array: np.ndarray | None = None
+
+    def array(self) -> np.ndarray:
+        """The numbers as int64, read-only: packed once, not once per sink."""
+        if self._array is None:
+            array = ints(self.numbers)
+            array.flags.writeable = False
+            self._array = array
+        return self._array
 
 
 def _failed(e: Event) -> bool:
@@ -74,27 +84,37 @@ class LabelSets:
             found = batch.label_sets = Numbered(self, self.number(batch.events))
         return found
 
+    def array(self, batches: Sequence[Batch], events: int) -> np.ndarray:
+        """The numbers of `batches` (`events` in all) end to end as an array. Batches of a few
+        events (a quiet sender's) get one array for all of them, as sinks.columns.fields does."""
+        if len(batches) == 1:
+            return self._numbered(batches[0]).array()
+        numbered = list(map(self._numbered, batches))
+        if events >= SHORT * len(batches):
+            return np.concatenate([n.array() for n in numbered])
+        return ints([number for n in numbered for number in n.numbers])
+
     def failed(self, batches: Sequence[Batch]) -> list[int]:
         """Positions of the events with success false, in the batches' events end to end (made once per batch)."""
         parts = []
         for batch in batches:
             numbered = self._numbered(batch)
             if numbered.failed is None:
-                numbered.failed = self._positions(numbered.numbers, self._failed_of, batch.events, _failed)
+                numbered.failed = self._positions(numbered, self._failed_of, batch.events, _failed)
             parts.append(numbered.failed)
         return _joined(batches, parts)
 
     def tools(self, batches: Sequence[Batch]) -> list[int]:
         """Positions of the events that name a tool, in the batches' events end to end."""
-        return _joined(batches, [self._positions(self.of(b), self._tool_of, b.events, _names_tool) for b in batches])
+        return _joined(batches, [self._positions(self._numbered(b), self._tool_of, b.events, _names_tool) for b in batches])
 
     @staticmethod
-    def _positions(numbers: list[int], by_number: np.ndarray, events: list[Event], fact: Callable[[Event], bool]) -> list[int]:
-        if len(numbers) < SHORT:  # a few events: testing each costs less than the arrays
+    def _positions(numbered: Numbered, by_number: np.ndarray, events: list[Event], fact: Callable[[Event], bool]) -> list[int]:
+        if len(events) < SHORT:  # a few events: testing each costs less than the arrays
             return [i for i, e in enumerate(events) if fact(e)]
-        array = ints(numbers)
+        array = numbered.array()
         found: list[int] = np.flatnonzero(by_number[array]).tolist()
-        if -1 in numbers:  # events not numbered: tested one by one
+        if array.min() < 0:  # events not numbered: tested one by one
             found = sorted(found + [i for i in np.flatnonzero(array < 0).tolist() if fact(events[i])])
         return found
 
@@ -148,15 +168,16 @@ class Mapped:
     def __init__(self) -> None:
         self.table = np.full(64, -1, np.intp)
 
-    def ids(self, numbers: list[int]) -> np.ndarray:
+    def ids(self, numbers: list[int] | np.ndarray) -> np.ndarray:
         """Each number's id. The table always ends in a -1 no number reaches, so that the number
         -1 (not numbered) reads -1 too."""
-        top = max(numbers, default=-1)
+        array = numbers if isinstance(numbers, np.ndarray) else ints(numbers)
+        top = int(array.max()) if len(array) else -1
         if top >= len(self.table) - 1:
             grown = np.full(max(2 * len(self.table), top + 2), -1, np.intp)
             grown[: len(self.table)] = self.table
             self.table = grown
-        ids: np.ndarray = self.table[ints(numbers)]
+        ids: np.ndarray = self.table[array]
         return ids
 
     def note(self, number: int, ident: int) -> None:

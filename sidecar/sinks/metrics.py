@@ -284,6 +284,11 @@ class MetricsSink:
     def consume(self, batch: Batch) -> None:
         if not batch.events:
             return
+        # Numbered here, on the event loop (the decoder numbers most batches already): `_file` may
+        # run in a scrape's worker thread, and two threads making numbers at once could give two
+        # label sets one number.
+        if batch.label_sets is None or batch.label_sets.owner is not self.label_sets:
+            self.label_sets.of(batch)
         with self._lock:
             self._waiting.append(batch)
             self._n_waiting += len(batch.events)
@@ -300,18 +305,15 @@ class MetricsSink:
         batches, self._waiting, self._n_waiting = self._waiting, [], 0
         if not batches:
             return
-        of = self.label_sets.of
-        if len(batches) == 1:
-            events, numbers = batches[0].events, of(batches[0])
-        else:
-            events, numbers = [ev for b in batches for ev in b.events], [n for b in batches for n in of(b)]
+        events = batches[0].events if len(batches) == 1 else [ev for b in batches for ev in b.events]
+        numbers = self.label_sets.array(batches, len(events))
         if len(self._slot_keys) > _MAX_SLOTS:
             self._clear_slots()
         slots = self._slot_of.ids(numbers)
         if slots.min() < 0:
             for i in np.flatnonzero(slots < 0).tolist():
                 slots[i] = slot = self._slot(events[i])
-                self._slot_of.note(numbers[i], slot)
+                self._slot_of.note(int(numbers[i]), slot)
         np.add.at(self.events.values, self._slot_rows[slots, _EVENTS], 1.0)
         where, durations = _present(fields(batches, "duration_ms", events))
         if len(durations):

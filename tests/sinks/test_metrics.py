@@ -392,6 +392,19 @@ def test_a_run_id_started_again_is_remembered_from_its_new_end():
     assert runs() == 4  # r3 only: r1's repeat is not a second outcome
 
 
+def test_a_batch_is_numbered_when_consumed_not_when_filed():
+    """A batch the decoder did not number (OTLP's) is numbered in consume, on the event loop: a
+    small one is filed later, maybe by a scrape's worker thread, and two threads making label-set
+    numbers at once could give two label sets one number."""
+    sink, reg = make()
+    lines = [json.dumps({"type": "x", "agent": "a"}).encode()]
+    evs, raws, _ = EventDecoder().decode(lines, T0)
+    batch = Batch(evs, raws, T0, "test")
+    sink.consume(batch)
+    assert not sink.events.rows, "a small batch waits"
+    assert batch.label_sets is not None and batch.label_sets.owner is sink.label_sets
+
+
 def test_a_gauge_row_freed_by_expiry_is_looked_up_again():
     """The lifecycle gauges cache each name's row; once expiry frees a row (and the next name
     takes it), a start of the old name must find a row of its own again."""
