@@ -62,7 +62,7 @@ def build(setup: Setup | None) -> tuple[Callable[[bytes], None], Callable[[], No
     stages = sinks.in_order()  # the pipeline's order
 
     def take(read: bytes) -> None:
-        lines, _ = framer.feed(read)
+        lines, _ = framer.feed_block(read)
         now = time.time()
         events, raws, _, numbered = decoder.decode_numbered(lines, now)  # as the Unix listener does
         batch = Batch(events, raws, now, "unix", numbered)

@@ -1,17 +1,19 @@
 """Bytes in, events out. No I/O: the listeners, the tests and the client SDK share it.
 
-`LineFramer` splits a byte stream into lines with a length limit; `EventDecoder`
-turns lines (or HTTP body items) into validated, normalised `Event`s and
-`Rejection`s whose `reason` is the label of `sidecar_events_rejected_total`.
+`LineFramer` splits a byte stream into lines with a length limit (or, for the Unix listener,
+hands the complete lines on unsplit as a `LineBlock`); `EventDecoder` turns lines (or HTTP
+body items) into validated, normalised `Event`s and `Rejection`s whose `reason` is the label of
+`sidecar_events_rejected_total`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
+import numpy as np
 
 from sidecar import contract
 from sidecar.contract import MAX_TYPE_LENGTH, TYPE_PATTERN, TYPE_RULE, is_failure_type, valid_type
@@ -21,7 +23,7 @@ if TYPE_CHECKING:  # protocol.py stays importable without the server's packages;
     from sidecar.pricing import Pricer
     from sidecar.sinks.labelsets import LabelSets, Numbered
 
-__all__ = ["MAX_TYPE_LENGTH", "REASONS", "TYPE_PATTERN", "EventDecoder", "LineFramer", "is_failure_type", "valid_type"]
+__all__ = ["MAX_TYPE_LENGTH", "REASONS", "TYPE_PATTERN", "EventDecoder", "LineBlock", "LineFramer", "is_failure_type", "valid_type"]
 
 # Every reason a line can be rejected for; the label values of sidecar_events_rejected_total.
 REASONS = (
@@ -37,6 +39,47 @@ REASONS = (
     "too_large",
     "bad_encoding",
 )
+
+
+class LineBlock(Sequence[bytes]):
+    """Complete lines as the one bytes object they came in: `data`, each line ending in a
+    newline, none over the framer's limit. The decoder parses a usual block whole
+    (`EventDecoder._parse_block`), so its lines are split only when one is asked for: by the
+    line-by-line decode of an unusual block, or by the live tail, which reads a few of a batch's
+    raw lines and most batches none."""
+
+    __slots__ = ("_lines", "data")
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self._lines: list[bytes] | None = None
+
+    def lines(self) -> list[bytes]:
+        """The lines without their newlines, blank ones left out (as `LineFramer.feed` gives them)."""
+        if self._lines is None:
+            self._lines = self.split()
+        return self._lines
+
+    def split(self) -> list[bytes]:
+        """`lines()`, not kept: a short block's lines die with its line-by-line parse."""
+        lines = self.data.split(b"\n")
+        lines.pop()  # what follows the last newline: nothing
+        if b"" in lines or any(map(bytes.isspace, lines)):
+            lines = [line for line in lines if line and not line.isspace()]
+        return lines
+
+    def __len__(self) -> int:
+        return len(self.lines())
+
+    def __bool__(self) -> bool:  # without splitting: some line is not blank
+        return not self.data.isspace()
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        return self.lines()[index]
 
 
 class LineFramer:
@@ -79,6 +122,32 @@ class LineFramer:
             elif line and not line.isspace():
                 out.append(line)
         return out, oversized
+
+    def feed_block(self, data: bytes) -> tuple[LineBlock | list[bytes], int]:
+        """`feed` for a listener that hands whole reads to `EventDecoder.decode_numbered`: the
+        complete lines come back unsplit, as one LineBlock, when every one is proven within the
+        limit by blocks (`_short_block`, as `_all_short` does); otherwise as `feed` gives them."""
+        end = data.rfind(b"\n") + 1
+        if not end or self._discarding or not self._short_block(data, end):
+            return self.feed(data)
+        block = self._rest + data[:end] if self._rest else data[:end]
+        rest = data[end:]
+        if len(rest) > self.max_bytes:
+            self._discarding = True
+            self._rest = b""
+            return LineBlock(block), 1
+        self._rest = rest
+        return LineBlock(block), 0
+
+    def _short_block(self, data: bytes, end: int) -> bool:
+        """Every line that ends in `data[:end]` within the limit, the first with the last read's
+        rest; False also when lines are too short a limit to prove it by blocks."""
+        limit = self.max_bytes
+        half = limit // 2
+        if half < _BLOCK_SCAN_MIN or len(self._rest) + data.find(b"\n") > limit:
+            return False
+        find = data.find
+        return all(find(b"\n", start, start + half) >= 0 for start in range(0, end - 1, half))
 
     def _all_short(self, data: bytes, lines: list[bytes]) -> bool:
         """No line is over max_bytes. A line inside `data` that is over it holds a whole aligned
@@ -124,6 +193,16 @@ MAX_SHARED_LENGTH = 128
 # event more (BENCHMARKS.md, 2026-12-02 08:30-09:55). At most MAX_LABEL_ENTRIES; past that it starts again.
 MAX_LABEL_ENTRIES = 20_000
 
+# A LineBlock at least this long is parsed as one JSON array (EventDecoder._parse_block): no line
+# objects. A shorter one goes line by line: below ~150 realistic events its checks cost more than
+# the line objects it saves (BENCHMARKS.md, 2026-12-02 16:05-17:30).
+BLOCK_MIN_BYTES = 48 * 1024
+_NEWLINE, _BRACE = ord("\n"), ord("{")
+# What follows a block's last `\n,` to close its array: an event, since a trailing comma is not JSON
+# (cutting the last newline off instead costs a copy of the block; a null would make every element
+# a union, ~15% slower to parse).
+_LAST = b'{"type":"_"}]'
+
 # A label set as sent, and what it becomes: (number, type, agent, workflow, model, tool, severity, success).
 _Raw = tuple[str, "str | None", "str | None", "str | None", "str | None", "str | None", "bool | None"]
 _Labels = tuple[int, str, "str | None", "str | None", "str | None", "str | None", Any, bool]  # Any: a Severity
@@ -153,6 +232,8 @@ class EventDecoder:
         self.pricer = pricer  # fills in cost_usd from the price table (sidecar/pricing.py)
         self.label_sets = label_sets  # numbers each label set; the app gives the sinks' own
         self._decode: Callable[[bytes], Event] = msgspec.json.Decoder(Event).decode
+        self.block_min = BLOCK_MIN_BYTES  # tests lower it to reach the one-array parse with a few lines
+        self._decode_array: Callable[[bytes], list[Event]] = msgspec.json.Decoder(list[Event]).decode
         # type -> "is a *.failed type", or None when the name is invalid. Bounded: see _type_info.
         self._types: dict[str, bool | None] = {}
         self._shared: dict[str, str] = {}  # label value -> the copy events carry
@@ -166,7 +247,7 @@ class EventDecoder:
 
     def decode(
         self, lines: Iterable[bytes], received_at: float, *, price: bool = True
-    ) -> tuple[list[Event], list[bytes], list[Rejection]]:
+    ) -> tuple[list[Event], Sequence[bytes], list[Rejection]]:
         """Decode each line (or body item) into an event, or a rejection with its index.
         `price=False` for a listener that priced its events already (OTLP, which knows the provider)."""
         events, raws, rejected, _ = self.decode_numbered(lines, received_at, price=price)
@@ -174,21 +255,34 @@ class EventDecoder:
 
     def decode_numbered(
         self, lines: Iterable[bytes], received_at: float, *, price: bool = True
-    ) -> tuple[list[Event], list[bytes], list[Rejection], Numbered | None]:
+    ) -> tuple[list[Event], Sequence[bytes], list[Rejection], Numbered | None]:
         """`decode`, and the events' label-set numbers for their Batch (None without `label_sets`).
 
         The usual batch (every line an ASCII event of a valid type, stamped within the clock
         rules) is checked and filled in bulk; any other goes line by line, which names each
-        problem, reusing the parse when every line parsed."""
-        if not isinstance(lines, list):
-            lines = list(lines)
-        parsed = self._parse_all(lines)
+        problem, reusing the parse when every line parsed. A LineBlock's usual batch is parsed
+        whole and stays unsplit as the batch's raw lines."""
+        items: Sequence[bytes] = lines if isinstance(lines, (list, LineBlock)) else list(lines)
+        parsed: list[Event] | None = None
+        if isinstance(items, LineBlock):
+            if len(items.data) >= self.block_min:
+                parsed = self._parse_block(items.data)
+            if parsed is None:
+                parsed = self._parse_all(items.split())
+                if parsed is None:
+                    items = items.lines()
+        if parsed is None:
+            parsed = self._parse_all(items)  # type: ignore[arg-type]  # a list
         numbers = self._intern(parsed) if parsed is not None and self._in_time(parsed, received_at) else None
+        events: list[Event]
+        raws: Sequence[bytes]
         rejected: list[Rejection]
         if parsed is not None and numbers is not None:
-            events, raws, rejected = parsed, lines, []
+            events, raws, rejected = parsed, items, []  # a LineBlock parsed whole stays unsplit
         else:
-            events, raws, rejected = self._decode_each(lines, received_at, parsed)
+            # A block parsed whole has one event per line and no blank line: its lines() line up.
+            listed: list[bytes] = items.lines() if isinstance(items, LineBlock) else items  # type: ignore[assignment]  # a list
+            events, raws, rejected = self._decode_each(listed, received_at, parsed)
             numbers = self._intern(events)
             assert numbers is not None  # every event left is of a valid type
         if price and self.pricer is not None:
@@ -257,6 +351,31 @@ class EventDecoder:
             return list(map(self._decode, lines))
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return None
+
+    def _parse_block(self, data: bytes) -> list[Event] | None:
+        """A LineBlock's events, parsed as one JSON array in one call of C; None when that would
+        not give each line's own event (then it goes line by line).
+
+        The array is `[`, each line followed by `\\n,`, and `_LAST`. It holds one event per line
+        only if each line is one object, which these checks make sure of: ASCII only, no `[`
+        anywhere, every line after the first starting with `{`, and as many events as lines. A
+        JSON string cannot hold a raw newline, so such a line's `{` starts a value right after the
+        comma put before it; after a comma a value can start only in an array (in an object a key
+        comes first), and the one array is the outer one: each line starts an element (the first
+        line too, right after the `[`), and so does `_LAST`; with as many elements as lines and
+        `_LAST`, no line holds two."""
+        if not data.isascii() or b"[" in data:
+            return None
+        codes = np.frombuffer(data, np.uint8)
+        starts = codes[1:][codes[:-1] == _NEWLINE]  # the first byte of every line but the first
+        if not (starts == _BRACE).all():
+            return None
+        try:
+            events = self._decode_array(b"".join((b"[", data.replace(b"\n", b"\n,"), _LAST)))
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return None
+        events.pop()  # _LAST's
+        return events if len(events) == len(starts) + 1 else None
 
     def _decode_each(
         self, lines: list[bytes], received_at: float, parsed: list[Event] | None

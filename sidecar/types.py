@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol
@@ -81,7 +82,7 @@ class Batch:
     """Events decoded from one read or one request, with the bytes each was sent as."""
 
     events: list[Event]
-    raws: list[bytes]
+    raws: Sequence[bytes]  # a list, or the LineBlock a Unix read came in (split when asked)
     received_at: float
     transport: str
     # The events' label-set numbers (sidecar.sinks.labelsets.Numbered): made by the decoder as it

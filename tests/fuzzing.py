@@ -197,20 +197,25 @@ def reference_lines(stream: bytes, max_bytes: int) -> tuple[list[bytes], int]:
 
 
 def check_framer(stream: bytes, cuts: list[int], max_bytes: int) -> list[bytes]:
-    """Feed `stream` cut at `cuts`; assert the lines equal the unchunked reference."""
-    framer = LineFramer(max_bytes)
-    lines: list[bytes] = []
-    oversized = 0
-    start = 0
-    for cut in sorted(set(c for c in cuts if 0 < c < len(stream))) + [len(stream)]:
-        got, over = framer.feed(stream[start:cut])
-        lines += got
-        oversized += over
-        start = cut
-    tail = framer.finish()
-    if tail:
-        lines.append(tail)
-    assert (lines, oversized) == reference_lines(stream, max_bytes)
+    """Feed `stream` cut at `cuts`, by `feed` and by `feed_block`; assert the lines equal the
+    unchunked reference."""
+    reference = reference_lines(stream, max_bytes)
+    for block in (False, True):
+        framer = LineFramer(max_bytes)
+        feed = framer.feed_block if block else framer.feed
+        lines: list[bytes] = []
+        oversized = 0
+        start = 0
+        for cut in sorted(set(c for c in cuts if 0 < c < len(stream))) + [len(stream)]:
+            got, over = feed(stream[start:cut])
+            assert bool(got) == bool(list(got))  # LineBlock answers without splitting
+            lines += got
+            oversized += over
+            start = cut
+        tail = framer.finish()
+        if tail:
+            lines.append(tail)
+        assert (lines, oversized) == reference, f"block={block}"
     return lines
 
 

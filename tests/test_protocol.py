@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.protocol import REASONS, EventDecoder, LineFramer, valid_type
+from sidecar.protocol import BLOCK_MIN_BYTES, REASONS, EventDecoder, LineBlock, LineFramer, valid_type
 
 NOW = 1_790_000_000.0
 
@@ -133,6 +133,20 @@ def test_framer_counts_a_line_made_long_by_the_rest_of_the_last_read():
     assert f.feed(b"x" * 6000) == ([], 0)
     assert f.feed(b"y" * 3000 + b"\nok\n") == ([b"ok"], 1)
     assert f.feed(b"z" * 8192 + b"\n" + b"w" * 8193 + b"\n") == ([b"z" * 8192], 1)  # the limit is allowed
+
+
+def test_framer_hands_a_usual_read_on_unsplit_and_the_rest_as_feed_does():
+    f = LineFramer(8192)  # proven short by blocks: feed_block can leave the lines unsplit
+    block, oversized = f.feed_block(b'{"type":"a"}\n{"type":"b"}\r\n{"ty')
+    assert isinstance(block, LineBlock) and oversized == 0
+    assert block.data == b'{"type":"a"}\n{"type":"b"}\r\n' and block._lines is None
+    assert list(block) == [b'{"type":"a"}', b'{"type":"b"}\r'] and block[1:] == [b'{"type":"b"}\r']
+    block, _ = f.feed_block(b'pe":"c"}\n\n  \n')
+    assert block.data == b'{"type":"c"}\n\n  \n' and list(block) == [b'{"type":"c"}']  # blank lines left out, as feed does
+    block, _ = f.feed_block(b" \n\n")
+    assert not block and list(block) == []  # only blank lines: nothing delivered, told without splitting
+    assert f.feed_block(b"x" * 9000 + b"\nok\n") == ([b"ok"], 1)  # a long line: as feed gives it
+    assert LineFramer(100).feed_block(b'{"type":"a"}\n') == ([b'{"type":"a"}'], 0)  # too small a limit for blocks
 
 
 def test_framer_tail_of_blank_is_empty():
@@ -363,3 +377,55 @@ def test_the_decoders_label_sets_stay_bounded():
         assert len(decoder._labels) <= MAX_LABEL_ENTRIES
     decoder.decode([b'{"type": "llm.call", "agent": "%s"}' % (b"a" * 129)], NOW)
     assert all(len(raw[1] or "") <= 128 for raw in decoder._labels)
+
+
+def stamped(*events: dict) -> list[bytes]:
+    return [json.dumps({"timestamp": NOW, **e}, separators=(",", ":")).encode() for e in events]
+
+
+def test_a_usual_read_is_parsed_whole_and_stays_unsplit_and_a_short_one_goes_line_by_line():
+    lines = stamped(*({"type": "llm.call", "agent": f"a{i % 7}", "duration_ms": i, "payload": {"n": {"i": i}}} for i in range(600)))
+    data = b"\n".join(lines) + b"\n"
+    assert len(data) >= BLOCK_MIN_BYTES
+    decoder = EventDecoder()
+    parsed = []
+    parse = decoder._decode_array
+    decoder._decode_array = lambda joined: parsed.append(1) or parse(joined)
+    events, raws, rejected = decoder.decode(LineBlock(data), NOW)
+    assert parsed == [1] and rejected == [] and len(events) == 600
+    assert isinstance(raws, LineBlock) and raws._lines is None  # no line split for the batch
+    assert raws[42] == lines[42] and list(raws) == lines  # split when asked: the live tail's raws
+    assert (events, list(raws), rejected) == EventDecoder().decode(lines, NOW)
+    short = b"\n".join(lines[:100]) + b"\n"
+    assert len(short) < BLOCK_MIN_BYTES
+    events, raws, _ = decoder.decode(LineBlock(short), NOW)
+    assert parsed == [1] and len(events) == 100  # line by line, below the size where a block pays
+    assert isinstance(raws, LineBlock) and raws._lines is None  # still unsplit: its lines died with the parse
+
+
+@pytest.mark.parametrize(
+    "lines, accepted",
+    [
+        # An object left open, continued by a line that starts with a key: `{` must start every line.
+        ([b'{"type":"a.b","p":{"x":1', b'"y":2}}', b'{"type":"c.d"},{"type":"e.f"}'], 0),
+        # An array left open, continued by a line that starts with `{`: no `[` anywhere.
+        ([b'{"type":"a.b","x":[{"y":1}', b'{"z":2}]}', b'{"type":"c.d"},{"type":"e.f"}'], 0),
+        # Two events on one line: as many events as lines.
+        ([b'{"type":"c.d"},{"type":"e.f"}', b'{"type":"g.h"}'], 1),
+        ([b'{"type":"c.d"}', b'{"type":"e.f"} {"type":"g.h"}'], 1),
+        # A string left open: JSON strings hold no raw newline (msgspec checks it, skipped fields too).
+        ([b'{"type":"a.b","payload":"x', b'{y","z":1},{"type":"c.d"}'], 0),
+        ([b'{"type":"a.b","payload":{"k":"x', b'{y"}},{"type":"c.d"}'], 0),
+        ([b"null", b'{"type":"c.d"}'], 1),  # the first line can be any value: the array holds nulls too
+        ([b'{"type":"a.b"}', b"null"], 1),
+        ([b' {"type":"a.b"}', b'{"type":"c.d"}'], 2),  # a line starting with a space: line by line, both fine
+        ([b'{"type":"a.b"}', b"", b"  ", b'{"type":"c.d"}'], 2),
+    ],
+)
+def test_a_read_whose_lines_join_into_other_values_is_decoded_line_by_line(lines, accepted):
+    data = b"\n".join(lines) + b"\n"
+    whole = EventDecoder()
+    whole.block_min = 0
+    events, raws, rejected = whole.decode(LineBlock(data), NOW)
+    assert (events, list(raws), rejected) == EventDecoder().decode([line for line in lines if line.strip()], NOW)
+    assert len(events) == accepted

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import msgspec
 import pytest
@@ -189,6 +190,37 @@ async def test_a_batch_with_an_event_that_broke_the_splice_reaches_every_client_
         got, _ = await collect(some, 2)
         assert [e["agent"] for e in got] == ["a1", "odd"]
     assert sidecar.value("sidecar_events_processed_total") == sidecar.value("sidecar_events_accepted_total", {"transport": "unix"})
+
+
+async def test_events_of_a_read_parsed_whole_reach_the_tail_byte_for_byte(sidecar):
+    """A read of 48 KiB or more is parsed as one array and kept unsplit (protocol.LineBlock): the
+    tail still gets each event as its line was sent, in order, and only the ones it asked for."""
+    from sidecar.protocol import BLOCK_MIN_BYTES
+
+    now = time.time()  # stamped: a usual batch, kept unsplit (an unstamped one goes line by line)
+    lines = [ndjson(event(agent=f"a{i % 5}", i=i, timestamp=now, payload={"n": {"text": "x" * (i % 80)}})).rstrip(b"\n") for i in range(1000)]
+    data = b"\n".join(lines) + b"\n"
+    assert len(data) >= 2 * BLOCK_MIN_BYTES
+    decoder, tail = sidecar.sidecar.decoder, sidecar.sidecar.sinks.tail
+    wholes, kept = [], []
+    parse, consume = decoder._decode_array, tail.consume
+    decoder._decode_array = lambda joined: wholes.append(len(joined)) or parse(joined)
+    tail.consume = lambda batch: kept.append(type(batch.raws).__name__) or consume(batch)
+    async with connect(ws_url(sidecar)) as everything, connect(ws_url(sidecar, "agent=a3")) as some:
+        before = sidecar.sidecar.pipeline.processed
+        try:
+            await asyncio.to_thread(sidecar.send_unix, data)
+            await asyncio.to_thread(sidecar.wait_processed, before + 1000)
+        finally:
+            decoder._decode_array, tail.consume = parse, consume
+        assert wholes and "LineBlock" in kept  # at least one read was parsed whole, and kept unsplit
+        got = []
+        while len(got) < 1000:
+            message = msgspec.json.decode((await asyncio.wait_for(everything.recv(), LIVENESS)).encode(), type=dict[str, list[msgspec.Raw] | int])
+            got += [bytes(raw) for raw in message["events"]]  # type: ignore[union-attr]
+        assert [raw.rsplit(b',"received_at":', 1)[0] for raw in got] == [line[:-1] for line in lines]
+        some_got, _ = await collect(some, 200)
+        assert [e["i"] for e in some_got] == list(range(3, 1000, 5))
 
 
 async def test_a_client_queue_is_bounded_in_bytes_as_well_as_events():

@@ -9,7 +9,7 @@ import os
 import select
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sidecar.config import IngestConfig
 from sidecar.exceptions import SidecarError, SocketInUseError
@@ -274,7 +274,7 @@ class UnixListener:
                     break
                 if not data:
                     break
-                lines, oversized = framer.feed(data)
+                lines, oversized = framer.feed_block(data)
                 if (lines or oversized) and writer in clients:
                     clients[writer] = clock()  # delivered something; bytes alone do not count
                 await self._ingest(lines, oversized)
@@ -287,7 +287,7 @@ class UnixListener:
             self._room.set()
             writer.close()
 
-    async def _ingest(self, lines: list[bytes], oversized: int) -> None:
+    async def _ingest(self, lines: Sequence[bytes], oversized: int) -> None:
         now = self.clock()
         events, raws, rejected, numbered = self.decoder.decode_numbered(lines, now)
         if oversized:
