@@ -195,7 +195,7 @@ MAX_LABEL_ENTRIES = 20_000
 
 # A LineBlock at least this long is parsed as one JSON array (EventDecoder._parse_block): no line
 # objects. A shorter one goes line by line: below ~150 realistic events its checks cost more than
-# the line objects it saves (BENCHMARKS.md, 2026-12-02 16:05-17:30).
+# the line objects it saves (BENCHMARKS.md, 2026-12-02 16:05-17:10).
 BLOCK_MIN_BYTES = 48 * 1024
 _NEWLINE, _BRACE = ord("\n"), ord("{")
 # What follows a block's last `\n,` to close its array: an event, since a trailing comma is not JSON
