@@ -39,7 +39,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from sidecar.config import Config
 from sidecar.contract import MAXIMUM, w3c_span_id, w3c_trace_id
 from sidecar.ingest.http import split_body
-from sidecar.protocol import REASONS, EventDecoder, LineFramer
+from sidecar.protocol import REASONS, EventDecoder, LineBlock, LineFramer
+from sidecar.sinks.labelsets import LabelSets
 from sidecar.sinks.metrics import MetricsSink
 from sidecar.sinks.series import MAX_LABEL_LENGTH
 from sidecar.sinks.tail import MAX_GLOB_LENGTH, MAX_GLOBS, _with_received_at, parse_filter
@@ -219,6 +220,24 @@ def check_framer(stream: bytes, cuts: list[int], max_bytes: int) -> list[bytes]:
     return lines
 
 
+def block_decoders() -> tuple[EventDecoder, EventDecoder]:
+    """(one that parses every LineBlock whole where it can, one that takes lines) for check_block."""
+    whole = EventDecoder(label_sets=LabelSets())
+    whole.block_min = 0  # every block tries the one-array parse, however short
+    return whole, EventDecoder(label_sets=LabelSets())
+
+
+def check_block(decoders: tuple[EventDecoder, EventDecoder], stream: bytes, now: float = NOW) -> None:
+    """`stream` (complete lines) decoded as one read (EventDecoder._parse_block) gives what its
+    lines give one by one: the same events, raw lines, rejections and label-set numbers. The two
+    decoders stay in step while they agree, so a pair can serve many streams."""
+    whole, by_line = decoders
+    events, raws, rejected, numbered = whole.decode_numbered(LineBlock(stream), now)
+    want = by_line.decode_numbered(reference_lines(stream, 1 << 30)[0], now)
+    assert numbered is not None and want[3] is not None
+    assert (events, list(raws), rejected, numbered.numbers) == (want[0], list(want[1]), want[2], want[3].numbers)
+
+
 def check_split_body(body: bytes, content_type: str, good_lines: list[bytes]) -> tuple[list[bytes], list[int]]:
     """split_body never raises, reports positions for every item, rejects with a known reason,
     and (NDJSON) keeps every good line as an item."""
@@ -384,6 +403,7 @@ def run(n: int, seed: int = 0, progress: Callable[[FuzzStats], None] | None = No
     """Generate at least `n` inputs and check every invariant on each; crashes are collected, not raised."""
     rnd = random.Random(seed)
     decoder = EventDecoder()
+    decoders = block_decoders()
     sink = SinkCheck()
     stats = FuzzStats()
     pending: list[Event] = []
@@ -401,6 +421,8 @@ def run(n: int, seed: int = 0, progress: Callable[[FuzzStats], None] | None = No
             step = "framer"
             stream = b"\n".join(lines) + rnd.choice((b"", b"\n", b"\r\n"))
             check_framer(stream, [rnd.randrange(len(stream) + 1) for _ in range(rnd.randrange(4))], MAX_EVENT_BYTES)
+            step = "block"
+            check_block(decoders, b"".join(line + b"\n" for line in lines))
             step = "split_body"
             good_lines = [lines[i] for i in good if len(lines[i]) <= MAX_EVENT_BYTES]
             check_split_body(stream, rnd.choice(CONTENT_TYPES), good_lines)
