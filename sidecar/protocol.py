@@ -268,10 +268,11 @@ class EventDecoder:
             if len(items.data) >= self.block_min:
                 parsed = self._parse_block(items.data)
             if parsed is None:
-                parsed = self._parse_all(items.split())
+                each = items.split()  # not kept: the batch keeps the block
+                parsed = self._parse_all(each)
                 if parsed is None:
-                    items = items.lines()
-        if parsed is None:
+                    items = each  # line by line below
+        else:
             parsed = self._parse_all(items)  # type: ignore[arg-type]  # a list
         numbers = self._intern(parsed) if parsed is not None and self._in_time(parsed, received_at) else None
         events: list[Event]
