@@ -68,6 +68,11 @@ class LineBlock(Sequence[bytes]):
             lines = [line for line in lines if line and not line.isspace()]
         return lines
 
+    def numbers(self) -> list[int]:
+        """The 0-based line number in `data` of each of `lines()`: they differ from its positions
+        where blank lines were left out (HTTP reports a rejected line by its number)."""
+        return [n for n, line in enumerate(self.data.split(b"\n")[:-1]) if line and not line.isspace()]
+
     def __len__(self) -> int:
         return len(self.lines())
 

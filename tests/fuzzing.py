@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import fnmatch
@@ -238,12 +238,12 @@ def check_block(decoders: tuple[EventDecoder, EventDecoder], stream: bytes, now:
     assert (events, list(raws), rejected, numbered.numbers) == (want[0], list(want[1]), want[2], want[3].numbers)
 
 
-def check_split_body(body: bytes, content_type: str, good_lines: list[bytes]) -> tuple[list[bytes], list[int]]:
+def check_split_body(body: bytes, content_type: str, good_lines: list[bytes]) -> tuple[Sequence[bytes], Sequence[int]]:
     """split_body never raises, reports positions for every item, rejects with a known reason,
     and (NDJSON) keeps every good line as an item."""
     items, positions, rejected = split_body(body, content_type, MAX_EVENT_BYTES)
     assert len(items) == len(positions)
-    assert positions == sorted(set(positions))
+    assert list(positions) == sorted(set(positions))
     for r in rejected:
         assert r.reason in REASONS and r.message, r
     if "ndjson" in content_type:

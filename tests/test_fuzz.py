@@ -84,6 +84,32 @@ def test_a_read_decoded_whole_gives_what_its_lines_give(lines, end):
     fuzz.check_block(fuzz.block_decoders(), b"".join(line + end for line in lines))
 
 
+def _as_the_route_reports(body: bytes) -> tuple[list, list[bytes], list[tuple[int, str]]]:
+    items, positions, rejected = split_body(body, "application/x-ndjson", 65536)
+    events, raws, bad = EventDecoder().decode(items, fuzz.NOW)
+    rejected += [r._replace(index=positions[r.index]) for r in bad]
+    return events, list(raws), sorted((r.index, r.reason) for r in rejected)
+
+
+@given(block_lines, st.sampled_from([b"\n", b"\r\n"]), st.sampled_from([b"", b"\n", b"\n\n  \n"]))
+@settings(max_examples=100, deadline=None)
+def test_a_large_ndjson_body_is_reported_as_its_lines_are(lines, end, gap):
+    """split_body keeps an NDJSON body of BLOCK_MIN_BYTES or more as one LineBlock: what the route
+    answers (events, raw lines, each rejection's line number and reason) is what line by line gives."""
+    import sidecar.ingest.http as http
+    from sidecar.protocol import BLOCK_MIN_BYTES, LineBlock
+
+    padding = (POOL[0] + b"\n") * (BLOCK_MIN_BYTES // len(POOL[0]) + 1)
+    body = padding + gap + end.join(lines) + end[: len(end) * (len(lines) % 2)]  # every other body unterminated
+    assert isinstance(split_body(body, "application/x-ndjson", 65536)[0], LineBlock) or any(len(line) > 65536 for line in lines)
+    whole = _as_the_route_reports(body)
+    http.BLOCK_MIN_BYTES = 1 << 62
+    try:
+        assert whole == _as_the_route_reports(body)
+    finally:
+        http.BLOCK_MIN_BYTES = BLOCK_MIN_BYTES
+
+
 @pytest.mark.untraced
 @given(mixed_lines, st.sampled_from(fuzz.CONTENT_TYPES), st.sampled_from([b"\n", b"\r\n"]), st.booleans())
 @settings(max_examples=200, deadline=None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import overload
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
@@ -13,7 +14,7 @@ from starlette.routing import Route
 from sidecar.auth import check_bearer, unauthorized
 from sidecar.live import LiveConfig
 from sidecar.pipeline import Pipeline
-from sidecar.protocol import EventDecoder
+from sidecar.protocol import BLOCK_MIN_BYTES, EventDecoder, LineBlock, LineFramer
 from sidecar.selfmetrics import SelfMetrics
 from sidecar.types import Batch, Rejection
 
@@ -101,9 +102,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[list[bytes], list[int], list[Rejection]]:
+class _LineNumbers(Sequence[int]):
+    """A LineBlock's line numbers, worked out only when a rejection needs one."""
+
+    __slots__ = ("_block", "_numbers")
+
+    def __init__(self, block: LineBlock):
+        self._block = block
+        self._numbers: list[int] | None = None
+
+    def _all(self) -> list[int]:
+        if self._numbers is None:
+            self._numbers = self._block.numbers()
+        return self._numbers
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+    def __getitem__(self, index: int | slice) -> int | list[int]:
+        return self._all()[index]
+
+
+def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[Sequence[bytes], Sequence[int], list[Rejection]]:
     """Items of a body (an array's elements, NDJSON lines, or the single object), each
-    with its position (element index or 0-based line number) for error reports."""
+    with its position (element index or 0-based line number) for error reports. NDJSON of
+    protocol.BLOCK_MIN_BYTES or more whose lines are all within the limit stays one LineBlock,
+    for the decoder to parse whole, as the Unix listener's reads do."""
     if body[:3] == BOM:  # what some Windows tools put first; not part of the JSON
         body = body[3:]
     stripped = body.strip()
@@ -123,6 +151,10 @@ def split_body(body: bytes, content_type: str, max_event_bytes: int) -> tuple[li
             return _within_limit([stripped], [0], max_event_bytes, "event")  # one (possibly pretty-printed) object
         except (msgspec.DecodeError, RecursionError):
             pass  # several lines: NDJSON without the content type (each line is judged alone)
+    if len(body) >= BLOCK_MIN_BYTES:
+        block, _ = LineFramer(max_event_bytes).feed_block(body if body[-1:] == b"\n" else body + b"\n")
+        if isinstance(block, LineBlock):  # every line proven within max_event_bytes
+            return block, _LineNumbers(block), []
     lines = body.split(b"\n")
     if not lines[-1]:
         lines.pop()  # what follows the last newline

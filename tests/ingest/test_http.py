@@ -52,6 +52,33 @@ def test_ndjson_line_numbers_hold_without_blank_lines_and_with_a_last_line_unter
     assert [(e["index"], e["error"].split(":")[0]) for e in r.json()["errors"]] == [(1, "invalid_json"), (2, "too_large"), (4, "missing_type")]
 
 
+def test_a_large_ndjson_body_is_parsed_whole_and_reports_errors_by_line_number(sidecar):
+    """An NDJSON body of protocol.BLOCK_MIN_BYTES or more stays one LineBlock: a usual one is
+    parsed in one call, an unusual one line by line, with the same line numbers as a small body."""
+    import time
+
+    from sidecar.protocol import BLOCK_MIN_BYTES
+
+    now = time.time()
+    good = b"".join(ndjson(event(agent=f"a{i % 3}", i=i, timestamp=now)) for i in range(1000))
+    assert len(good) >= BLOCK_MIN_BYTES
+    decoder = sidecar.sidecar.decoder
+    wholes = []
+    parse = decoder._decode_array
+    decoder._decode_array = lambda joined: wholes.append(1) or parse(joined)
+    try:
+        before = sidecar.sidecar.pipeline.processed
+        r = post(sidecar, good, "application/x-ndjson")
+        assert (r.status_code, r.json()["accepted"], wholes) == (202, 1000, [1])
+        odd = good + b"\n  \n" + b"oops\n" + ndjson(event(timestamp=now)) + b'{"agent": "x"}'  # blank lines, a bad one, no last newline
+        r = post(sidecar, odd, "application/x-ndjson")
+    finally:
+        decoder._decode_array = parse
+    assert r.json()["accepted"] == 1001
+    assert [(e["index"], e["error"].split(":")[0]) for e in r.json()["errors"]] == [(1002, "invalid_json"), (1004, "missing_type")]
+    sidecar.wait_processed(before + 2001)
+
+
 def test_ndjson_without_its_content_type_is_still_understood(sidecar):
     r = post(sidecar, ndjson(event(), event(), event()))
     assert r.json()["accepted"] == 3
