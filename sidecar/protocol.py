@@ -101,7 +101,6 @@ class LineFramer:
 
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         """Return the complete lines in `data` and how many oversized lines were dropped."""
-        oversized = 0
         if self._discarding:
             cut = data.find(b"\n")
             if cut < 0:
@@ -111,12 +110,7 @@ class LineFramer:
         lines = data.split(b"\n")
         if self._rest:  # the line cut by the previous read: joined alone, not the whole read copied
             lines[0] = self._rest + lines[0]
-        rest = lines.pop()
-        if len(rest) > self.max_bytes:
-            oversized += 1
-            self._discarding = True
-            rest = b""
-        self._rest = rest
+        oversized = self._hold(lines.pop())
         limit = self.max_bytes
         if self._all_short(data, lines) and b"" not in lines and not any(map(bytes.isspace, lines)):
             return lines, oversized  # the usual read: every line an item, checked in C
@@ -131,40 +125,40 @@ class LineFramer:
     def feed_block(self, data: bytes) -> tuple[LineBlock | list[bytes], int]:
         """`feed` for a listener that hands whole reads to `EventDecoder.decode_numbered`: the
         complete lines come back unsplit, as one LineBlock, when every one is proven within the
-        limit by blocks (`_short_block`, as `_all_short` does); otherwise as `feed` gives them."""
+        limit by blocks (`_proven_short`); otherwise as `feed` gives them."""
         end = data.rfind(b"\n") + 1
-        if not end or self._discarding or not self._short_block(data, end):
+        if not end or self._discarding or len(self._rest) + data.find(b"\n") > self.max_bytes or not self._proven_short(data, end):
             return self.feed(data)
         block = self._rest + data[:end] if self._rest else data[:end]
-        rest = data[end:]
+        return LineBlock(block), self._hold(data[end:])
+
+    def _hold(self, rest: bytes) -> int:
+        """Keep the unterminated `rest` for the next read; 1 if it is over the limit already (then
+        it is skipped up to its newline), else 0."""
         if len(rest) > self.max_bytes:
             self._discarding = True
             self._rest = b""
-            return LineBlock(block), 1
+            return 1
         self._rest = rest
-        return LineBlock(block), 0
+        return 0
 
-    def _short_block(self, data: bytes, end: int) -> bool:
-        """Every line that ends in `data[:end]` within the limit, the first with the last read's
-        rest; False also when lines are too short a limit to prove it by blocks."""
+    def _all_short(self, data: bytes, lines: list[bytes]) -> bool:
+        """No line is over max_bytes: by blocks (`_proven_short`) when it can, else line by line."""
         limit = self.max_bytes
-        half = limit // 2
-        if half < _BLOCK_SCAN_MIN or len(self._rest) + data.find(b"\n") > limit:
+        if (not lines or len(lines[0]) <= limit) and self._proven_short(data, data.rfind(b"\n") + 1):  # the first may hold the last read's rest
+            return True
+        return max(map(len, lines), default=0) <= limit
+
+    def _proven_short(self, data: bytes, end: int) -> bool:
+        """No line inside `data[:end]` (past its first newline) is over max_bytes. A line over it
+        holds a whole aligned block of max_bytes / 2 bytes with no newline, so a newline found in
+        every block proves them all short: a few memchr calls per read, not a len() per line (40 ns
+        per event). False also when the limit is too small for blocks to pay."""
+        half = self.max_bytes // 2
+        if half < _BLOCK_SCAN_MIN:
             return False
         find = data.find
         return all(find(b"\n", start, start + half) >= 0 for start in range(0, end - 1, half))
-
-    def _all_short(self, data: bytes, lines: list[bytes]) -> bool:
-        """No line is over max_bytes. A line inside `data` that is over it holds a whole aligned
-        block of max_bytes / 2 bytes with no newline, so a newline found in every block proves
-        them all short: a few memchr calls per read, not a len() per line (40 ns per event)."""
-        limit = self.max_bytes
-        half = limit // 2
-        if half >= _BLOCK_SCAN_MIN and (not lines or len(lines[0]) <= limit):  # the first may hold the last read's rest
-            find = data.find
-            if all(find(b"\n", start, start + half) >= 0 for start in range(0, data.rfind(b"\n"), half)):
-                return True
-        return max(map(len, lines), default=0) <= limit
 
     def finish(self) -> bytes:
         """The unterminated last line, if any (empty when it was blank or oversized)."""
