@@ -1,6 +1,6 @@
 """A/B of the hot path in one process: variants take the same reads in turn, read by read.
 
-    python bench/ab_pipeline.py --variant now --variant by_sinks bench/variants/numbered_by_sinks.py [--rounds 5]
+    python bench/ab_pipeline.py --variant now --variant by_sinks bench/variants/numbered_by_sinks.py [--rounds 6] [--payload]
 
 A variant is a name and optionally a Python file whose `setup(decoder, sinks)` changes that
 variant's own decoder or sinks (an instance attribute, never the class, which every variant
@@ -9,6 +9,9 @@ shares); without a file it runs this checkout as it is. Each round builds every 
 one bench/ingest.py's realistic events, 1,000 lines per read: frame, decode, every sink's
 `consume`, in the pipeline's order; the order of the variants is reversed on every other read.
 Time per event is summed per variant over the round, then the sinks' `maintain`.
+
+Variants are built, and read first, in turn: whichever is built last reads faster (~2%, an A/A
+run), so use an even number of rounds and read the mean difference it prints.
 
 Why read by read: this VM's speed drifts by up to 2x within minutes, so variants run one after
 the other (bench/ab_cpu.py) differ by more than most changes do. Taking turns every millisecond
@@ -81,34 +84,47 @@ def main() -> None:
     ap.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [SETUP.py]")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--payload", action="store_true", help="each event also carries a small payload with a list in it")
     args = ap.parse_args()
     tune_collector()  # as `agent-sidecar run` does
     if any(len(v) > 2 for v in args.variant):
         ap.error("--variant takes NAME [SETUP.py]")
     setups = {v[0]: load_setup(v[1]) if len(v) == 2 else None for v in args.variant}
-    lines = realistic_lines(args.events)
+    lines = realistic_lines(args.events, payload=args.payload)
     reads = [b"".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)]
     names = list(setups)
     per_event: dict[str, list[float]] = {name: [] for name in names}
     clock = time.perf_counter
     print(f"{REPO}: {args.events:,} events per round, reads of 1,000 lines; µs per event")
     for r in range(args.rounds):
-        built = {name: build(setup) for name, setup in setups.items()}
+        # Built, and maintained, in turn too: in an A/A run the variant built last read ~2% faster
+        # in most rounds when the order stayed the same (BENCHMARKS.md, 2026-12-02 19:35-20:35).
+        order = names if r % 2 == 0 else names[::-1]
+        built = {name: build(setups[name]) for name in order}
         took = dict.fromkeys(names, 0.0)
         for i, read in enumerate(reads):
-            for name in names if i % 2 == 0 else reversed(names):
+            for name in order if i % 2 == 0 else reversed(order):
                 t0 = clock()
                 built[name][0](read)
                 took[name] += clock() - t0
-        for name in names:
+        for name in order:
             t0 = clock()
             built[name][1]()
             took[name] += clock() - t0
+        for name in names:
             per_event[name].append(took[name] / args.events * 1e6)
         print(f"round {r + 1}: " + "  ".join(f"{name} {per_event[name][-1]:.2f}" for name in names), flush=True)
     for name in names:
         runs = ", ".join(f"{v:.2f}" for v in sorted(per_event[name]))
         print(f"{name}: median {statistics.median(per_event[name]):.2f} µs/event, runs {runs}")
+    first = names[0]
+    for name in names[1:]:
+        # Round by round, since the VM's speed moves every round; with an even number of rounds
+        # each variant was built last (see above) in half of them.
+        diffs = [b - a for a, b in zip(per_event[first], per_event[name])]
+        share = statistics.mean(diffs) / statistics.mean(per_event[first])
+        faster = sum(d < 0 for d in diffs)
+        print(f"{name} - {first}: mean {statistics.mean(diffs):+.2f} µs/event ({share:+.1%}), faster in {faster} of {len(diffs)} rounds")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ MODELS = ["gpt-4o", "claude-sonnet", "llama-3-70b"]
 TYPES = ["llm.call", "tool.call", "agent.invoked", "agent.completed", "agent.failed", "workflow.started", "workflow.completed", "workflow.failed"]
 
 
-def realistic_lines(n: int, seed: int = 1) -> list[bytes]:
-    """n NDJSON lines over 20 agents x 5 workflows x 3 models x 8 types, ~250 bytes each."""
+def realistic_lines(n: int, seed: int = 1, payload: bool = False) -> list[bytes]:
+    """n NDJSON lines over 20 agents x 5 workflows x 3 models x 8 types, ~290 bytes each. With
+    `payload`, each also carries a small payload with a list in it, as agent frameworks send
+    (tool arguments, message parts): ~360 bytes."""
     rnd = random.Random(seed)
     now = time.time()
     lines = []
@@ -51,6 +53,8 @@ def realistic_lines(n: int, seed: int = 1) -> list[bytes]:
         }
         if t.endswith(".failed"):
             ev["error"] = rnd.choice(["timeout", "rate_limited", "tool_error"])
+        if payload:
+            ev["payload"] = {"step": i % 7, "tags": rnd.sample(["retry", "cached", "stream", "tool"], 2), "args": {"query": f"q{i % 97}"}}
         lines.append(json.dumps(ev, separators=(",", ":")).encode() + b"\n")
     return lines
 
