@@ -192,15 +192,11 @@ MAX_SHARED_LENGTH = 128
 # event more (BENCHMARKS.md, 2026-12-02 08:30-09:55). At most MAX_LABEL_ENTRIES; past that it starts again.
 MAX_LABEL_ENTRIES = 20_000
 
-# A LineBlock at least this long is parsed as one JSON array (EventDecoder._parse_block): no line
-# objects. A shorter one goes line by line: below ~150 realistic events its checks cost more than
-# the line objects it saves (BENCHMARKS.md, 2026-12-02 16:05-17:10).
+# A LineBlock at least this long is parsed whole (EventDecoder._parse_block): no line objects. A
+# shorter one goes line by line: below ~150 realistic events its checks cost more than the line
+# objects it saves (BENCHMARKS.md, 2026-12-02 16:05-17:10).
 BLOCK_MIN_BYTES = 48 * 1024
-_NEWLINE, _BRACE = ord("\n"), ord("{")
-# What follows a block's last `\n,` to close its array: an event, since a trailing comma is not JSON
-# (cutting the last newline off instead costs a copy of the block; a null would make every element
-# a union, 10-24% slower to parse: BENCHMARKS.md).
-_LAST = b'{"type":"_"}]'
+_NEWLINE, _RETURN, _OPEN, _CLOSE = ord("\n"), ord("\r"), ord("{"), ord("}")
 
 # A label set as sent, and what it becomes: (number, type, agent, workflow, model, tool, severity, success).
 _Raw = tuple[str, "str | None", "str | None", "str | None", "str | None", "str | None", "bool | None"]
@@ -231,8 +227,8 @@ class EventDecoder:
         self.pricer = pricer  # fills in cost_usd from the price table (sidecar/pricing.py)
         self.label_sets = label_sets  # numbers each label set; the app gives the sinks' own
         self._decode: Callable[[bytes], Event] = msgspec.json.Decoder(Event).decode
-        self.block_min = BLOCK_MIN_BYTES  # tests lower it to reach the one-array parse with a few lines
-        self._decode_array: Callable[[bytes], list[Event]] = msgspec.json.Decoder(list[Event]).decode
+        self.block_min = BLOCK_MIN_BYTES  # tests lower it to reach the whole-block parse with a few lines
+        self._decode_lines: Callable[[bytes], list[Event]] = msgspec.json.Decoder(Event).decode_lines
         # type -> "is a *.failed type", or None when the name is invalid. Bounded: see _type_info.
         self._types: dict[str, bool | None] = {}
         self._shared: dict[str, str] = {}  # label value -> the copy events carry
@@ -353,29 +349,32 @@ class EventDecoder:
             return None
 
     def _parse_block(self, data: bytes) -> list[Event] | None:
-        """A LineBlock's events, parsed as one JSON array in one call of C; None when that would
-        not give each line's own event (then it goes line by line).
+        """A LineBlock's events, parsed in one call of C (msgspec's `decode_lines`); None when that
+        would not give each line's own event (then it goes line by line).
 
-        The array is `[`, each line followed by `\\n,`, and `_LAST`. It holds one event per line
-        only if each line is one object, which these checks make sure of: ASCII only, no `[`
-        anywhere, every line after the first starting with `{`, and as many events as lines. A
-        JSON string cannot hold a raw newline, so such a line's `{` starts a value right after the
-        comma put before it; after a comma a value can start only in an array (in an object a key
-        comes first), and the one array is the outer one: each line starts an element (the first
-        line too, right after the `[`), and so does `_LAST`; with as many elements as lines and
-        `_LAST`, no line holds two."""
-        if not data.isascii() or b"[" in data:
+        `decode_lines` reads a stream of JSON values, not lines: a value may span lines, and a
+        line may hold two. Each line is one value when these hold: ASCII only, every newline but
+        the last between a `}` (or `}\\r`) and a `{`, and as many values as lines. A JSON string
+        holds no raw newline (msgspec refuses one, in skipped fields too), so that `}` and that
+        `{` are not in a string: the `}` ends a value and the `{` starts one. Inside an object or
+        an array a comma must come between the two, so they are top-level values, and every line
+        holds at least one whole value; with as many values as lines, exactly one."""
+        if not data.isascii():  # msgspec does not check UTF-8 inside fields it skips
             return None
         codes = np.frombuffer(data, np.uint8)
-        starts = codes[1:][codes[:-1] == _NEWLINE]  # the first byte of every line but the first
-        if not (starts == _BRACE).all():
+        breaks = np.flatnonzero(codes[1:-1] == _NEWLINE)  # the byte before each newline, but the last one's and a first byte's
+        if not (codes[breaks + 2] == _OPEN).all():
             return None
+        ends = codes[breaks]  # each line's last byte
+        if not (ends == _CLOSE).all():
+            crlf = ends == _RETURN  # CRLF: a `}` before the `\r` (JSON whitespace, as the newline is)
+            if not ((crlf | (ends == _CLOSE)).all() and (codes[breaks[crlf] - 1] == _CLOSE).all()):
+                return None
         try:
-            events = self._decode_array(b"".join((b"[", data.replace(b"\n", b"\n,"), _LAST)))
+            events = self._decode_lines(data)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return None
-        events.pop()  # _LAST's
-        return events if len(events) == len(starts) + 1 else None
+        return events if len(events) == len(breaks) + 1 else None
 
     def _decode_each(
         self, lines: list[bytes], received_at: float, parsed: list[Event] | None

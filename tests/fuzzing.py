@@ -223,7 +223,7 @@ def check_framer(stream: bytes, cuts: list[int], max_bytes: int) -> list[bytes]:
 def block_decoders() -> tuple[EventDecoder, EventDecoder]:
     """(one that parses every LineBlock whole where it can, one that takes lines) for check_block."""
     whole = EventDecoder(label_sets=LabelSets())
-    whole.block_min = 0  # every block tries the one-array parse, however short
+    whole.block_min = 0  # every block tries the whole-block parse, however short
     return whole, EventDecoder(label_sets=LabelSets())
 
 

@@ -58,14 +58,16 @@ def test_framer_finds_every_oversized_line_when_it_proves_lines_short_by_blocks(
 
 
 # Lines that may hold part of an event, two events, or an event with nested values: what could
-# make a read parsed as one JSON array (EventDecoder._parse_block) differ from its lines.
+# make a read parsed whole (EventDecoder._parse_block) differ from its lines.
 def _cut(event: bytes, payload: bytes, k: int) -> list[bytes]:
-    """An event with a nested payload, cut in two lines at one of its commas, which goes: the
-    comma the array parse puts between lines makes them one value again."""
+    """An event with a nested payload, cut in two lines right before a `{`, right after a `}`, or
+    at a comma: one value over two lines, which only the checks tell from two."""
     line = event[:-1] + b', "payload": ' + payload + b"}"
-    places = [i for i in range(len(line)) if line[i] == ord(",")]
+    places = [i for i in range(1, len(line) - 1) if line[i] in b"{},"]
     at = places[k % len(places)]
-    return [line[:at], line[at + 1 :]]
+    if line[at] == ord("{"):
+        return [line[:at], line[at:]]
+    return [line[: at + 1], line[at + 1 :]]
 
 
 line_groups = st.one_of(

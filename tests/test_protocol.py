@@ -389,8 +389,8 @@ def test_a_usual_read_is_parsed_whole_and_stays_unsplit_and_a_short_one_goes_lin
     assert len(data) >= BLOCK_MIN_BYTES
     decoder = EventDecoder()
     parsed = []
-    parse = decoder._decode_array
-    decoder._decode_array = lambda joined: parsed.append(1) or parse(joined)
+    parse = decoder._decode_lines
+    decoder._decode_lines = lambda data: parsed.append(1) or parse(data)
     events, raws, rejected = decoder.decode(LineBlock(data), NOW)
     assert parsed == [1] and rejected == [] and len(events) == 600
     assert isinstance(raws, LineBlock) and raws._lines is None  # no line split for the batch
@@ -406,20 +406,28 @@ def test_a_usual_read_is_parsed_whole_and_stays_unsplit_and_a_short_one_goes_lin
 @pytest.mark.parametrize(
     "lines, accepted",
     [
-        # An object left open, continued by a line that starts with a key: `{` must start every line.
-        ([b'{"type":"a.b","p":{"x":1', b'"y":2}}', b'{"type":"c.d"},{"type":"e.f"}'], 0),
-        # An array left open, continued by a line that starts with `{`: no `[` anywhere.
-        ([b'{"type":"a.b","x":[{"y":1}', b'{"z":2}]}', b'{"type":"c.d"},{"type":"e.f"}'], 0),
+        # A value left open at a line's end, continued by a line that starts with `{`: a `}` must end
+        # every line but the last (and so the three values of these lines are not taken for their lines).
+        ([b'{"type":"a.b","p":', b'{"x":1}}', b'{"type":"c.d"} {"type":"e.f"}'], 0),
+        # An object continued by a line that starts with a comma: a `{` must start every line but the first.
+        ([b'{"type":"a.b","p":{"x":1}', b',"y":2}', b'{"type":"c.d"} {"type":"e.f"}'], 0),
+        # `}` and `{` across a newline inside an array or an object: not JSON without a comma between.
+        ([b'{"type":"a.b","x":[{"y":1}', b'{"z":2}]}', b'{"type":"c.d"} {"type":"e.f"}'], 0),
+        ([b'{"type":"a.b","x":{"y":{}', b'{"z":2}}}', b'{"type":"c.d"} {"type":"e.f"}'], 0),
+        # An array anywhere else is fine: parsed whole (test_a_read_with_arrays_and_crlf_is_parsed_whole).
         # Two events on one line: as many events as lines.
         ([b'{"type":"c.d"},{"type":"e.f"}', b'{"type":"g.h"}'], 1),
         ([b'{"type":"c.d"}', b'{"type":"e.f"} {"type":"g.h"}'], 1),
         # A string left open: JSON strings hold no raw newline (msgspec checks it, skipped fields too).
         ([b'{"type":"a.b","payload":"x', b'{y","z":1},{"type":"c.d"}'], 0),
         ([b'{"type":"a.b","payload":{"k":"x', b'{y"}},{"type":"c.d"}'], 0),
-        ([b"null", b'{"type":"c.d"}'], 1),  # the first line can be any value: the array holds nulls too
+        ([b"null", b'{"type":"c.d"}'], 1),  # the first line can be any value
         ([b'{"type":"a.b"}', b"null"], 1),
         ([b' {"type":"a.b"}', b'{"type":"c.d"}'], 2),  # a line starting with a space: line by line, both fine
         ([b'{"type":"a.b"}', b"", b"  ", b'{"type":"c.d"}'], 2),
+        ([b'{"type":"a.b","p":\r', b'{"x":1}}', b'{"type":"c.d"} {"type":"e.f"}'], 0),  # CRLF: a `}` before the `\r`
+        ([b'{"type":"a.b","p":{"x":1}\r', b',"y":2}', b'{"type":"c.d"} {"type":"e.f"}'], 0),
+        ([b'{"type":"a.b","payload":"\xff"}', b'{"type":"c.d"}'], 1),  # ASCII only: msgspec skips a payload's bytes unchecked
     ],
 )
 def test_a_read_whose_lines_join_into_other_values_is_decoded_line_by_line(lines, accepted):
@@ -429,3 +437,17 @@ def test_a_read_whose_lines_join_into_other_values_is_decoded_line_by_line(lines
     events, raws, rejected = whole.decode(LineBlock(data), NOW)
     assert (events, list(raws), rejected) == EventDecoder().decode([line for line in lines if line.strip()], NOW)
     assert len(events) == accepted
+
+
+def test_a_read_with_arrays_and_crlf_is_parsed_whole():
+    """Arrays in payloads, `}` `{` inside strings and CRLF line ends leave a read on the one-call parse."""
+    lines = stamped(*({"type": "llm.call", "payload": {"messages": [{"role": "user"}, {"text": "}\\n{"}], "n": [i, [i]]}} for i in range(50)))
+    decoder = EventDecoder()
+    decoder.block_min = 0
+    parsed = []
+    parse = decoder._decode_lines
+    decoder._decode_lines = lambda data: parsed.append(1) or parse(data)
+    for end in (b"\n", b"\r\n"):
+        events, raws, rejected = decoder.decode(LineBlock(end.join(lines) + end), NOW)
+        assert parsed.pop() == 1 and isinstance(raws, LineBlock) and raws._lines is None
+        assert (events, list(raws), rejected) == EventDecoder().decode([line + end.strip(b"\n") for line in lines], NOW)

@@ -203,8 +203,8 @@ async def test_events_of_a_read_parsed_whole_reach_the_tail_byte_for_byte(sideca
     assert len(data) >= 2 * BLOCK_MIN_BYTES
     decoder, tail = sidecar.sidecar.decoder, sidecar.sidecar.sinks.tail
     wholes, kept = [], []
-    parse, consume = decoder._decode_array, tail.consume
-    decoder._decode_array = lambda joined: wholes.append(len(joined)) or parse(joined)
+    parse, consume = decoder._decode_lines, tail.consume
+    decoder._decode_lines = lambda data: wholes.append(len(data)) or parse(data)
     tail.consume = lambda batch: kept.append(type(batch.raws).__name__) or consume(batch)
     async with connect(ws_url(sidecar)) as everything, connect(ws_url(sidecar, "agent=a3")) as some:
         before = sidecar.sidecar.pipeline.processed
@@ -212,7 +212,7 @@ async def test_events_of_a_read_parsed_whole_reach_the_tail_byte_for_byte(sideca
             await asyncio.to_thread(sidecar.send_unix, data)
             await asyncio.to_thread(sidecar.wait_processed, before + 1000)
         finally:
-            decoder._decode_array, tail.consume = parse, consume
+            decoder._decode_lines, tail.consume = parse, consume
         assert wholes and "LineBlock" in kept  # at least one read was parsed whole, and kept unsplit
         got = []
         while len(got) < 1000:

@@ -64,8 +64,8 @@ def test_a_large_ndjson_body_is_parsed_whole_and_reports_errors_by_line_number(s
     assert len(good) >= BLOCK_MIN_BYTES
     decoder = sidecar.sidecar.decoder
     wholes = []
-    parse = decoder._decode_array
-    decoder._decode_array = lambda joined: wholes.append(1) or parse(joined)
+    parse = decoder._decode_lines
+    decoder._decode_lines = lambda data: wholes.append(1) or parse(data)
     try:
         before = sidecar.sidecar.pipeline.processed
         r = post(sidecar, good, "application/x-ndjson")
@@ -73,7 +73,7 @@ def test_a_large_ndjson_body_is_parsed_whole_and_reports_errors_by_line_number(s
         odd = good + b"\n  \n" + b"oops\n" + ndjson(event(timestamp=now)) + b'{"agent": "x"}'  # blank lines, a bad one, no last newline
         r = post(sidecar, odd, "application/x-ndjson")
     finally:
-        decoder._decode_array = parse
+        decoder._decode_lines = parse
     assert r.json()["accepted"] == 1001
     assert [(e["index"], e["error"].split(":")[0]) for e in r.json()["errors"]] == [(1002, "invalid_json"), (1004, "missing_type")]
     sidecar.wait_processed(before + 2001)
