@@ -75,13 +75,16 @@ class _Bucket:
     the lock while the pipeline goes on. A query reads a bucket still filling through a copy of
     it (`capture`), sealed outside the lock."""
 
-    __slots__ = ("index", "by_number", "chunks", "durations", "errors", "frozen", "sealed", "keys", "table", "serial", "written")
+    __slots__ = ("index", "by_number", "chunks", "durations", "kinds", "errors", "frozen", "sealed", "keys", "table", "serial", "written")
 
     def __init__(self) -> None:
         self.index: dict[Subject, int] = {}  # while filling: subject -> its row of `table`
         self.by_number = Mapped()  # while filling: a label-set number's row (sidecar.sinks.labelsets)
         self.chunks: list[tuple[np.ndarray, np.ndarray]] = []  # while filling: (rows, durations) per batch
         self.durations: dict[Subject, np.ndarray] = {}  # once sealed
+        # Error kinds: by row while filling (a subject's 4-tuple cost ~0.9 us more per failure to
+        # hash and compare, BENCHMARKS.md), by subject once sealed.
+        self.kinds: Counter[tuple[int, str]] = Counter()
         self.errors: Counter[tuple[Subject, str]] = Counter()
         self.frozen = False  # sealed in the store: the rolled sums of `_Rolling` may keep it
         self.sealed = False
@@ -116,7 +119,8 @@ class _Bucket:
         # The columns go: a sealed bucket keeps only arrays, which a full garbage collection
         # (set off by a query's allocations) does not walk (BENCHMARKS.md, issue 18).
         self.keys, self.table, self.durations = keys, self.table[:n].copy(), durations
-        self.index, self.chunks, self.by_number = {}, [], Mapped()
+        self.errors = Counter({(keys[row], kind): count for (row, kind), count in self.kinds.items()})
+        self.index, self.chunks, self.by_number, self.kinds = {}, [], Mapped(), Counter()
         self.sealed = True
 
     def freeze(self) -> None:
@@ -130,7 +134,7 @@ class _Bucket:
         out.index = dict(self.index)
         out.table = self.table[: len(self.index)].copy()
         out.chunks = list(self.chunks)
-        out.errors = self.errors.copy()
+        out.kinds = self.kinds.copy()
         return out
 
     def thaw(self) -> _Bucket:
@@ -142,7 +146,7 @@ class _Bucket:
         if self.durations:
             rows = np.concatenate([np.full(len(v), out.index[s], dtype=np.intp) for s, v in self.durations.items()])
             out.chunks = [(rows, np.concatenate(list(self.durations.values())))]
-        out.errors = self.errors.copy()
+        out.kinds = Counter({(out.index[subject], kind): count for (subject, kind), count in self.errors.items()})
         return out
 
     def rows(self) -> tuple[list[Subject], np.ndarray]:
@@ -380,7 +384,7 @@ class InsightsStore:
             bucket.chunks.append((at[timed], took[timed]))
         failures = np.flatnonzero(columns[ERRORS]).tolist()
         if failures:
-            bucket.errors.update([((ev.type, ev.agent, ev.workflow, ev.model), ev.error or "unknown") for ev in map(events.__getitem__, failures)])
+            bucket.kinds.update([(stored[i], events[i].error or "unknown") for i in failures])
         return rows
 
     def _failed(self, ident: str, ts: float, agent: str | None, model: str | None) -> None:
