@@ -98,7 +98,7 @@ def main() -> None:
     print(f"{REPO}: {args.events:,} events per round, reads of 1,000 lines; µs per event")
     for r in range(args.rounds):
         # Built, and maintained, in turn too: in an A/A run the variant built last read ~2% faster
-        # in most rounds when the order stayed the same (BENCHMARKS.md, 2026-12-02 19:35-20:35).
+        # in most rounds when the order stayed the same (BENCHMARKS.md, 2026-12-02 19:35-20:40).
         order = names if r % 2 == 0 else names[::-1]
         built = {name: build(setups[name]) for name in order}
         took = dict.fromkeys(names, 0.0)
