@@ -17,6 +17,7 @@ import numpy as np
 
 from sidecar import contract
 from sidecar.contract import MAX_TYPE_LENGTH, TYPE_PATTERN, TYPE_RULE, is_failure_type, valid_type
+from sidecar.known_labels import KnownLabels, Literals
 from sidecar.types import Event, Rejection
 
 if TYPE_CHECKING:  # protocol.py stays importable without the server's packages; the app passes these in
@@ -233,6 +234,7 @@ class EventDecoder:
         self._types: dict[str, bool | None] = {}
         self._shared: dict[str, str] = {}  # label value -> the copy events carry
         self._labels: dict[_Raw, _Labels] = {}  # see MAX_LABEL_ENTRIES
+        self.known = KnownLabels()  # the kept label values, and decoders that give them as they are
 
     def _type_info(self, event_type: str) -> bool | None:
         info = is_failure_type(event_type) if valid_type(event_type) else None
@@ -259,16 +261,17 @@ class EventDecoder:
         whole and stays unsplit as the batch's raw lines."""
         items: Sequence[bytes] = lines if isinstance(lines, (list, LineBlock)) else list(lines)
         parsed: list[Event] | None = None
+        literals = self.known.decoders(received_at)
         if isinstance(items, LineBlock):
             if len(items.data) >= self.block_min:
-                parsed = self._parse_block(items.data)
+                parsed = self._parse_block(items.data, literals)
             if parsed is None:
                 each = items.split()  # not kept: the batch keeps the block
-                parsed = self._parse_all(each)
+                parsed = self._parse_all(each, literals)
                 if parsed is None:
                     items = each  # line by line below
         else:
-            parsed = self._parse_all(items)  # type: ignore[arg-type]  # a list
+            parsed = self._parse_all(items, literals)  # type: ignore[arg-type]  # a list
         numbers = self._intern(parsed) if parsed is not None and self._in_time(parsed, received_at) else None
         events: list[Event]
         raws: Sequence[bytes]
@@ -300,6 +303,16 @@ class EventDecoder:
         get = self._labels.get
         numbers: list[int] = []
         append = numbers.append
+        if events and events[0].__class__ is not Event:  # decoded by Literals: its labels are the kept ones already
+            for ev in events:
+                found = get((ev.type, ev.agent, ev.workflow, ev.model, ev.tool, ev.severity, ev.success))
+                if found is None:
+                    found = self._new_labels(ev)
+                    if found is None:
+                        return None
+                number, _, _, _, _, _, ev.severity, ev.success = found
+                append(number)
+            return numbers
         for ev in events:
             found = get((ev.type, ev.agent, ev.workflow, ev.model, ev.tool, ev.severity, ev.success))
             if found is None:
@@ -326,6 +339,7 @@ class EventDecoder:
             if len(self._labels) >= MAX_LABEL_ENTRIES:
                 self._labels.clear()
             self._labels[(type_, agent, workflow, model, tool, ev.severity, ev.success)] = found  # type: ignore[index]
+            self.known.note((type_, agent, workflow, model, tool))
         return found
 
     def _keep(self, value: str | None) -> str | None:
@@ -339,18 +353,25 @@ class EventDecoder:
             kept = self._shared[value] = value
         return kept
 
-    def _parse_all(self, lines: list[bytes]) -> list[Event] | None:
-        """Every line parsed in one pass of C, or None when one is not ASCII or not an event."""
+    def _parse_all(self, lines: list[bytes], literals: Literals | None = None) -> list[Event] | None:
+        """Every line parsed in one pass of C (by `literals` first, when given), or None when one
+        is not ASCII or not an event."""
         if not all(map(bytes.isascii, lines)):  # msgspec does not check UTF-8 inside fields it skips
             return None
+        if literals is not None:
+            try:
+                return list(map(literals.decode, lines))
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                self.known.missed()
         try:
             return list(map(self._decode, lines))
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return None
 
-    def _parse_block(self, data: bytes) -> list[Event] | None:
-        """A LineBlock's events, parsed in one call of C (msgspec's `decode_lines`); None when that
-        would not give each line's own event (then it goes line by line).
+    def _parse_block(self, data: bytes, literals: Literals | None = None) -> list[Event] | None:
+        """A LineBlock's events, parsed in one call of C (msgspec's `decode_lines`, by `literals`
+        first when given); None when that would not give each line's own event (then it goes line
+        by line).
 
         `decode_lines` reads a stream of JSON values, not lines: a value may span lines, and a
         line may hold two. Each line is one value when these hold: ASCII only, every newline but
@@ -370,10 +391,17 @@ class EventDecoder:
             crlf = ends == _RETURN  # CRLF: a `}` before the `\r` (JSON whitespace, as the newline is)
             if not ((crlf | (ends == _CLOSE)).all() and (codes[breaks[crlf] - 1] == _CLOSE).all()):
                 return None
-        try:
-            events = self._decode_lines(data)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-            return None
+        events = None
+        if literals is not None:
+            try:
+                events = literals.decode_lines(data)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                self.known.missed()
+        if events is None:
+            try:
+                events = self._decode_lines(data)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                return None
         return events if len(events) == len(breaks) + 1 else None
 
     def _decode_each(

@@ -445,9 +445,12 @@ def test_a_read_with_arrays_and_crlf_is_parsed_whole():
     decoder = EventDecoder()
     decoder.block_min = 0
     parsed = []
-    parse = decoder._decode_lines
-    decoder._decode_lines = lambda data: parsed.append(1) or parse(data)
-    for end in (b"\n", b"\r\n"):
+    parse = decoder._parse_block
+    decoder._parse_block = lambda data, literals: parsed.append(parse(data, literals) is not None) or parse(data, literals)
+    kinds = set()
+    for end in (b"\n", b"\r\n", b"\n", b"\r\n"):
         events, raws, rejected = decoder.decode(LineBlock(end.join(lines) + end), NOW)
-        assert parsed.pop() == 1 and isinstance(raws, LineBlock) and raws._lines is None
+        assert parsed.pop() is True and isinstance(raws, LineBlock) and raws._lines is None
         assert (events, list(raws), rejected) == EventDecoder().decode([line + end.strip(b"\n") for line in lines], NOW)
+        kinds.add(type(events[0]))
+    assert len(kinds) == 2  # by the plain decoder first, then by the literal one (sidecar.known_labels)

@@ -12,7 +12,7 @@ from sidecar.types import Event
 _LAST = b'{"type":"_"}]'
 
 
-def _parse_block(self, data):
+def _parse_block(self, data, literals=None):  # literals: not tried (a variant of the plain parse)
     if not data.isascii() or b"[" in data:
         return None
     codes = np.frombuffer(data, np.uint8)
