@@ -6,6 +6,7 @@ lazily so a benchmark's client processes pay for no server import they do not us
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -106,6 +107,24 @@ def scrape_value(url: str, name: str) -> float:
     """Sum of every sample called `name` in the sidecar's /metrics."""
     text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
     return sum(float(m[1]) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def timed_load(pid: int, url: str, counter: str, total: float, client: Callable[..., None], *args: object) -> tuple[float, float]:
+    """Run `client(*args, loaded, ready)` in its own process, timed from when it has prepared its
+    load (it sets `loaded`, then waits for `ready`) until the server at `url` counts `total` in
+    `counter`: (seconds, CPU seconds of `pid`). No scrapes while the client sends: at 20 Hz they
+    would cost the server CPU."""
+    loaded, ready = multiprocessing.Event(), multiprocessing.Event()
+    proc = multiprocessing.Process(target=client, args=(*args, loaded, ready))
+    proc.start()
+    loaded.wait()
+    cpu0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    ready.set()
+    proc.join()
+    while scrape_value(url, counter) < total:
+        time.sleep(0.05)
+    return time.perf_counter() - t0, cpu_seconds(pid) - cpu0
 
 
 def cpu_seconds(pid: int) -> float:

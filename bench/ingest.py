@@ -14,7 +14,6 @@ two runs a minute apart compared the second run with a machine that was no longe
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ceiling_limit, cpu_seconds, machine, realistic_lines, rss_mib, scrape_value, send_ndjson, start_sidecar  # noqa: E402
+from common import ceiling_limit, machine, realistic_lines, rss_mib, scrape_value, send_ndjson, start_sidecar, timed_load  # noqa: E402
 
 
 def unix_client(path: str, n: int, loaded, ready) -> None:
@@ -59,19 +58,8 @@ def run(transport: str, n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         proc = start_sidecar(tmp)
         try:
-            loaded, ready = multiprocessing.Event(), multiprocessing.Event()
-            target = unix_client if transport == "unix" else http_client
-            client = multiprocessing.Process(target=target, args=(proc.unix if transport == "unix" else proc.url, n, loaded, ready))
-            client.start()
-            loaded.wait()  # the client has encoded every event before the clock starts
-            cpu0 = cpu_seconds(proc.pid)
-            t0 = time.perf_counter()
-            ready.set()
-            client.join()  # no scrapes while loading: at 20 Hz they would cost the sidecar CPU
-            while scrape_value(proc.url, "sidecar_events_processed_total") < n:
-                time.sleep(0.05)
-            elapsed = time.perf_counter() - t0
-            cpu = cpu_seconds(proc.pid) - cpu0
+            client, address = (unix_client, proc.unix) if transport == "unix" else (http_client, proc.url)
+            elapsed, cpu = timed_load(proc.pid, proc.url, "sidecar_events_processed_total", n, client, address, n)
             rss = rss_mib(proc.pid)
             series = scrape_value(proc.url, "sidecar_series")
         finally:

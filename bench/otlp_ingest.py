@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
-import multiprocessing
 import os
 import random
 import signal
@@ -27,7 +26,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ceiling_limit, cpu_seconds, machine, scrape_value, start_sidecar  # noqa: E402
+from common import ceiling_limit, machine, scrape_value, start_sidecar, timed_load  # noqa: E402
 
 SPANS_PER_REQUEST = 512
 SPANS_PER_TRACE = 8
@@ -125,18 +124,7 @@ def over_http(n_requests: int, connections: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         proc = start_sidecar(tmp)
         try:
-            loaded, ready = multiprocessing.Event(), multiprocessing.Event()
-            c = multiprocessing.Process(target=client, args=(proc.url, n_requests, connections, loaded, ready))
-            c.start()
-            loaded.wait()
-            cpu0 = cpu_seconds(proc.pid)
-            t0 = time.perf_counter()
-            ready.set()
-            c.join()
-            while scrape_value(proc.url, "sidecar_events_processed_total") < events:
-                time.sleep(0.05)
-            elapsed = time.perf_counter() - t0
-            cpu = cpu_seconds(proc.pid) - cpu0
+            elapsed, cpu = timed_load(proc.pid, proc.url, "sidecar_events_processed_total", events, client, proc.url, n_requests, connections)
             received = scrape_value(proc.url, "sidecar_otlp_spans_received_total")
             assert received == spans, (received, spans)
         finally:
