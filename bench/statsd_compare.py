@@ -39,10 +39,13 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ceiling_limit, machine, realistic_lines, timed_load  # noqa: E402
+from common import REPO, ceiling_limit, machine, realistic_lines, timed_load  # noqa: E402
 from ingest import run as sidecar_run  # noqa: E402
 
-BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)  # sidecar.config.DEFAULT_BUCKETS
+sys.path.insert(0, REPO)
+from sidecar.config import DEFAULT_BUCKETS  # noqa: E402
+from sidecar.testing import wait_until  # noqa: E402
+
 LINES_PER_EVENT = 5
 
 
@@ -70,6 +73,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serving(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url + "/metrics", timeout=5).read()
+        return True
+    except OSError:
+        return False
+
+
 def tcp_client(port: int, n: int, loaded, ready) -> None:
     lines = statsd_lines(n)
     chunks = [b"".join(lines[i : i + 1000]) for i in range(0, n, 1000)]
@@ -85,22 +96,16 @@ def statsd_run(binary: str, n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         mapping = os.path.join(tmp, "mapping.yaml")
         with open(mapping, "w") as f:  # JSON is YAML
-            json.dump({"defaults": {"observer_type": "histogram", "histogram_options": {"buckets": list(BUCKETS)}}, "mappings": []}, f)
+            json.dump({"defaults": {"observer_type": "histogram", "histogram_options": {"buckets": list(DEFAULT_BUCKETS)}}, "mappings": []}, f)
         proc = subprocess.Popen(
             [binary, f"--web.listen-address=127.0.0.1:{web}", "--statsd.listen-udp=", f"--statsd.listen-tcp=127.0.0.1:{tcp}",
              f"--statsd.mapping-config={mapping}", "--log.level=warn"],
         )
         url = f"http://127.0.0.1:{web}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/metrics", timeout=5).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise SystemExit(f"{binary} did not start")
-                    time.sleep(0.05)
+            wait_until(lambda: serving(url) or proc.poll() is not None, f"{binary} serving /metrics", timeout=30)
+            if proc.poll() is not None:
+                raise SystemExit(f"{binary} exited with {proc.returncode}")
             elapsed, cpu = timed_load(proc.pid, url, "statsd_exporter_events_total", n * LINES_PER_EVENT, tcp_client, tcp, n)
         finally:
             proc.terminate()
@@ -127,10 +132,10 @@ def main() -> None:
             before = ceiling_limit()
             res = sidecar_run("unix", args.events) if system == "sidecar" else statsd_run(args.statsd_exporter, args.events)
             limit = (before + ceiling_limit()) / 2
-            per_cpu[system].append(1e6 / res["cpu_us"])
+            per_cpu[system].append(events_per_cpu_second := 1e6 / res["cpu_us"])
             print(
                 f"| {r + 1} | {system} | {res['events']:,} | {res['rate']:,.0f} | {res['rate'] / limit:.2f} | "
-                f"{res['cpu_us']:.1f} µs | {1e6 / res['cpu_us']:,.0f} |"
+                f"{res['cpu_us']:.1f} µs | {events_per_cpu_second:,.0f} |"
             )
     ratios = [s / x for s, x in zip(per_cpu["sidecar"], per_cpu["statsd_exporter"])]
     print(f"sidecar events per CPU-second / statsd_exporter's, by round: {', '.join(f'{x:.2f}' for x in ratios)}")
